@@ -1,0 +1,61 @@
+//! The one error type of the contract crate.
+
+/// Everything that can go wrong in the shared contract. Each variant says what failed and why,
+/// naming the record, file or field concerned.
+#[must_use]
+#[derive(Debug, thiserror::Error)]
+pub enum ContractError {
+    /// An embedded `.avsc` file does not parse; a build-time defect, never a runtime input.
+    #[error("schema file {file} is invalid: {reason}")]
+    SchemaFile { file: String, reason: String },
+
+    /// A record could not be encoded with its schema (a value the schema does not allow).
+    #[error("cannot encode {record}: {reason}")]
+    Encode {
+        record: &'static str,
+        reason: String,
+    },
+
+    /// The bytes are not Avro single-object encoding (too short or no `C3 01` marker).
+    #[error("not an Avro single-object encoded {record}: {reason}")]
+    NotSingleObject {
+        record: &'static str,
+        reason: String,
+    },
+
+    /// The writer schema's fingerprint is not a known version of the expected record type.
+    #[error("unknown writer schema for {record}: fingerprint {fingerprint} is not a known version of {record}")]
+    UnknownFingerprint {
+        record: &'static str,
+        fingerprint: String,
+    },
+
+    /// The body does not decode with the writer schema, or does not fit the Rust type.
+    #[error("cannot decode {record} (writer version {version}): {reason}")]
+    Decode {
+        record: &'static str,
+        version: u32,
+        reason: String,
+    },
+
+    /// A configuration file or environment variable is invalid; names the key and the reason.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+
+    /// Kafka refused or failed an operation.
+    #[error("kafka {operation} failed: {reason}")]
+    Kafka {
+        operation: &'static str,
+        reason: String,
+    },
+}
+
+impl ContractError {
+    /// Whether trying the same operation again may succeed (only broker failures may).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, ContractError::Kafka { .. })
+    }
+}
+
+/// Result with the contract's error.
+pub type Result<T, E = ContractError> = std::result::Result<T, E>;

@@ -1,0 +1,23 @@
+//! tally's shared contract: what every service agrees on.
+//!
+//! - [`records`]: the Rust types of the Avro records in `schemas/*.avsc` (the contract).
+//! - [`codec`]: Avro single-object encoding of those records, decoding every known writer
+//!   version without a schema registry.
+//! - [`schema`]: the embedded schemas, their versions and fingerprints.
+//! - [`topics`]: Kafka topic names and record keys.
+//! - [`kafka`] / [`clickhouse`]: connection settings, and topic administration.
+//! - [`config`]: layered configuration loading (defaults, file, environment).
+//! - [`telemetry`]: logging set-up shared by every service.
+
+pub mod clickhouse;
+pub mod codec;
+pub mod config;
+mod error;
+pub mod kafka;
+pub mod records;
+pub mod schema;
+pub mod telemetry;
+pub mod topics;
+
+pub use codec::{decode, encode, AvroRecord};
+pub use error::{ContractError, Result};

@@ -1,0 +1,82 @@
+//! `tally`: one binary, one subcommand per service.
+//!
+//! `tally ingest`, `tally process` and `tally sink` run the pipeline's services; `tally topics
+//! create` prepares Kafka. Each service reads `--config FILE` (TOML), then `TALLY__*`
+//! environment variables, then `TALLY_KAFKA_BROKERS` / `TALLY_CLICKHOUSE_URL`.
+mod error;
+mod topics;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tally_contract::config::load;
+
+use crate::error::TallyError;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tally",
+    version,
+    about = "Makes LLM token use governable: cost, runaway agents, carbon."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the ingest service (HTTP in, Avro on Kafka out).
+    Ingest {
+        /// TOML configuration file; defaults and environment variables apply without one.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Run the stream processor (cost, carbon, windows, budgets).
+    Process {
+        /// TOML configuration file; defaults and environment variables apply without one.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Run the ClickHouse sink.
+    Sink {
+        /// TOML configuration file; defaults and environment variables apply without one.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Manage tally's Kafka topics.
+    Topics {
+        #[command(subcommand)]
+        command: topics::TopicsCommand,
+    },
+}
+
+fn main() -> ExitCode {
+    tally_contract::telemetry::init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> Result<(), TallyError> {
+    match command {
+        Command::Ingest { config } => tally_ingest::run(load(config.as_deref())?).await?,
+        Command::Process { config } => tally_processor::run(load(config.as_deref())?).await?,
+        Command::Sink { config } => tally_sink::run(load(config.as_deref())?).await?,
+        Command::Topics { command } => topics::run(command).await?,
+    }
+    Ok(())
+}

@@ -1,0 +1,172 @@
+//! Helpers for tally's cross-crate tests: fixtures, service addresses, and per-test Kafka
+//! topics and ClickHouse databases with unique names, so tests run in parallel and leave
+//! nothing behind.
+//!
+//! Integration tests talk to the real Kafka broker and ClickHouse server: the ones
+//! `scripts/services.sh start` runs on loopback, or the ones `TALLY_KAFKA_BROKERS` and
+//! `TALLY_CLICKHOUSE_URL` name. A server that does not answer fails the test, never skips it.
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use serde::de::DeserializeOwned;
+use tally_contract::clickhouse::DEFAULT_URL;
+use tally_contract::config::{CLICKHOUSE_URL_ENV, KAFKA_BROKERS_ENV};
+use tally_contract::kafka::{KafkaConfig, DEFAULT_BROKERS};
+
+/// The folder of golden files: `<Record>.json` fixtures and `<Record>.v<N>.avro` bytes.
+pub fn golden_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("golden")
+}
+
+/// Reads the fully populated fixture of a record type from `golden/<name>.json`.
+pub fn fixture<T: DeserializeOwned>(record_name: &str) -> T {
+    let path = golden_dir().join(format!("{record_name}.json"));
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read fixture {}: {e}", path.display()));
+    serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("fixture {} does not fit {record_name}: {e}", path.display()))
+}
+
+/// The Kafka brokers the tests use.
+pub fn kafka_brokers() -> String {
+    std::env::var(KAFKA_BROKERS_ENV).unwrap_or_else(|_| DEFAULT_BROKERS.to_string())
+}
+
+/// The ClickHouse URL the tests use.
+pub fn clickhouse_url() -> String {
+    std::env::var(CLICKHOUSE_URL_ENV).unwrap_or_else(|_| DEFAULT_URL.to_string())
+}
+
+/// A Kafka config pointing at the test broker.
+pub fn kafka_config() -> KafkaConfig {
+    KafkaConfig {
+        brokers: kafka_brokers(),
+        ..KafkaConfig::default()
+    }
+}
+
+/// A name no other test (or earlier run) uses: `prefix-<millis>-<pid>-<n>`.
+pub fn unique_name(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let millis = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}-{millis}-{}-{n}", std::process::id())
+}
+
+fn admin() -> AdminClient<DefaultClientContext> {
+    kafka_config()
+        .client_config()
+        .create()
+        .expect("a Kafka admin client")
+}
+
+/// Checks the broker answers, failing the test with what to do when it does not.
+pub fn require_kafka() {
+    let brokers = kafka_brokers();
+    if let Err(e) = admin()
+        .inner()
+        .fetch_metadata(None, Duration::from_secs(10))
+    {
+        panic!(
+            "Kafka is not reachable at {brokers}: {e}. Start it with `scripts/services.sh start` \
+             or point {KAFKA_BROKERS_ENV} at a broker."
+        );
+    }
+    eprintln!("[it] using the real Kafka broker at {brokers}");
+}
+
+/// Creates a topic for one test and deletes it when dropped.
+pub struct TestTopic {
+    /// The topic's unique name.
+    pub name: String,
+}
+
+impl TestTopic {
+    /// Creates `prefix-<unique>` with the given number of partitions.
+    pub async fn create(prefix: &str, partitions: i32) -> TestTopic {
+        require_kafka();
+        let name = unique_name(prefix);
+        let topic = NewTopic::new(&name, partitions, TopicReplication::Fixed(1));
+        let results = admin()
+            .create_topics([&topic], &AdminOptions::new())
+            .await
+            .expect("create_topics request");
+        for result in results {
+            result.unwrap_or_else(|(topic, code)| panic!("creating topic {topic}: {code}"));
+        }
+        TestTopic { name }
+    }
+}
+
+impl Drop for TestTopic {
+    fn drop(&mut self) {
+        delete_topics(vec![self.name.clone()]);
+    }
+}
+
+/// Deletes topics, best effort, from sync or async code: a thread of its own runs the
+/// request, since the caller may be a `Drop` inside a runtime.
+pub fn delete_topics(names: Vec<String>) {
+    let _ = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
+        if let Ok(runtime) = runtime {
+            let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+            let _ = runtime.block_on(admin().delete_topics(&refs, &AdminOptions::new()));
+        }
+    })
+    .join();
+}
+
+/// A ClickHouse database for one test, dropped at the end.
+pub struct TestDatabase {
+    /// The database's unique name.
+    pub name: String,
+    /// A client whose default database is this one.
+    pub client: clickhouse::Client,
+}
+
+impl TestDatabase {
+    /// Creates `prefix_<unique>` and checks the server answers.
+    pub async fn create(prefix: &str) -> TestDatabase {
+        let url = clickhouse_url();
+        let name = unique_name(prefix).replace('-', "_");
+        let server = clickhouse::Client::default().with_url(&url);
+        let version: String = server
+            .query("SELECT version()")
+            .fetch_one()
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "ClickHouse is not reachable at {url}: {e}. Start it with \
+                     `scripts/services.sh start` or point {CLICKHOUSE_URL_ENV} at a server."
+                )
+            });
+        eprintln!("[it] using the real ClickHouse server {version} at {url}");
+        server
+            .query(&format!("CREATE DATABASE {name}"))
+            .execute()
+            .await
+            .expect("CREATE DATABASE");
+        TestDatabase {
+            client: server.with_database(&name),
+            name,
+        }
+    }
+
+    /// Drops the database.
+    pub async fn drop_database(self) {
+        self.client
+            .query(&format!("DROP DATABASE {}", self.name))
+            .execute()
+            .await
+            .expect("DROP DATABASE");
+    }
+}
