@@ -8,7 +8,7 @@ use tally_contract::kafka::KafkaConfig;
 use crate::IngestError;
 
 /// Settings of the ingest service.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IngestConfig {
     /// Address the HTTP server listens on.
@@ -17,17 +17,143 @@ pub struct IngestConfig {
     /// Largest request body accepted, in bytes; larger requests get 413.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
+    /// How far in the future an `occurred_at` may be, in seconds (clock skew allowed).
+    #[serde(default = "default_max_future_skew_secs")]
+    pub max_future_skew_secs: u64,
+    /// A second record with an `event_id` seen within this many seconds is dropped (counted).
+    #[serde(default = "default_dedup_window_secs")]
+    pub dedup_window_secs: u64,
+    /// At most this many event ids are remembered for deduplication; the oldest go first.
+    #[serde(default = "default_dedup_max_entries")]
+    pub dedup_max_entries: usize,
+    /// Deadline for Kafka to acknowledge a request's records, in milliseconds; past it the
+    /// request gets 503 with `Retry-After`.
+    #[serde(default = "default_produce_timeout_ms")]
+    pub produce_timeout_ms: u64,
+    /// `/readyz` reports not ready when more records than this wait for the broker.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+    /// OTLP span or resource attribute that names the team, for keys that may set it.
+    #[serde(default = "default_otlp_team_attribute")]
+    pub otlp_team_attribute: String,
+    /// API keys, stored as SHA-256 hashes. At least one is needed.
+    #[serde(default)]
+    pub api_keys: Vec<ApiKeyConfig>,
+    /// Producer tuning.
+    #[serde(default)]
+    pub producer: ProducerConfig,
     /// Kafka to produce to.
     #[serde(default)]
     pub kafka: KafkaConfig,
 }
 
+/// One API key: who it is and what it may do. The key itself is never stored.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    /// A name for logs and metrics (never the key).
+    pub name: String,
+    /// Hex SHA-256 of the key: `printf %s "$KEY" | sha256sum`.
+    pub sha256: String,
+    /// Tenant every event sent with this key belongs to.
+    pub tenant: String,
+    /// Team the key's events belong to when they name none; events naming another team are
+    /// refused with 403 unless `any_team` is set.
+    #[serde(default)]
+    pub team: Option<String>,
+    /// Whether events may name any team of the tenant.
+    #[serde(default)]
+    pub any_team: bool,
+    /// Events per second this key may send (a burst of one second's worth is allowed).
+    #[serde(default = "default_rate_limit_per_sec")]
+    pub rate_limit_per_sec: u32,
+    /// Secret of GitHub webhooks that authenticate as this key through
+    /// `X-Hub-Signature-256` instead of a bearer token.
+    #[serde(default)]
+    pub github_webhook_secret: Option<String>,
+}
+
+impl std::fmt::Debug for ApiKeyConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiKeyConfig")
+            .field("name", &self.name)
+            .field("tenant", &self.tenant)
+            .field("team", &self.team)
+            .field("any_team", &self.any_team)
+            .field("rate_limit_per_sec", &self.rate_limit_per_sec)
+            .field("github_webhook_secret", &self.github_webhook_secret.as_ref().map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
+}
+
+/// librdkafka producer settings; the safety settings (`enable.idempotence=true`, `acks=all`)
+/// are fixed and not configurable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProducerConfig {
+    /// Compression codec: none, gzip, snappy, lz4 or zstd.
+    #[serde(default = "default_compression")]
+    pub compression: String,
+    /// How long the producer waits to fill a batch, in milliseconds.
+    #[serde(default = "default_linger_ms")]
+    pub linger_ms: u32,
+    /// Largest batch per partition, in bytes.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: u32,
+    /// Most records queued in the producer before sends wait.
+    #[serde(default = "default_queue_max_messages")]
+    pub queue_max_messages: u32,
+}
+
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8080))
 }
-
 fn default_max_body_bytes() -> usize {
     10 * 1024 * 1024
+}
+fn default_max_future_skew_secs() -> u64 {
+    300
+}
+fn default_dedup_window_secs() -> u64 {
+    24 * 3600
+}
+fn default_dedup_max_entries() -> usize {
+    10_000_000
+}
+fn default_produce_timeout_ms() -> u64 {
+    10_000
+}
+fn default_max_in_flight() -> usize {
+    500_000
+}
+fn default_otlp_team_attribute() -> String {
+    "tally.team".to_string()
+}
+fn default_rate_limit_per_sec() -> u32 {
+    10_000
+}
+fn default_compression() -> String {
+    "zstd".to_string()
+}
+fn default_linger_ms() -> u32 {
+    5
+}
+fn default_batch_size() -> u32 {
+    1024 * 1024
+}
+fn default_queue_max_messages() -> u32 {
+    1_000_000
+}
+
+impl Default for ProducerConfig {
+    fn default() -> Self {
+        Self {
+            compression: default_compression(),
+            linger_ms: default_linger_ms(),
+            batch_size: default_batch_size(),
+            queue_max_messages: default_queue_max_messages(),
+        }
+    }
 }
 
 impl Default for IngestConfig {
@@ -35,6 +161,14 @@ impl Default for IngestConfig {
         Self {
             listen: default_listen(),
             max_body_bytes: default_max_body_bytes(),
+            max_future_skew_secs: default_max_future_skew_secs(),
+            dedup_window_secs: default_dedup_window_secs(),
+            dedup_max_entries: default_dedup_max_entries(),
+            produce_timeout_ms: default_produce_timeout_ms(),
+            max_in_flight: default_max_in_flight(),
+            otlp_team_attribute: default_otlp_team_attribute(),
+            api_keys: Vec::new(),
+            producer: ProducerConfig::default(),
             kafka: KafkaConfig::default(),
         }
     }
@@ -45,18 +179,45 @@ impl ServiceConfig for IngestConfig {
         &[(KAFKA_BROKERS_ENV, "kafka.brokers")];
 }
 
+const COMPRESSIONS: [&str; 5] = ["none", "gzip", "snappy", "lz4", "zstd"];
+
 impl IngestConfig {
     /// Checks what the types cannot: every problem is named by its key.
     pub fn validate(&self) -> Result<(), IngestError> {
+        let bad = |msg: String| Err(IngestError::Config(msg));
         if self.max_body_bytes == 0 {
-            return Err(IngestError::Config(
-                "max_body_bytes must be at least 1".into(),
-            ));
+            return bad("max_body_bytes must be at least 1".into());
+        }
+        if self.produce_timeout_ms == 0 {
+            return bad("produce_timeout_ms must be at least 1".into());
         }
         if self.kafka.brokers.trim().is_empty() {
-            return Err(IngestError::Config(
-                "kafka.brokers must name at least one broker".into(),
+            return bad("kafka.brokers must name at least one broker".into());
+        }
+        if !COMPRESSIONS.contains(&self.producer.compression.as_str()) {
+            return bad(format!(
+                "producer.compression must be one of {}, not {:?}",
+                COMPRESSIONS.join(", "),
+                self.producer.compression
             ));
+        }
+        if self.api_keys.is_empty() {
+            return bad("api_keys: at least one key is needed, or nobody can send events".into());
+        }
+        for (i, key) in self.api_keys.iter().enumerate() {
+            let at = format!("api_keys[{i}] ({})", key.name);
+            if key.sha256.len() != 64 || !key.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return bad(format!("{at}.sha256 must be 64 hex digits (a SHA-256 of the key)"));
+            }
+            if key.tenant.trim().is_empty() {
+                return bad(format!("{at}.tenant must not be empty"));
+            }
+            if key.team.is_none() && !key.any_team {
+                return bad(format!("{at}: set team, or any_team = true"));
+            }
+            if key.rate_limit_per_sec == 0 {
+                return bad(format!("{at}.rate_limit_per_sec must be at least 1"));
+            }
         }
         Ok(())
     }
@@ -70,45 +231,73 @@ mod tests {
     use std::path::Path;
     use tally_contract::config::load;
 
+    const KEY_TOML: &str = r#"
+[[api_keys]]
+name = "gateway"
+sha256 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+tenant = "acme"
+team = "payments"
+"#;
+
     #[test]
     fn defaults_listen_on_loopback_with_a_10_mib_body_limit() {
         let config = IngestConfig::default();
         assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(config.max_body_bytes, 10_485_760);
-        assert!(config.validate().is_ok());
+        assert_eq!(config.dedup_window_secs, 86_400);
+        assert_eq!(config.producer.compression, "zstd");
     }
 
     #[test]
     fn file_and_environment_override_defaults() {
         Jail::expect_with(|jail| {
-            jail.create_file(
-                "ingest.toml",
-                "listen = \"0.0.0.0:9999\"\nmax_body_bytes = 1024\n",
-            )?;
+            jail.create_file("ingest.toml", &format!("listen = \"0.0.0.0:9999\"\nmax_body_bytes = 1024\n{KEY_TOML}"))?;
             jail.set_env("TALLY_KAFKA_BROKERS", "kafka-1:9092,kafka-2:9092");
             let config: IngestConfig = load(Some(Path::new("ingest.toml"))).unwrap();
             assert_eq!(config.listen.to_string(), "0.0.0.0:9999");
             assert_eq!(config.max_body_bytes, 1024);
             assert_eq!(config.kafka.brokers, "kafka-1:9092,kafka-2:9092");
+            assert_eq!(config.api_keys[0].team.as_deref(), Some("payments"));
+            assert_eq!(config.api_keys[0].rate_limit_per_sec, 10_000);
+            config.validate().unwrap();
             Ok(())
         });
     }
 
     #[test]
     fn invalid_settings_are_named() {
-        let config = IngestConfig {
-            max_body_bytes: 0,
-            ..IngestConfig::default()
-        };
-        let err = config.validate().unwrap_err().to_string();
-        assert!(err.contains("max_body_bytes"), "{err}");
+        let no_keys = IngestConfig::default();
+        assert!(no_keys.validate().unwrap_err().to_string().contains("api_keys"));
         Jail::expect_with(|jail| {
             jail.create_file("bad.toml", "listen = \"not an address\"\n")?;
-            let err = load::<IngestConfig>(Some(Path::new("bad.toml")))
-                .unwrap_err()
-                .to_string();
+            let err = load::<IngestConfig>(Some(Path::new("bad.toml"))).unwrap_err().to_string();
             assert!(err.contains("listen"), "{err}");
+
+            jail.create_file("key.toml", &KEY_TOML.replace("9f86", "zz86"))?;
+            let config: IngestConfig = load(Some(Path::new("key.toml"))).unwrap();
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains("api_keys[0] (gateway).sha256"), "{err}");
+
+            jail.create_file("teamless.toml", &KEY_TOML.replace("team = \"payments\"", ""))?;
+            let config: IngestConfig = load(Some(Path::new("teamless.toml"))).unwrap();
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains("set team, or any_team = true"), "{err}");
             Ok(())
         });
+    }
+
+    #[test]
+    fn secrets_are_not_in_debug_output() {
+        let key = ApiKeyConfig {
+            name: "gh".into(),
+            sha256: "00".repeat(32),
+            tenant: "acme".into(),
+            team: None,
+            any_team: true,
+            rate_limit_per_sec: 1,
+            github_webhook_secret: Some("hunter2".into()),
+        };
+        let debug = format!("{key:?}");
+        assert!(!debug.contains("hunter2") && debug.contains("<redacted>"), "{debug}");
     }
 }

@@ -1,4 +1,5 @@
-//! The one error type of the ingest service.
+//! The one error type of the ingest service: what stops it from starting or serving.
+//! Per-request problems are HTTP answers ([`crate::server`]), not errors of the service.
 
 /// What stops the ingest service.
 #[must_use]
@@ -7,10 +8,13 @@ pub enum IngestError {
     /// A setting is invalid; names the key and the reason.
     #[error("invalid ingest configuration: {0}")]
     Config(String),
-    /// The shared contract failed (config loading, Kafka administration, encoding).
+    /// The shared contract failed (config loading, encoding).
     #[error(transparent)]
     Contract(#[from] tally_contract::ContractError),
-    /// The HTTP endpoints are not part of this build yet.
-    #[error("the ingest service's HTTP endpoints are not built yet (the ingest issue tracks them); nothing was started")]
-    NotAvailable,
+    /// The Kafka producer could not be created.
+    #[error("cannot create the Kafka producer: {0}")]
+    Producer(String),
+    /// The listen address could not be bound, or serving failed.
+    #[error("HTTP server on {address}: {source}")]
+    Serve { address: String, source: std::io::Error },
 }

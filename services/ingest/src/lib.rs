@@ -1,16 +1,25 @@
 //! The ingest service: where every LLM call, deploy and ticket enters tally.
 //!
-//! Reads like the data's path: HTTP in → validate and normalise → Avro single-object encode →
-//! produce to Kafka, answering only after the broker acknowledged every record. The
-//! endpoints arrive with the ingest issue; this crate has its configuration and error type.
+//! Reads like the data's path: HTTP in ([`server`]) → authenticate ([`auth`]) → parse
+//! ([`body`], [`otlp`], [`github`]) → validate and normalise ([`llm_call`], [`usage`],
+//! [`events`]) → drop duplicates ([`dedup`]) → Avro single-object encode and produce to Kafka
+//! ([`producer`]), answering 202 only after the broker acknowledged every record.
+pub mod auth;
+pub mod body;
 mod config;
 mod error;
+pub mod events;
+pub mod fingerprint;
+pub mod github;
+pub mod llm_call;
+pub mod record;
+pub mod usage;
 
-pub use config::IngestConfig;
+pub use config::{ApiKeyConfig, IngestConfig, ProducerConfig};
 pub use error::IngestError;
 
 /// Runs the ingest service until shutdown.
 pub async fn run(config: IngestConfig) -> Result<(), IngestError> {
     config.validate()?;
-    Err(IngestError::NotAvailable)
+    Err(IngestError::Config("not yet".into()))
 }

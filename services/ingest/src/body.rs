@@ -1,0 +1,95 @@
+//! Request bodies of the JSON endpoints: a JSON array of records, one JSON object, or NDJSON
+//! (one object per line). Malformed JSON is an error with its line and column.
+use serde_json::Value;
+
+/// Why a body is not JSON records; the endpoint answers 400 with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MalformedBody {
+    /// 1-based line of the problem.
+    pub line: usize,
+    /// 1-based column of the problem.
+    pub column: usize,
+    /// What is wrong there.
+    pub reason: String,
+}
+
+impl std::fmt::Display for MalformedBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "malformed JSON at line {}, column {}: {}", self.line, self.column, self.reason)
+    }
+}
+
+/// Splits a body into its records.
+pub fn parse_records(body: &[u8]) -> Result<Vec<Value>, MalformedBody> {
+    let text = std::str::from_utf8(body).map_err(|e| {
+        let (line, column) = position(&body[..e.valid_up_to()]);
+        MalformedBody { line, column, reason: "not UTF-8".into() }
+    })?;
+    match text.trim_start().as_bytes().first() {
+        None => Err(MalformedBody { line: 1, column: 1, reason: "the body is empty".into() }),
+        Some(b'[') => match serde_json::from_str::<Value>(text) {
+            Ok(Value::Array(records)) => Ok(records),
+            Ok(_) => unreachable!("a JSON text starting with [ is an array"),
+            Err(e) => Err(from_serde(&e, 0)),
+        },
+        Some(_) => parse_ndjson(text),
+    }
+}
+
+fn parse_ndjson(text: &str) -> Result<Vec<Value>, MalformedBody> {
+    let mut records = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let value = serde_json::from_str(line).map_err(|e| from_serde(&e, number))?;
+        records.push(value);
+    }
+    Ok(records)
+}
+
+fn from_serde(error: &serde_json::Error, line_offset: usize) -> MalformedBody {
+    let reason = error.to_string();
+    // serde_json appends " at line L column C"; the position is given separately.
+    let reason = reason.split(" at line ").next().unwrap_or(&reason).to_string();
+    MalformedBody { line: error.line() + line_offset, column: error.column(), reason }
+}
+
+fn position(prefix: &[u8]) -> (usize, usize) {
+    let line = prefix.iter().filter(|b| **b == b'\n').count() + 1;
+    let column = prefix.len() - prefix.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1) + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn arrays_single_objects_and_ndjson() {
+        assert_eq!(parse_records(br#"[{"a":1},{"a":2}]"#).unwrap().len(), 2);
+        assert_eq!(parse_records(br#"{"a":1}"#).unwrap().len(), 1);
+        assert_eq!(parse_records(b"{\"a\":1}\n\n{\"a\":2}\r\n{\"a\":3}\n").unwrap().len(), 3);
+    }
+
+    #[test]
+    fn errors_carry_line_and_column() {
+        let err = parse_records(b"{\"a\":1}\n{\"a\":}\n").unwrap_err();
+        assert_eq!((err.line, err.column), (2, 6), "{err}");
+        assert_eq!(err.to_string(), "malformed JSON at line 2, column 6: expected value");
+        let err = parse_records(b"[\n {\"a\": 1},\n {\"a\" 2}\n]").unwrap_err();
+        assert_eq!((err.line, err.column), (3, 7), "{err}");
+        let err = parse_records(b"  \n").unwrap_err();
+        assert_eq!(err.reason, "the body is empty");
+        let err = parse_records(b"{\"a\":\"\xff\"}").unwrap_err();
+        assert_eq!((err.line, err.column, err.reason.as_str()), (1, 7, "not UTF-8"));
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(body in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = parse_records(&body);
+        }
+    }
+}
