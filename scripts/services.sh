@@ -5,6 +5,8 @@
 #   scripts/services.sh start     install if needed, start both, wait until each answers
 #   scripts/services.sh stop      stop exactly the processes this script started
 #   scripts/services.sh status    say what runs where
+#   scripts/services.sh start-kafka | stop-kafka   only the broker (tests that stop Kafka
+#                                  run a broker of their own on other ports this way)
 #
 # Kafka: Apache Kafka (KRaft, one node acting as broker and controller) resolved from Maven
 # Central with its runtime dependencies, run as `java kafka.Kafka server.properties`.
@@ -28,8 +30,8 @@ CHDB_PACKAGE=@chdb/lib-linux-x64-gnu
 CHDB_VERSION=26.7.3-stable.1
 
 KAFKA_HOST=127.0.0.1
-KAFKA_PORT=9092
-KAFKA_CONTROLLER_PORT=9093
+KAFKA_PORT=${TALLY_KAFKA_PORT:-9092}
+KAFKA_CONTROLLER_PORT=${TALLY_KAFKA_CONTROLLER_PORT:-9093}
 CLICKHOUSE_HTTP_PORT=8123
 CLICKHOUSE_TCP_PORT=9000
 START_TIMEOUT_SECONDS=${TALLY_SERVICES_START_TIMEOUT:-90}
@@ -281,5 +283,7 @@ case "${1:-}" in
     [ -n "${TALLY_CLICKHOUSE_URL:-}" ] || stop_pid ClickHouse "$DATA/clickhouse/clickhouse.pid"
     ;;
   status) status ;;
-  *) echo "usage: $0 install|start|stop|status" >&2; exit 2 ;;
+  start-kafka) mkdir -p "$DATA"; start_kafka ;;
+  stop-kafka) [ -n "${TALLY_KAFKA_BROKERS:-}" ] || stop_pid Kafka "$DATA/kafka/kafka.pid" ;;
+  *) echo "usage: $0 install|start|stop|status|start-kafka|stop-kafka" >&2; exit 2 ;;
 esac

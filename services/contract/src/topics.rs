@@ -1,5 +1,5 @@
 //! Kafka topic names and record keys: the addresses of the contract.
-use crate::records::LlmCall;
+use crate::records::{DeployEvent, LlmCall, TicketEvent};
 
 /// One of tally's topics. Names carry a major version (`.v1`): an incompatible change to a
 /// topic's records gets a new topic, never new bytes on the old one.
@@ -63,6 +63,17 @@ pub fn llm_call_key(call: &LlmCall) -> String {
         Some(session) => format!("{}/{}/{}", call.tenant, call.team, session),
         None => format!("{}/{}", call.tenant, call.team),
     }
+}
+
+/// The Kafka key of a `DeployEvent`: `tenant/team/service`, so a service's deploys stay in
+/// order (attribution pairs each deploy with the previous one).
+pub fn deploy_key(deploy: &DeployEvent) -> String {
+    format!("{}/{}/{}", deploy.tenant, deploy.team, deploy.service)
+}
+
+/// The Kafka key of a `TicketEvent`: `tenant/ticket_id`, so a ticket's changes stay in order.
+pub fn ticket_key(ticket: &TicketEvent) -> String {
+    format!("{}/{}", ticket.tenant, ticket.ticket_id)
 }
 
 #[cfg(test)]

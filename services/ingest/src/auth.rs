@@ -43,7 +43,9 @@ impl Principal {
         match (requested, &self.team) {
             (Some(team), _) if self.any_team => Ok(team.to_string()),
             (Some(team), Some(own)) if team == own => Ok(team.to_string()),
-            (Some(team), _) => Err(TeamError::Forbidden { requested: team.to_string() }),
+            (Some(team), _) => Err(TeamError::Forbidden {
+                requested: team.to_string(),
+            }),
             (None, Some(own)) => Ok(own.clone()),
             (None, None) => Err(TeamError::Missing),
         }
@@ -51,7 +53,10 @@ impl Principal {
 
     /// Takes `events` from the key's budget, or says how long to wait before retrying.
     pub fn admit(&self, events: usize, now: Instant) -> Result<(), Duration> {
-        self.limiter.lock().expect("rate limiter lock").admit(events as f64, now)
+        self.limiter
+            .lock()
+            .expect("rate limiter lock")
+            .admit(events as f64, now)
     }
 }
 
@@ -74,7 +79,10 @@ impl Authenticator {
                     team: key.team.clone(),
                     any_team: key.any_team,
                     limiter: Mutex::new(RateLimiter::new(key.rate_limit_per_sec as f64)),
-                    github_secret: key.github_webhook_secret.as_ref().map(|s| s.as_bytes().to_vec()),
+                    github_secret: key
+                        .github_webhook_secret
+                        .as_ref()
+                        .map(|s| s.as_bytes().to_vec()),
                 };
                 (hash, Arc::new(principal))
             })
@@ -92,13 +100,17 @@ impl Authenticator {
     /// The sender of a GitHub webhook whose `X-Hub-Signature-256` matches a key's secret.
     pub fn github_signature(&self, signature: Option<&str>, body: &[u8]) -> Option<Arc<Principal>> {
         let expected = decode_hex32(signature?.strip_prefix("sha256=")?)?;
-        self.by_hash.values().find(|principal| {
-            principal.github_secret.as_ref().is_some_and(|secret| {
-                let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
-                mac.update(body);
-                mac.verify_slice(&expected).is_ok()
+        self.by_hash
+            .values()
+            .find(|principal| {
+                principal.github_secret.as_ref().is_some_and(|secret| {
+                    let mut mac =
+                        Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
+                    mac.update(body);
+                    mac.verify_slice(&expected).is_ok()
+                })
             })
-        }).cloned()
+            .cloned()
     }
 }
 
@@ -135,7 +147,11 @@ struct RateLimiter {
 
 impl RateLimiter {
     fn new(per_sec: f64) -> RateLimiter {
-        RateLimiter { per_sec, tokens: per_sec, updated: None }
+        RateLimiter {
+            per_sec,
+            tokens: per_sec,
+            updated: None,
+        }
     }
 
     fn admit(&mut self, events: f64, now: Instant) -> Result<(), Duration> {
@@ -145,7 +161,9 @@ impl RateLimiter {
         }
         self.updated = Some(now);
         if self.tokens <= 0.0 {
-            return Err(Duration::from_secs_f64(-self.tokens / self.per_sec + 1.0 / self.per_sec));
+            return Err(Duration::from_secs_f64(
+                -self.tokens / self.per_sec + 1.0 / self.per_sec,
+            ));
         }
         self.tokens -= events;
         Ok(())
@@ -171,7 +189,10 @@ mod tests {
     #[test]
     fn only_the_exact_bearer_key_authenticates() {
         let auth = Authenticator::new(&[key(Some("payments"), false, None)]);
-        assert_eq!(auth.bearer(Some("Bearer secret-key")).unwrap().tenant, "acme");
+        assert_eq!(
+            auth.bearer(Some("Bearer secret-key")).unwrap().tenant,
+            "acme"
+        );
         assert!(auth.bearer(Some("Bearer secret-kez")).is_none());
         assert!(auth.bearer(Some("secret-key")).is_none());
         assert!(auth.bearer(None).is_none());
@@ -185,7 +206,9 @@ mod tests {
         assert_eq!(p.resolve_team(Some("payments")).unwrap(), "payments");
         assert_eq!(
             p.resolve_team(Some("search")),
-            Err(TeamError::Forbidden { requested: "search".into() })
+            Err(TeamError::Forbidden {
+                requested: "search".into()
+            })
         );
         let any = Authenticator::new(&[key(None, true, None)]);
         let p = any.bearer(Some("Bearer secret-key")).unwrap();
@@ -195,12 +218,24 @@ mod tests {
 
     #[test]
     fn github_signatures_are_checked_against_the_body() {
-        let auth = Authenticator::new(&[key(Some("payments"), false, Some("It's a Secret to Everybody"))]);
+        let auth = Authenticator::new(&[key(
+            Some("payments"),
+            false,
+            Some("It's a Secret to Everybody"),
+        )]);
         // The example from GitHub's documentation on validating webhook deliveries.
         let body = b"Hello, World!";
         let signature = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
-        assert_eq!(auth.github_signature(Some(signature), body).unwrap().team.as_deref(), Some("payments"));
-        assert!(auth.github_signature(Some(signature), b"Hello, World?").is_none());
+        assert_eq!(
+            auth.github_signature(Some(signature), body)
+                .unwrap()
+                .team
+                .as_deref(),
+            Some("payments")
+        );
+        assert!(auth
+            .github_signature(Some(signature), b"Hello, World?")
+            .is_none());
         assert!(auth.github_signature(None, body).is_none());
     }
 
@@ -209,9 +244,14 @@ mod tests {
         let mut limiter = RateLimiter::new(100.0);
         let start = Instant::now();
         assert!(limiter.admit(60.0, start).is_ok());
-        assert!(limiter.admit(60.0, start).is_ok(), "debt is allowed while tokens remain");
+        assert!(
+            limiter.admit(60.0, start).is_ok(),
+            "debt is allowed while tokens remain"
+        );
         let wait = limiter.admit(1.0, start).unwrap_err();
         assert!((wait.as_secs_f64() - 0.21).abs() < 1e-9, "{wait:?}");
-        assert!(limiter.admit(1.0, start + Duration::from_millis(300)).is_ok());
+        assert!(limiter
+            .admit(1.0, start + Duration::from_millis(300))
+            .is_ok());
     }
 }

@@ -15,7 +15,11 @@ pub struct MalformedBody {
 
 impl std::fmt::Display for MalformedBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "malformed JSON at line {}, column {}: {}", self.line, self.column, self.reason)
+        write!(
+            f,
+            "malformed JSON at line {}, column {}: {}",
+            self.line, self.column, self.reason
+        )
     }
 }
 
@@ -23,10 +27,18 @@ impl std::fmt::Display for MalformedBody {
 pub fn parse_records(body: &[u8]) -> Result<Vec<Value>, MalformedBody> {
     let text = std::str::from_utf8(body).map_err(|e| {
         let (line, column) = position(&body[..e.valid_up_to()]);
-        MalformedBody { line, column, reason: "not UTF-8".into() }
+        MalformedBody {
+            line,
+            column,
+            reason: "not UTF-8".into(),
+        }
     })?;
     match text.trim_start().as_bytes().first() {
-        None => Err(MalformedBody { line: 1, column: 1, reason: "the body is empty".into() }),
+        None => Err(MalformedBody {
+            line: 1,
+            column: 1,
+            reason: "the body is empty".into(),
+        }),
         Some(b'[') => match serde_json::from_str::<Value>(text) {
             Ok(Value::Array(records)) => Ok(records),
             Ok(_) => unreachable!("a JSON text starting with [ is an array"),
@@ -51,13 +63,26 @@ fn parse_ndjson(text: &str) -> Result<Vec<Value>, MalformedBody> {
 fn from_serde(error: &serde_json::Error, line_offset: usize) -> MalformedBody {
     let reason = error.to_string();
     // serde_json appends " at line L column C"; the position is given separately.
-    let reason = reason.split(" at line ").next().unwrap_or(&reason).to_string();
-    MalformedBody { line: error.line() + line_offset, column: error.column(), reason }
+    let reason = reason
+        .split(" at line ")
+        .next()
+        .unwrap_or(&reason)
+        .to_string();
+    MalformedBody {
+        line: error.line() + line_offset,
+        column: error.column(),
+        reason,
+    }
 }
 
 fn position(prefix: &[u8]) -> (usize, usize) {
     let line = prefix.iter().filter(|b| **b == b'\n').count() + 1;
-    let column = prefix.len() - prefix.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1) + 1;
+    let column = prefix.len()
+        - prefix
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(0, |p| p + 1)
+        + 1;
     (line, column)
 }
 
@@ -70,20 +95,31 @@ mod tests {
     fn arrays_single_objects_and_ndjson() {
         assert_eq!(parse_records(br#"[{"a":1},{"a":2}]"#).unwrap().len(), 2);
         assert_eq!(parse_records(br#"{"a":1}"#).unwrap().len(), 1);
-        assert_eq!(parse_records(b"{\"a\":1}\n\n{\"a\":2}\r\n{\"a\":3}\n").unwrap().len(), 3);
+        assert_eq!(
+            parse_records(b"{\"a\":1}\n\n{\"a\":2}\r\n{\"a\":3}\n")
+                .unwrap()
+                .len(),
+            3
+        );
     }
 
     #[test]
     fn errors_carry_line_and_column() {
         let err = parse_records(b"{\"a\":1}\n{\"a\":}\n").unwrap_err();
         assert_eq!((err.line, err.column), (2, 6), "{err}");
-        assert_eq!(err.to_string(), "malformed JSON at line 2, column 6: expected value");
+        assert_eq!(
+            err.to_string(),
+            "malformed JSON at line 2, column 6: expected value"
+        );
         let err = parse_records(b"[\n {\"a\": 1},\n {\"a\" 2}\n]").unwrap_err();
         assert_eq!((err.line, err.column), (3, 7), "{err}");
         let err = parse_records(b"  \n").unwrap_err();
         assert_eq!(err.reason, "the body is empty");
         let err = parse_records(b"{\"a\":\"\xff\"}").unwrap_err();
-        assert_eq!((err.line, err.column, err.reason.as_str()), (1, 7, "not UTF-8"));
+        assert_eq!(
+            (err.line, err.column, err.reason.as_str()),
+            (1, 7, "not UTF-8")
+        );
     }
 
     proptest! {

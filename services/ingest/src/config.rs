@@ -81,7 +81,10 @@ impl std::fmt::Debug for ApiKeyConfig {
             .field("team", &self.team)
             .field("any_team", &self.any_team)
             .field("rate_limit_per_sec", &self.rate_limit_per_sec)
-            .field("github_webhook_secret", &self.github_webhook_secret.as_ref().map(|_| "<redacted>"))
+            .field(
+                "github_webhook_secret",
+                &self.github_webhook_secret.as_ref().map(|_| "<redacted>"),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -207,7 +210,9 @@ impl IngestConfig {
         for (i, key) in self.api_keys.iter().enumerate() {
             let at = format!("api_keys[{i}] ({})", key.name);
             if key.sha256.len() != 64 || !key.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return bad(format!("{at}.sha256 must be 64 hex digits (a SHA-256 of the key)"));
+                return bad(format!(
+                    "{at}.sha256 must be 64 hex digits (a SHA-256 of the key)"
+                ));
             }
             if key.tenant.trim().is_empty() {
                 return bad(format!("{at}.tenant must not be empty"));
@@ -251,7 +256,10 @@ team = "payments"
     #[test]
     fn file_and_environment_override_defaults() {
         Jail::expect_with(|jail| {
-            jail.create_file("ingest.toml", &format!("listen = \"0.0.0.0:9999\"\nmax_body_bytes = 1024\n{KEY_TOML}"))?;
+            jail.create_file(
+                "ingest.toml",
+                &format!("listen = \"0.0.0.0:9999\"\nmax_body_bytes = 1024\n{KEY_TOML}"),
+            )?;
             jail.set_env("TALLY_KAFKA_BROKERS", "kafka-1:9092,kafka-2:9092");
             let config: IngestConfig = load(Some(Path::new("ingest.toml"))).unwrap();
             assert_eq!(config.listen.to_string(), "0.0.0.0:9999");
@@ -267,10 +275,16 @@ team = "payments"
     #[test]
     fn invalid_settings_are_named() {
         let no_keys = IngestConfig::default();
-        assert!(no_keys.validate().unwrap_err().to_string().contains("api_keys"));
+        assert!(no_keys
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("api_keys"));
         Jail::expect_with(|jail| {
             jail.create_file("bad.toml", "listen = \"not an address\"\n")?;
-            let err = load::<IngestConfig>(Some(Path::new("bad.toml"))).unwrap_err().to_string();
+            let err = load::<IngestConfig>(Some(Path::new("bad.toml")))
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("listen"), "{err}");
 
             jail.create_file("key.toml", &KEY_TOML.replace("9f86", "zz86"))?;
@@ -278,7 +292,10 @@ team = "payments"
             let err = config.validate().unwrap_err().to_string();
             assert!(err.contains("api_keys[0] (gateway).sha256"), "{err}");
 
-            jail.create_file("teamless.toml", &KEY_TOML.replace("team = \"payments\"", ""))?;
+            jail.create_file(
+                "teamless.toml",
+                &KEY_TOML.replace("team = \"payments\"", ""),
+            )?;
             let config: IngestConfig = load(Some(Path::new("teamless.toml"))).unwrap();
             let err = config.validate().unwrap_err().to_string();
             assert!(err.contains("set team, or any_team = true"), "{err}");
@@ -298,6 +315,9 @@ team = "payments"
             github_webhook_secret: Some("hunter2".into()),
         };
         let debug = format!("{key:?}");
-        assert!(!debug.contains("hunter2") && debug.contains("<redacted>"), "{debug}");
+        assert!(
+            !debug.contains("hunter2") && debug.contains("<redacted>"),
+            "{debug}"
+        );
     }
 }

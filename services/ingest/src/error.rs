@@ -16,5 +16,8 @@ pub enum IngestError {
     Producer(String),
     /// The listen address could not be bound, or serving failed.
     #[error("HTTP server on {address}: {source}")]
-    Serve { address: String, source: std::io::Error },
+    Serve {
+        address: String,
+        source: std::io::Error,
+    },
 }

@@ -8,7 +8,10 @@ use crate::llm_call::{derived_event_id, resolve_team, Context};
 use crate::record::{FieldError, Record};
 
 /// Reads one native deploy record.
-pub fn deploy_from_json(value: Value, context: &Context<'_>) -> Result<DeployEvent, Vec<FieldError>> {
+pub fn deploy_from_json(
+    value: Value,
+    context: &Context<'_>,
+) -> Result<DeployEvent, Vec<FieldError>> {
     let content = fingerprint::canonical_json(&value);
     let mut r = Record::new(value)?;
     let event_id = r.string("event_id");
@@ -28,11 +31,16 @@ pub fn deploy_from_json(value: Value, context: &Context<'_>) -> Result<DeployEve
         ticket_ids: r.strings("ticket_ids").unwrap_or_default(),
         url: r.string("url"),
     };
-    finish(r, deploy, event_id, context, &content, |d, id| d.event_id = id)
+    finish(r, deploy, event_id, context, &content, |d, id| {
+        d.event_id = id
+    })
 }
 
 /// Reads one native ticket record.
-pub fn ticket_from_json(value: Value, context: &Context<'_>) -> Result<TicketEvent, Vec<FieldError>> {
+pub fn ticket_from_json(
+    value: Value,
+    context: &Context<'_>,
+) -> Result<TicketEvent, Vec<FieldError>> {
     let mut value = value;
     let title_fingerprint = value
         .as_object_mut()
@@ -57,7 +65,9 @@ pub fn ticket_from_json(value: Value, context: &Context<'_>) -> Result<TicketEve
         estimate_hours: r.non_negative_number("estimate_hours"),
         url: r.string("url"),
     };
-    finish(r, ticket, event_id, context, &content, |t, id| t.event_id = id)
+    finish(r, ticket, event_id, context, &content, |t, id| {
+        t.event_id = id
+    })
 }
 
 fn check_tenant(r: &mut Record, context: &Context<'_>) {
@@ -111,7 +121,11 @@ mod tests {
             github_webhook_secret: None,
         }]);
         let principal = auth.bearer(Some("Bearer k")).unwrap();
-        f(&Context { principal: &principal, received_at: 5, latest_occurred_at: i64::MAX })
+        f(&Context {
+            principal: &principal,
+            received_at: 5,
+            latest_occurred_at: i64::MAX,
+        })
     }
 
     #[test]
@@ -154,13 +168,20 @@ mod tests {
             )
         })
         .unwrap();
-        assert_eq!(ticket.title_fingerprint, Some(fingerprint::of_text("Refunds fail for EUR")));
-        assert_eq!((ticket.kind, ticket.status), (TicketKind::Bug, TicketStatus::Closed));
+        assert_eq!(
+            ticket.title_fingerprint,
+            Some(fingerprint::of_text("Refunds fail for EUR"))
+        );
+        assert_eq!(
+            (ticket.kind, ticket.status),
+            (TicketKind::Bug, TicketStatus::Closed)
+        );
         assert_eq!(ticket.estimate_hours, Some(6.0));
         assert!(ticket.event_id.starts_with("derived-"));
 
-        let errors = with_context(|c| ticket_from_json(json!({"ticket_id": "PAY-1", "kind": "epic"}), c))
-            .unwrap_err();
+        let errors =
+            with_context(|c| ticket_from_json(json!({"ticket_id": "PAY-1", "kind": "epic"}), c))
+                .unwrap_err();
         let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, ["occurred_at", "kind", "status"]);
     }

@@ -38,8 +38,14 @@ mod tests {
 
     #[test]
     fn whitespace_does_not_change_a_text_fingerprint_but_words_do() {
-        assert_eq!(of_text("  Summarise\n the  ticket "), of_text("Summarise the ticket"));
-        assert_ne!(of_text("Summarise the ticket"), of_text("summarise the ticket"));
+        assert_eq!(
+            of_text("  Summarise\n the  ticket "),
+            of_text("Summarise the ticket")
+        );
+        assert_ne!(
+            of_text("Summarise the ticket"),
+            of_text("summarise the ticket")
+        );
         assert_eq!(
             of_text("abc"),
             "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
@@ -51,6 +57,9 @@ mod tests {
         let a: Value = serde_json::from_str(r#"{"role":"user","content":"hi"}"#).unwrap();
         let b: Value = serde_json::from_str(r#"{"content":"hi","role":"user"}"#).unwrap();
         assert_eq!(of_value(&a), of_value(&b));
-        assert_ne!(of_value(&json!([a])), of_value(&json!([{"role":"user","content":"ho"}])));
+        assert_ne!(
+            of_value(&json!([a])),
+            of_value(&json!([{"role":"user","content":"ho"}]))
+        );
     }
 }

@@ -7,19 +7,50 @@
 pub mod auth;
 pub mod body;
 mod config;
+pub mod dedup;
 mod error;
 pub mod events;
 pub mod fingerprint;
 pub mod github;
 pub mod llm_call;
+pub mod metrics;
+pub mod otlp;
+pub mod producer;
 pub mod record;
+pub mod server;
 pub mod usage;
 
 pub use config::{ApiKeyConfig, IngestConfig, ProducerConfig};
 pub use error::IngestError;
+pub use server::Server;
 
-/// Runs the ingest service until shutdown.
+/// Runs the ingest service until SIGINT or SIGTERM, then drains and flushes.
 pub async fn run(config: IngestConfig) -> Result<(), IngestError> {
-    config.validate()?;
-    Err(IngestError::Config("not yet".into()))
+    let server = Server::bind(config).await?;
+    tracing::info!(address = %server.local_addr(), "ingest listening");
+    server.serve(shutdown_signal()).await?;
+    tracing::info!("ingest stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutting down: no new requests; finishing the ones in flight");
 }

@@ -38,14 +38,19 @@ pub fn llm_call_from_json(value: Value, context: &Context<'_>) -> Result<LlmCall
     let tokens = read_tokens(&mut r);
     let service_tier = read_service_tier(&mut r);
     let error_type = r.string("error_type");
-    let status = r.symbol::<CallStatus>("status").unwrap_or(if error_type.is_some() {
-        CallStatus::Error
-    } else {
-        CallStatus::Ok
-    });
-    let prompt_fingerprint = r.string("prompt_fingerprint").or(derived_id_source.prompt_fingerprint.clone());
-    let tool_args_fingerprint =
-        r.string("tool_args_fingerprint").or(derived_id_source.tool_args_fingerprint.clone());
+    let status = r
+        .symbol::<CallStatus>("status")
+        .unwrap_or(if error_type.is_some() {
+            CallStatus::Error
+        } else {
+            CallStatus::Ok
+        });
+    let prompt_fingerprint = r
+        .string("prompt_fingerprint")
+        .or(derived_id_source.prompt_fingerprint.clone());
+    let tool_args_fingerprint = r
+        .string("tool_args_fingerprint")
+        .or(derived_id_source.tool_args_fingerprint.clone());
 
     let mut call = LlmCall {
         event_id: String::new(),
@@ -101,7 +106,8 @@ pub fn llm_call_from_json(value: Value, context: &Context<'_>) -> Result<LlmCall
     if !errors.is_empty() {
         return Err(errors);
     }
-    call.event_id = event_id.unwrap_or_else(|| derived_event_id(&context.principal.tenant, &derived_id_source.content));
+    call.event_id = event_id
+        .unwrap_or_else(|| derived_event_id(&context.principal.tenant, &derived_id_source.content));
     Ok(call)
 }
 
@@ -116,11 +122,17 @@ struct Stripped {
 /// Removes raw prompt, completion and tool-argument text from a record, keeping only
 /// fingerprints, before anything else looks at it.
 fn strip_text(value: &mut Value) -> Stripped {
-    let mut stripped = Stripped { prompt_fingerprint: None, tool_args_fingerprint: None, content: String::new() };
+    let mut stripped = Stripped {
+        prompt_fingerprint: None,
+        tool_args_fingerprint: None,
+        content: String::new(),
+    };
     if let Value::Object(map) = value {
         for field in PROMPT_TEXT_FIELDS {
             if let Some(text) = map.remove(field).filter(|v| !v.is_null()) {
-                stripped.prompt_fingerprint.get_or_insert_with(|| fingerprint::of_value(&text));
+                stripped
+                    .prompt_fingerprint
+                    .get_or_insert_with(|| fingerprint::of_value(&text));
             }
         }
         for field in OUTPUT_TEXT_FIELDS {
@@ -132,10 +144,14 @@ fn strip_text(value: &mut Value) -> Stripped {
         let mut content = map.clone();
         content.remove("received_at");
         if let Some(fp) = &stripped.prompt_fingerprint {
-            content.entry("prompt_fingerprint").or_insert_with(|| Value::String(fp.clone()));
+            content
+                .entry("prompt_fingerprint")
+                .or_insert_with(|| Value::String(fp.clone()));
         }
         if let Some(fp) = &stripped.tool_args_fingerprint {
-            content.entry("tool_args_fingerprint").or_insert_with(|| Value::String(fp.clone()));
+            content
+                .entry("tool_args_fingerprint")
+                .or_insert_with(|| Value::String(fp.clone()));
         }
         stripped.content = fingerprint::canonical_json(&Value::Object(content));
     }
@@ -170,15 +186,23 @@ pub fn resolve_team(r: &mut Record, principal: &Principal) -> Option<String> {
             None
         }
         Err(TeamError::Forbidden { requested }) => {
-            r.forbidden("team", format!("this API key may not send events for team {requested:?}"));
+            r.forbidden(
+                "team",
+                format!("this API key may not send events for team {requested:?}"),
+            );
             None
         }
     }
 }
 
 fn read_tokens(r: &mut Record) -> Tokens {
-    const NATIVE: [&str; 5] =
-        ["input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens"];
+    const NATIVE: [&str; 5] = [
+        "input_tokens",
+        "output_tokens",
+        "cache_read_tokens",
+        "cache_write_tokens",
+        "reasoning_tokens",
+    ];
     if let Some(mut usage) = r.nested("usage") {
         let (_, tokens) = read_usage(&mut usage);
         if let Some(tier) = usage.take("service_tier") {
@@ -190,13 +214,19 @@ fn read_tokens(r: &mut Record) -> Tokens {
         r.absorb(usage);
         for field in NATIVE {
             if r.take(field).is_some() {
-                r.error(field, "give token counts either natively or in usage, not both");
+                r.error(
+                    field,
+                    "give token counts either natively or in usage, not both",
+                );
             }
         }
         return tokens;
     }
     if !r.has("input_tokens") && !r.has("output_tokens") {
-        r.error("input_tokens", "token counts are required: input_tokens and output_tokens, or a usage object");
+        r.error(
+            "input_tokens",
+            "token counts are required: input_tokens and output_tokens, or a usage object",
+        );
     }
     Tokens {
         input: r.tokens("input_tokens").unwrap_or(0),
@@ -211,7 +241,10 @@ fn check_token_subsets(r: &mut Record, tokens: &Tokens) {
     if tokens.cache_read > tokens.input {
         r.error(
             "cache_read_tokens",
-            format!("{} is more than input_tokens {} (input includes cached tokens)", tokens.cache_read, tokens.input),
+            format!(
+                "{} is more than input_tokens {} (input includes cached tokens)",
+                tokens.cache_read, tokens.input
+            ),
         );
     } else if tokens.cache_read.saturating_add(tokens.cache_write) > tokens.input {
         r.error(
@@ -225,7 +258,10 @@ fn check_token_subsets(r: &mut Record, tokens: &Tokens) {
     if tokens.reasoning > tokens.output {
         r.error(
             "reasoning_tokens",
-            format!("{} is more than output_tokens {} (output includes reasoning)", tokens.reasoning, tokens.output),
+            format!(
+                "{} is more than output_tokens {} (output includes reasoning)",
+                tokens.reasoning, tokens.output
+            ),
         );
     }
 }
@@ -271,12 +307,20 @@ mod tests {
 
     fn read(value: Value) -> Result<LlmCall, Vec<FieldError>> {
         let p = principal(Some("payments"), false);
-        let context = Context { principal: &p, received_at: NOW, latest_occurred_at: NOW + 300_000_000 };
+        let context = Context {
+            principal: &p,
+            received_at: NOW,
+            latest_occurred_at: NOW + 300_000_000,
+        };
         llm_call_from_json(value, &context)
     }
 
     fn problems(value: Value) -> Vec<String> {
-        read(value).unwrap_err().iter().map(|e| format!("{}: {}", e.field, e.reason)).collect()
+        read(value)
+            .unwrap_err()
+            .iter()
+            .map(|e| format!("{}: {}", e.field, e.reason))
+            .collect()
     }
 
     fn minimal() -> Value {
@@ -287,14 +331,28 @@ mod tests {
     #[test]
     fn a_minimal_call_gets_defaults_from_the_key_and_the_server() {
         let call = read(minimal()).unwrap();
-        assert_eq!((call.tenant.as_str(), call.team.as_str()), ("acme", "payments"));
+        assert_eq!(
+            (call.tenant.as_str(), call.team.as_str()),
+            ("acme", "payments")
+        );
         assert_eq!(call.received_at, NOW);
         assert_eq!(call.occurred_at, NOW);
         assert_eq!(call.operation, "chat");
         assert_eq!(call.status, CallStatus::Ok);
         assert_eq!(call.service_tier, ServiceTier::Standard);
-        assert!(call.event_id.starts_with("derived-") && call.event_id.len() == 40, "{}", call.event_id);
-        assert_eq!((call.input_tokens, call.output_tokens, call.cache_read_tokens), (100, 20, 0));
+        assert!(
+            call.event_id.starts_with("derived-") && call.event_id.len() == 40,
+            "{}",
+            call.event_id
+        );
+        assert_eq!(
+            (
+                call.input_tokens,
+                call.output_tokens,
+                call.cache_read_tokens
+            ),
+            (100, 20, 0)
+        );
     }
 
     #[test]
@@ -313,9 +371,13 @@ mod tests {
         value["completion"] = json!("Sure, refunding.");
         value["tool_args"] = json!({"order": 42});
         let call = read(value).unwrap();
-        let expected = fingerprint::of_value(&json!([{"role": "user", "content": "refund order 42"}]));
+        let expected =
+            fingerprint::of_value(&json!([{"role": "user", "content": "refund order 42"}]));
         assert_eq!(call.prompt_fingerprint.as_deref(), Some(expected.as_str()));
-        assert_eq!(call.tool_args_fingerprint, Some(fingerprint::of_value(&json!({"order": 42}))));
+        assert_eq!(
+            call.tool_args_fingerprint,
+            Some(fingerprint::of_value(&json!({"order": 42})))
+        );
         let encoded = format!("{call:?}");
         assert!(!encoded.contains("refund order") && !encoded.contains("Sure, refunding"));
     }
@@ -328,11 +390,21 @@ mod tests {
         value["usage"] = json!({"input_tokens": 10, "output_tokens": 5, "cache_read_input_tokens": 90,
                                 "cache_creation_input_tokens": 0, "service_tier": "priority"});
         let call = read(value.clone()).unwrap();
-        assert_eq!((call.input_tokens, call.cache_read_tokens, call.output_tokens), (100, 90, 5));
+        assert_eq!(
+            (
+                call.input_tokens,
+                call.cache_read_tokens,
+                call.output_tokens
+            ),
+            (100, 90, 5)
+        );
         assert_eq!(call.service_tier, ServiceTier::Priority);
 
         value["input_tokens"] = json!(100);
-        assert_eq!(problems(value), ["input_tokens: give token counts either natively or in usage, not both"]);
+        assert_eq!(
+            problems(value),
+            ["input_tokens: give token counts either natively or in usage, not both"]
+        );
     }
 
     #[test]

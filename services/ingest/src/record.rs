@@ -32,7 +32,11 @@ impl Record {
     /// Starts reading a record; anything but a JSON object is an error.
     pub fn new(value: Value) -> Result<Record, Vec<FieldError>> {
         match value {
-            Value::Object(fields) => Ok(Record { fields, prefix: String::new(), errors: Vec::new() }),
+            Value::Object(fields) => Ok(Record {
+                fields,
+                prefix: String::new(),
+                errors: Vec::new(),
+            }),
             other => Err(vec![FieldError {
                 field: String::new(),
                 reason: format!("a record must be a JSON object, not {}", kind(&other)),
@@ -84,13 +88,21 @@ impl Record {
     /// Records a problem with a field.
     pub fn error(&mut self, key: &str, reason: impl Into<String>) {
         let field = self.path(key);
-        self.errors.push(FieldError { field, reason: reason.into(), forbidden: false });
+        self.errors.push(FieldError {
+            field,
+            reason: reason.into(),
+            forbidden: false,
+        });
     }
 
     /// Records that the key may not send this field's value.
     pub fn forbidden(&mut self, key: &str, reason: impl Into<String>) {
         let field = self.path(key);
-        self.errors.push(FieldError { field, reason: reason.into(), forbidden: true });
+        self.errors.push(FieldError {
+            field,
+            reason: reason.into(),
+            forbidden: true,
+        });
     }
 
     fn wrong_type(&mut self, key: &str, expected: &str, got: &Value) {
@@ -182,7 +194,10 @@ impl Record {
                 for (i, item) in items.into_iter().enumerate() {
                     match item {
                         Value::String(s) if !s.trim().is_empty() => out.push(s),
-                        other => self.error(&format!("{key}[{i}]"), format!("expected a non-empty string, got {}", kind(&other))),
+                        other => self.error(
+                            &format!("{key}[{i}]"),
+                            format!("expected a non-empty string, got {}", kind(&other)),
+                        ),
                     }
                 }
                 Some(out)
@@ -208,7 +223,10 @@ impl Record {
                         Value::Number(_) | Value::Bool(_) => {
                             out.insert(name, value.to_string());
                         }
-                        other => self.error(&format!("{key}.{name}"), format!("expected a string, got {}", kind(&other))),
+                        other => self.error(
+                            &format!("{key}.{name}"),
+                            format!("expected a string, got {}", kind(&other)),
+                        ),
                     }
                 }
                 Some(out)
@@ -281,9 +299,14 @@ pub fn parse_timestamp(value: &Value) -> Result<Micros, String> {
             .map_err(|e| format!("{text:?} is not an RFC 3339 timestamp: {e}")),
         Value::Number(n) => match n.as_i64() {
             Some(millis) if (0..=253_402_300_799_999).contains(&millis) => Ok(millis * 1_000),
-            _ => Err(format!("{n} is not epoch milliseconds (a non-negative integer before year 10000)")),
+            _ => Err(format!(
+                "{n} is not epoch milliseconds (a non-negative integer before year 10000)"
+            )),
         },
-        other => Err(format!("expected RFC 3339 text or epoch milliseconds, got {}", kind(other))),
+        other => Err(format!(
+            "expected RFC 3339 text or epoch milliseconds, got {}",
+            kind(other)
+        )),
     }
 }
 
@@ -317,7 +340,10 @@ mod tests {
         record.absorb(usage);
         assert_eq!(record.required_string("provider"), None);
         let errors = record.finish();
-        let described: Vec<String> = errors.iter().map(|e| format!("{}: {}", e.field, e.reason)).collect();
+        let described: Vec<String> = errors
+            .iter()
+            .map(|e| format!("{}: {}", e.field, e.reason))
+            .collect();
         assert_eq!(
             described,
             [
@@ -332,10 +358,21 @@ mod tests {
 
     #[test]
     fn timestamps_are_rfc3339_or_epoch_millis() {
-        assert_eq!(parse_timestamp(&json!("2026-11-23T10:00:00.123456Z")), Ok(1_795_428_000_123_456));
-        assert_eq!(parse_timestamp(&json!("2026-11-23T11:00:00+01:00")), Ok(1_795_428_000_000_000));
-        assert_eq!(parse_timestamp(&json!(1_795_428_000_123i64)), Ok(1_795_428_000_123_000));
-        assert!(parse_timestamp(&json!("yesterday")).unwrap_err().contains("not an RFC 3339"));
+        assert_eq!(
+            parse_timestamp(&json!("2026-11-23T10:00:00.123456Z")),
+            Ok(1_795_428_000_123_456)
+        );
+        assert_eq!(
+            parse_timestamp(&json!("2026-11-23T11:00:00+01:00")),
+            Ok(1_795_428_000_000_000)
+        );
+        assert_eq!(
+            parse_timestamp(&json!(1_795_428_000_123i64)),
+            Ok(1_795_428_000_123_000)
+        );
+        assert!(parse_timestamp(&json!("yesterday"))
+            .unwrap_err()
+            .contains("not an RFC 3339"));
         assert!(parse_timestamp(&json!(-1)).is_err());
         assert!(parse_timestamp(&json!(1.5)).is_err());
     }

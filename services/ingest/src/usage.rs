@@ -62,7 +62,9 @@ pub fn read_usage(usage: &mut Record) -> (UsageShape, Tokens) {
             let cache_read = usage.tokens("cache_read_input_tokens").unwrap_or(0);
             let cache_write = usage.tokens("cache_creation_input_tokens").unwrap_or(0);
             Tokens {
-                input: uncached.saturating_add(cache_read).saturating_add(cache_write),
+                input: uncached
+                    .saturating_add(cache_read)
+                    .saturating_add(cache_write),
                 cache_read,
                 cache_write,
                 output: required(usage, "output_tokens"),
@@ -75,7 +77,10 @@ pub fn read_usage(usage: &mut Record) -> (UsageShape, Tokens) {
                 input: required(usage, "promptTokenCount"),
                 cache_read: usage.tokens("cachedContentTokenCount").unwrap_or(0),
                 cache_write: 0,
-                output: usage.tokens("candidatesTokenCount").unwrap_or(0).saturating_add(thoughts),
+                output: usage
+                    .tokens("candidatesTokenCount")
+                    .unwrap_or(0)
+                    .saturating_add(thoughts),
                 reasoning: thoughts,
             }
         }
@@ -92,7 +97,9 @@ fn required(usage: &mut Record, key: &str) -> i64 {
 }
 
 fn detail(usage: &mut Record, object: &str, key: &str) -> i64 {
-    let Some(mut details) = usage.nested(object) else { return 0 };
+    let Some(mut details) = usage.nested(object) else {
+        return 0;
+    };
     let value = details.tokens(key).unwrap_or(0);
     usage.absorb(details);
     value
@@ -121,7 +128,16 @@ mod tests {
             "completion_tokens_details": {"reasoning_tokens": 200}
         }));
         assert_eq!(shape, UsageShape::OpenAiChat);
-        assert_eq!(tokens, Tokens { input: 1000, output: 300, cache_read: 800, cache_write: 0, reasoning: 200 });
+        assert_eq!(
+            tokens,
+            Tokens {
+                input: 1000,
+                output: 300,
+                cache_read: 800,
+                cache_write: 0,
+                reasoning: 200
+            }
+        );
     }
 
     #[test]
@@ -132,7 +148,16 @@ mod tests {
             "output_tokens_details": {"reasoning_tokens": 512}
         }));
         assert_eq!(shape, UsageShape::OpenAiResponses);
-        assert_eq!(tokens, Tokens { input: 5000, output: 900, cache_read: 4096, cache_write: 0, reasoning: 512 });
+        assert_eq!(
+            tokens,
+            Tokens {
+                input: 5000,
+                output: 900,
+                cache_read: 4096,
+                cache_write: 0,
+                reasoning: 512
+            }
+        );
     }
 
     #[test]
@@ -143,7 +168,16 @@ mod tests {
             "cache_creation": {"ephemeral_5m_input_tokens": 4000}, "service_tier": "standard"
         }));
         assert_eq!(shape, UsageShape::Anthropic);
-        assert_eq!(tokens, Tokens { input: 202050, output: 700, cache_read: 198000, cache_write: 4000, reasoning: 0 });
+        assert_eq!(
+            tokens,
+            Tokens {
+                input: 202050,
+                output: 700,
+                cache_read: 198000,
+                cache_write: 4000,
+                reasoning: 0
+            }
+        );
     }
 
     #[test]
@@ -153,7 +187,16 @@ mod tests {
             "cachedContentTokenCount": 1000, "totalTokenCount": 1700
         }));
         assert_eq!(shape, UsageShape::Gemini);
-        assert_eq!(tokens, Tokens { input: 1200, output: 500, cache_read: 1000, cache_write: 0, reasoning: 400 });
+        assert_eq!(
+            tokens,
+            Tokens {
+                input: 1200,
+                output: 500,
+                cache_read: 1000,
+                cache_write: 0,
+                reasoning: 400
+            }
+        );
     }
 
     #[test]

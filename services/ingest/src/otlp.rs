@@ -1,0 +1,748 @@
+//! OTLP/HTTP traces (`POST /v1/traces`), protobuf and JSON, → LLM calls.
+//!
+//! Each span that carries GenAI usage (`gen_ai.usage.*`) is turned into a native JSON record
+//! and read by the same code as `POST /v1/llm-calls`, so both paths validate alike. Spans
+//! without usage are counted and skipped. The mapping follows the OpenTelemetry GenAI
+//! semantic conventions, including their deprecated names (`gen_ai.system`,
+//! `gen_ai.usage.prompt_tokens`, `gen_ai.usage.completion_tokens`).
+use prost::Message;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use crate::auth::to_hex;
+
+/// An attribute value, from either encoding.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttrValue {
+    Str(String),
+    Bool(bool),
+    Int(i64),
+    Double(f64),
+    Array(Vec<AttrValue>),
+    /// Key-value lists and bytes: not used by the mapping, kept as "present".
+    Other,
+}
+
+/// A span with what the mapping needs.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Span {
+    pub trace_id: Vec<u8>,
+    pub span_id: Vec<u8>,
+    pub parent_span_id: Vec<u8>,
+    pub start_time_unix_nano: u64,
+    pub end_time_unix_nano: u64,
+    pub attributes: Vec<(String, AttrValue)>,
+    /// OTLP status code: 0 unset, 1 ok, 2 error.
+    pub status_code: i32,
+}
+
+/// A resource's attributes and spans (scopes flattened).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ResourceSpans {
+    pub attributes: Vec<(String, AttrValue)>,
+    pub spans: Vec<Span>,
+}
+
+// ------------------------------------------------------------------ protobuf
+
+/// The subset of `opentelemetry.proto.collector.trace.v1` and friends tally reads. Field
+/// numbers are those of the OTLP protos; unknown fields are skipped by prost.
+mod proto {
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ExportTraceServiceRequest {
+        #[prost(message, repeated, tag = "1")]
+        pub resource_spans: Vec<ResourceSpans>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ResourceSpans {
+        #[prost(message, optional, tag = "1")]
+        pub resource: Option<Resource>,
+        #[prost(message, repeated, tag = "2")]
+        pub scope_spans: Vec<ScopeSpans>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Resource {
+        #[prost(message, repeated, tag = "1")]
+        pub attributes: Vec<KeyValue>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ScopeSpans {
+        #[prost(message, repeated, tag = "2")]
+        pub spans: Vec<Span>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Span {
+        #[prost(bytes = "vec", tag = "1")]
+        pub trace_id: Vec<u8>,
+        #[prost(bytes = "vec", tag = "2")]
+        pub span_id: Vec<u8>,
+        #[prost(bytes = "vec", tag = "4")]
+        pub parent_span_id: Vec<u8>,
+        #[prost(fixed64, tag = "7")]
+        pub start_time_unix_nano: u64,
+        #[prost(fixed64, tag = "8")]
+        pub end_time_unix_nano: u64,
+        #[prost(message, repeated, tag = "9")]
+        pub attributes: Vec<KeyValue>,
+        #[prost(message, optional, tag = "15")]
+        pub status: Option<Status>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Status {
+        #[prost(string, tag = "2")]
+        pub message: String,
+        #[prost(int32, tag = "3")]
+        pub code: i32,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct KeyValue {
+        #[prost(string, tag = "1")]
+        pub key: String,
+        #[prost(message, optional, tag = "2")]
+        pub value: Option<AnyValue>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct AnyValue {
+        #[prost(oneof = "any_value::Value", tags = "1, 2, 3, 4, 5, 6, 7")]
+        pub value: Option<any_value::Value>,
+    }
+    pub mod any_value {
+        #[derive(Clone, PartialEq, prost::Oneof)]
+        #[allow(clippy::enum_variant_names)] // the names of the OTLP proto's oneof
+        pub enum Value {
+            #[prost(string, tag = "1")]
+            StringValue(String),
+            #[prost(bool, tag = "2")]
+            BoolValue(bool),
+            #[prost(int64, tag = "3")]
+            IntValue(i64),
+            #[prost(double, tag = "4")]
+            DoubleValue(f64),
+            #[prost(message, tag = "5")]
+            ArrayValue(super::ArrayValue),
+            #[prost(message, tag = "6")]
+            KvlistValue(super::KeyValueList),
+            #[prost(bytes = "vec", tag = "7")]
+            BytesValue(Vec<u8>),
+        }
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ArrayValue {
+        #[prost(message, repeated, tag = "1")]
+        pub values: Vec<AnyValue>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct KeyValueList {
+        #[prost(message, repeated, tag = "1")]
+        pub values: Vec<KeyValue>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ExportTraceServiceResponse {
+        #[prost(message, optional, tag = "1")]
+        pub partial_success: Option<ExportTracePartialSuccess>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ExportTracePartialSuccess {
+        #[prost(int64, tag = "1")]
+        pub rejected_spans: i64,
+        #[prost(string, tag = "2")]
+        pub error_message: String,
+    }
+}
+
+/// Decodes an `ExportTraceServiceRequest` in protobuf.
+pub fn decode_protobuf(body: &[u8]) -> Result<Vec<ResourceSpans>, String> {
+    let request = proto::ExportTraceServiceRequest::decode(body)
+        .map_err(|e| format!("not an OTLP ExportTraceServiceRequest in protobuf: {e}"))?;
+    Ok(request
+        .resource_spans
+        .into_iter()
+        .map(|rs| ResourceSpans {
+            attributes: rs
+                .resource
+                .map(|r| attributes_from_proto(r.attributes))
+                .unwrap_or_default(),
+            spans: rs
+                .scope_spans
+                .into_iter()
+                .flat_map(|scope| scope.spans)
+                .map(|span| Span {
+                    trace_id: span.trace_id,
+                    span_id: span.span_id,
+                    parent_span_id: span.parent_span_id,
+                    start_time_unix_nano: span.start_time_unix_nano,
+                    end_time_unix_nano: span.end_time_unix_nano,
+                    attributes: attributes_from_proto(span.attributes),
+                    status_code: span.status.map_or(0, |s| s.code),
+                })
+                .collect(),
+        })
+        .collect())
+}
+
+fn attributes_from_proto(attributes: Vec<proto::KeyValue>) -> Vec<(String, AttrValue)> {
+    attributes
+        .into_iter()
+        .map(|kv| (kv.key, value_from_proto(kv.value)))
+        .collect()
+}
+
+fn value_from_proto(value: Option<proto::AnyValue>) -> AttrValue {
+    use proto::any_value::Value as V;
+    match value.and_then(|v| v.value) {
+        Some(V::StringValue(s)) => AttrValue::Str(s),
+        Some(V::BoolValue(b)) => AttrValue::Bool(b),
+        Some(V::IntValue(i)) => AttrValue::Int(i),
+        Some(V::DoubleValue(d)) => AttrValue::Double(d),
+        Some(V::ArrayValue(a)) => AttrValue::Array(
+            a.values
+                .into_iter()
+                .map(|v| value_from_proto(Some(v)))
+                .collect(),
+        ),
+        Some(V::KvlistValue(_)) | Some(V::BytesValue(_)) | None => AttrValue::Other,
+    }
+}
+
+/// Encodes the OTLP response: empty on full success, else a partial success.
+pub fn encode_response_protobuf(rejected_spans: i64, error_message: &str) -> Vec<u8> {
+    let response = proto::ExportTraceServiceResponse {
+        partial_success: (rejected_spans > 0).then(|| proto::ExportTracePartialSuccess {
+            rejected_spans,
+            error_message: error_message.to_string(),
+        }),
+    };
+    response.encode_to_vec()
+}
+
+/// The OTLP/JSON form of the same response.
+pub fn encode_response_json(rejected_spans: i64, error_message: &str) -> Value {
+    if rejected_spans > 0 {
+        // int64 fields are strings in OTLP/JSON.
+        json!({"partialSuccess": {"rejectedSpans": rejected_spans.to_string(), "errorMessage": error_message}})
+    } else {
+        json!({})
+    }
+}
+
+// ------------------------------------------------------------------ JSON
+
+/// OTLP/JSON: lowerCamelCase keys, hex trace and span ids, 64-bit integers as strings or
+/// numbers, unknown fields ignored (as the OTLP specification asks of receivers).
+mod json_form {
+    use serde::Deserialize;
+
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct Request {
+        #[serde(default)]
+        pub resource_spans: Vec<ResourceSpans>,
+    }
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct ResourceSpans {
+        #[serde(default)]
+        pub resource: Option<Resource>,
+        #[serde(default)]
+        pub scope_spans: Vec<ScopeSpans>,
+    }
+    #[derive(Deserialize)]
+    pub struct Resource {
+        #[serde(default)]
+        pub attributes: Vec<KeyValue>,
+    }
+    #[derive(Deserialize)]
+    pub struct ScopeSpans {
+        #[serde(default)]
+        pub spans: Vec<Span>,
+    }
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct Span {
+        #[serde(default)]
+        pub trace_id: String,
+        #[serde(default)]
+        pub span_id: String,
+        #[serde(default)]
+        pub parent_span_id: String,
+        #[serde(default, deserialize_with = "super::lenient_u64")]
+        pub start_time_unix_nano: u64,
+        #[serde(default, deserialize_with = "super::lenient_u64")]
+        pub end_time_unix_nano: u64,
+        #[serde(default)]
+        pub attributes: Vec<KeyValue>,
+        #[serde(default)]
+        pub status: Option<Status>,
+    }
+    #[derive(Deserialize)]
+    pub struct Status {
+        #[serde(default, deserialize_with = "super::lenient_status_code")]
+        pub code: i32,
+    }
+    #[derive(Deserialize)]
+    pub struct KeyValue {
+        pub key: String,
+        #[serde(default)]
+        pub value: Option<AnyValue>,
+    }
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct AnyValue {
+        pub string_value: Option<String>,
+        pub bool_value: Option<bool>,
+        #[serde(default, deserialize_with = "super::lenient_i64")]
+        pub int_value: Option<i64>,
+        pub double_value: Option<f64>,
+        pub array_value: Option<ArrayValue>,
+        // kvlistValue and bytesValue are not used by the mapping: ignored like unknown fields.
+    }
+    #[derive(Deserialize)]
+    pub struct ArrayValue {
+        #[serde(default)]
+        pub values: Vec<AnyValue>,
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum NumberOrString {
+    Number(serde_json::Number),
+    String(String),
+}
+
+fn lenient_u64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    match NumberOrString::deserialize(d)? {
+        NumberOrString::Number(n) => n
+            .as_u64()
+            .ok_or_else(|| serde::de::Error::custom(format!("{n} is not a u64"))),
+        NumberOrString::String(s) => s
+            .parse()
+            .map_err(|_| serde::de::Error::custom(format!("{s:?} is not a u64"))),
+    }
+}
+
+fn lenient_i64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    match Option::<NumberOrString>::deserialize(d)? {
+        None => Ok(None),
+        Some(NumberOrString::Number(n)) => n
+            .as_i64()
+            .map(Some)
+            .ok_or_else(|| serde::de::Error::custom(format!("{n} is not an int64"))),
+        Some(NumberOrString::String(s)) => s
+            .parse()
+            .map(Some)
+            .map_err(|_| serde::de::Error::custom(format!("{s:?} is not an int64"))),
+    }
+}
+
+fn lenient_status_code<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i32, D::Error> {
+    match NumberOrString::deserialize(d)? {
+        NumberOrString::Number(n) => Ok(n.as_i64().unwrap_or(0) as i32),
+        NumberOrString::String(s) => Ok(match s.as_str() {
+            "STATUS_CODE_OK" => 1,
+            "STATUS_CODE_ERROR" => 2,
+            _ => 0,
+        }),
+    }
+}
+
+/// Decodes an `ExportTraceServiceRequest` in OTLP/JSON.
+pub fn decode_json(body: &[u8]) -> Result<Vec<ResourceSpans>, String> {
+    let request: json_form::Request = serde_json::from_slice(body)
+        .map_err(|e| format!("not an OTLP ExportTraceServiceRequest in JSON: {e}"))?;
+    let mut out = Vec::with_capacity(request.resource_spans.len());
+    for rs in request.resource_spans {
+        let mut spans = Vec::new();
+        for span in rs.scope_spans.into_iter().flat_map(|s| s.spans) {
+            spans.push(Span {
+                trace_id: decode_hex(&span.trace_id, "traceId")?,
+                span_id: decode_hex(&span.span_id, "spanId")?,
+                parent_span_id: decode_hex(&span.parent_span_id, "parentSpanId")?,
+                start_time_unix_nano: span.start_time_unix_nano,
+                end_time_unix_nano: span.end_time_unix_nano,
+                attributes: attributes_from_json(span.attributes),
+                status_code: span.status.map_or(0, |s| s.code),
+            });
+        }
+        out.push(ResourceSpans {
+            attributes: rs
+                .resource
+                .map(|r| attributes_from_json(r.attributes))
+                .unwrap_or_default(),
+            spans,
+        });
+    }
+    Ok(out)
+}
+
+fn attributes_from_json(attributes: Vec<json_form::KeyValue>) -> Vec<(String, AttrValue)> {
+    attributes
+        .into_iter()
+        .map(|kv| (kv.key, kv.value.map_or(AttrValue::Other, value_from_json)))
+        .collect()
+}
+
+fn value_from_json(value: json_form::AnyValue) -> AttrValue {
+    if let Some(s) = value.string_value {
+        AttrValue::Str(s)
+    } else if let Some(b) = value.bool_value {
+        AttrValue::Bool(b)
+    } else if let Some(i) = value.int_value {
+        AttrValue::Int(i)
+    } else if let Some(d) = value.double_value {
+        AttrValue::Double(d)
+    } else if let Some(a) = value.array_value {
+        AttrValue::Array(a.values.into_iter().map(value_from_json).collect())
+    } else {
+        AttrValue::Other
+    }
+}
+
+fn decode_hex(text: &str, field: &str) -> Result<Vec<u8>, String> {
+    if text.len() % 2 != 0 {
+        return Err(format!("{field} {text:?} is not hex"));
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| {
+            text.get(i..i + 2)
+                .and_then(|pair| u8::from_str_radix(pair, 16).ok())
+                .ok_or_else(|| format!("{field} {text:?} is not hex"))
+        })
+        .collect()
+}
+
+// ------------------------------------------------------------------ mapping
+
+/// What became of one span.
+#[derive(Debug, PartialEq)]
+pub enum SpanRecord {
+    /// A GenAI span, as a native JSON LLM-call record.
+    Call(Value),
+    /// No GenAI usage on it: counted and skipped.
+    NotGenAi,
+}
+
+const INPUT_TOKENS: [&str; 2] = ["gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens"];
+const OUTPUT_TOKENS: [&str; 2] = [
+    "gen_ai.usage.output_tokens",
+    "gen_ai.usage.completion_tokens",
+];
+
+/// Maps one span (and its resource's attributes) to a native JSON record.
+pub fn span_to_record(
+    resource: &[(String, AttrValue)],
+    span: &Span,
+    team_attribute: &str,
+) -> SpanRecord {
+    let attr = |key: &str| lookup(&span.attributes, key);
+    let either = |key: &str| lookup(&span.attributes, key).or_else(|| lookup(resource, key));
+    let first = |keys: &[&str]| keys.iter().find_map(|key| attr(key));
+    if first(&INPUT_TOKENS).is_none() && first(&OUTPUT_TOKENS).is_none() {
+        return SpanRecord::NotGenAi;
+    }
+
+    let mut record = Map::new();
+    let mut put = |key: &str, value: Option<Value>| {
+        if let Some(value) = value {
+            record.insert(key.to_string(), value);
+        }
+    };
+    let trace = to_hex(&span.trace_id);
+    put(
+        "event_id",
+        Some(Value::String(format!(
+            "otel-{trace}-{}",
+            to_hex(&span.span_id)
+        ))),
+    );
+    put(
+        "occurred_at",
+        Some(Value::String(rfc3339_from_nanos(span.start_time_unix_nano))),
+    );
+    if span.end_time_unix_nano >= span.start_time_unix_nano && span.end_time_unix_nano > 0 {
+        let millis = (span.end_time_unix_nano - span.start_time_unix_nano) / 1_000_000;
+        put("latency_ms", Some(json!(millis)));
+    }
+    put(
+        "trace_id",
+        (!span.trace_id.is_empty()).then(|| Value::String(trace.clone())),
+    );
+    put(
+        "span_id",
+        (!span.span_id.is_empty()).then(|| Value::String(to_hex(&span.span_id))),
+    );
+    if !span.parent_span_id.is_empty() {
+        put(
+            "parent_id",
+            Some(Value::String(format!(
+                "otel-{trace}-{}",
+                to_hex(&span.parent_span_id)
+            ))),
+        );
+    }
+    put(
+        "provider",
+        first(&["gen_ai.provider.name", "gen_ai.system"]).map(json_value),
+    );
+    put(
+        "model",
+        first(&["gen_ai.request.model", "gen_ai.response.model"]).map(json_value),
+    );
+    put(
+        "response_model",
+        attr("gen_ai.response.model").map(json_value),
+    );
+    put("operation", attr("gen_ai.operation.name").map(json_value));
+    put("input_tokens", first(&INPUT_TOKENS).map(json_value));
+    put("output_tokens", first(&OUTPUT_TOKENS).map(json_value));
+    put(
+        "cache_read_tokens",
+        attr("gen_ai.usage.cache_read.input_tokens").map(json_value),
+    );
+    put(
+        "cache_write_tokens",
+        attr("gen_ai.usage.cache_creation.input_tokens").map(json_value),
+    );
+    put(
+        "reasoning_tokens",
+        attr("gen_ai.usage.reasoning.output_tokens").map(json_value),
+    );
+    put(
+        "session_id",
+        first(&["gen_ai.conversation.id", "session.id"])
+            .or_else(|| lookup(resource, "session.id"))
+            .map(json_value),
+    );
+    put("agent", attr("gen_ai.agent.name").map(json_value));
+    put("tool_name", attr("gen_ai.tool.name").map(json_value));
+    put(
+        "finish_reason",
+        attr("gen_ai.response.finish_reasons").map(first_of_array),
+    );
+    put("error_type", attr("error.type").map(json_value));
+    if span.status_code == 2 || attr("error.type").is_some() {
+        put("status", Some(json!("error")));
+    }
+    put(
+        "service_tier",
+        first(&[
+            "openai.response.service_tier",
+            "gen_ai.openai.response.service_tier",
+            "openai.request.service_tier",
+        ])
+        .map(json_value),
+    );
+    put("service", either("service.name").map(json_value));
+    put(
+        "environment",
+        either("deployment.environment.name")
+            .or_else(|| either("deployment.environment"))
+            .map(json_value),
+    );
+    put("region", either("cloud.region").map(json_value));
+    put("user", either("user.id").map(json_value));
+    put("team", either(team_attribute).map(json_value));
+    put("workflow", either("tally.workflow").map(json_value));
+    put("ticket_id", either("tally.ticket_id").map(json_value));
+    // Raw text: fingerprinted by the LLM-call reader, then dropped.
+    put(
+        "gen_ai.input.messages",
+        first(&["gen_ai.input.messages", "gen_ai.prompt"]).map(json_value),
+    );
+    SpanRecord::Call(Value::Object(record))
+}
+
+fn lookup<'a>(attributes: &'a [(String, AttrValue)], key: &str) -> Option<&'a AttrValue> {
+    attributes
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v)
+        .filter(|v| **v != AttrValue::Other)
+}
+
+fn json_value(value: &AttrValue) -> Value {
+    match value {
+        AttrValue::Str(s) => Value::String(s.clone()),
+        AttrValue::Bool(b) => Value::Bool(*b),
+        AttrValue::Int(i) => json!(i),
+        AttrValue::Double(d) => json!(d),
+        AttrValue::Array(items) => Value::Array(items.iter().map(json_value).collect()),
+        AttrValue::Other => Value::Null,
+    }
+}
+
+fn first_of_array(value: &AttrValue) -> Value {
+    match value {
+        AttrValue::Array(items) => items.first().map_or(Value::Null, json_value),
+        other => json_value(other),
+    }
+}
+
+fn rfc3339_from_nanos(nanos: u64) -> String {
+    let micros_as_nanos = (nanos / 1_000 * 1_000) as i128;
+    OffsetDateTime::from_unix_timestamp_nanos(micros_as_nanos)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_else(|| "invalid".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn kv(key: &str, value: proto::any_value::Value) -> proto::KeyValue {
+        proto::KeyValue {
+            key: key.into(),
+            value: Some(proto::AnyValue { value: Some(value) }),
+        }
+    }
+
+    fn request() -> proto::ExportTraceServiceRequest {
+        use proto::any_value::Value as V;
+        proto::ExportTraceServiceRequest {
+            resource_spans: vec![proto::ResourceSpans {
+                resource: Some(proto::Resource {
+                    attributes: vec![
+                        kv("service.name", V::StringValue("checkout".into())),
+                        kv("cloud.region", V::StringValue("eu-west-1".into())),
+                    ],
+                }),
+                scope_spans: vec![proto::ScopeSpans {
+                    spans: vec![
+                        proto::Span {
+                            trace_id: vec![0xab; 16],
+                            span_id: vec![0x01; 8],
+                            parent_span_id: vec![],
+                            start_time_unix_nano: 1_795_428_000_123_456_789,
+                            end_time_unix_nano: 1_795_428_001_623_456_789,
+                            attributes: vec![
+                                kv("gen_ai.operation.name", V::StringValue("chat".into())),
+                                kv("gen_ai.system", V::StringValue("openai".into())),
+                                kv("gen_ai.request.model", V::StringValue("gpt-4o".into())),
+                                kv("gen_ai.usage.prompt_tokens", V::IntValue(1200)),
+                                kv("gen_ai.usage.completion_tokens", V::IntValue(80)),
+                                kv("gen_ai.usage.cache_read.input_tokens", V::IntValue(1000)),
+                                kv(
+                                    "gen_ai.response.finish_reasons",
+                                    V::ArrayValue(proto::ArrayValue {
+                                        values: vec![proto::AnyValue {
+                                            value: Some(V::StringValue("stop".into())),
+                                        }],
+                                    }),
+                                ),
+                            ],
+                            status: Some(proto::Status {
+                                message: String::new(),
+                                code: 2,
+                            }),
+                        },
+                        proto::Span {
+                            span_id: vec![2; 8],
+                            ..Default::default()
+                        },
+                    ],
+                }],
+            }],
+        }
+    }
+
+    #[test]
+    fn a_protobuf_genai_span_maps_to_a_native_record() {
+        let decoded = decode_protobuf(&request().encode_to_vec()).unwrap();
+        let resource = &decoded[0];
+        assert_eq!(resource.spans.len(), 2);
+        let SpanRecord::Call(record) =
+            span_to_record(&resource.attributes, &resource.spans[0], "tally.team")
+        else {
+            panic!("a GenAI span")
+        };
+        assert_eq!(
+            record,
+            json!({
+                "event_id": format!("otel-{}-0101010101010101", "ab".repeat(16)),
+                "occurred_at": "2026-11-23T10:00:00.123456Z",
+                "latency_ms": 1500,
+                "trace_id": "ab".repeat(16),
+                "span_id": "0101010101010101",
+                "provider": "openai",
+                "model": "gpt-4o",
+                "operation": "chat",
+                "input_tokens": 1200,
+                "output_tokens": 80,
+                "cache_read_tokens": 1000,
+                "finish_reason": "stop",
+                "status": "error",
+                "service": "checkout",
+                "region": "eu-west-1"
+            })
+        );
+        assert_eq!(
+            span_to_record(&resource.attributes, &resource.spans[1], "tally.team"),
+            SpanRecord::NotGenAi
+        );
+    }
+
+    #[test]
+    fn the_json_form_decodes_to_the_same_spans() {
+        let body = json!({"resourceSpans": [{
+            "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "checkout"}},
+                                        {"key": "cloud.region", "value": {"stringValue": "eu-west-1"}}]},
+            "scopeSpans": [{"scope": {"name": "x"}, "spans": [
+                {"traceId": "ab".repeat(16), "spanId": "0101010101010101", "name": "chat gpt-4o", "kind": 3,
+                 "startTimeUnixNano": "1795428000123456789", "endTimeUnixNano": 1_795_428_001_623_456_789u64,
+                 "attributes": [
+                    {"key": "gen_ai.operation.name", "value": {"stringValue": "chat"}},
+                    {"key": "gen_ai.system", "value": {"stringValue": "openai"}},
+                    {"key": "gen_ai.request.model", "value": {"stringValue": "gpt-4o"}},
+                    {"key": "gen_ai.usage.prompt_tokens", "value": {"intValue": "1200"}},
+                    {"key": "gen_ai.usage.completion_tokens", "value": {"intValue": 80}},
+                    {"key": "gen_ai.usage.cache_read.input_tokens", "value": {"intValue": "1000"}},
+                    {"key": "gen_ai.response.finish_reasons", "value": {"arrayValue": {"values": [{"stringValue": "stop"}]}}}],
+                 "status": {"code": 2}},
+                {"traceId": "", "spanId": "0202020202020202"}]}]}]});
+        let from_json = decode_json(body.to_string().as_bytes()).unwrap();
+        let from_proto = decode_protobuf(&request().encode_to_vec()).unwrap();
+        assert_eq!(from_json, from_proto);
+    }
+
+    #[test]
+    fn bad_ids_and_bodies_are_errors() {
+        let err =
+            decode_json(br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"xyz1"}]}]}]}"#)
+                .unwrap_err();
+        assert_eq!(err, "traceId \"xyz1\" is not hex");
+        assert!(decode_protobuf(b"\xff\xff\xff")
+            .unwrap_err()
+            .starts_with("not an OTLP"));
+    }
+
+    #[test]
+    fn partial_success_responses() {
+        assert!(encode_response_protobuf(0, "").is_empty());
+        let bytes = encode_response_protobuf(2, "span 1: model: is required");
+        let decoded = proto::ExportTraceServiceResponse::decode(bytes.as_slice()).unwrap();
+        assert_eq!(decoded.partial_success.unwrap().rejected_spans, 2);
+        assert_eq!(
+            encode_response_json(2, "x")["partialSuccess"]["rejectedSpans"],
+            "2"
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(body in proptest::collection::vec(any::<u8>(), 0..400)) {
+            if let Ok(resources) = decode_protobuf(&body) {
+                for r in &resources {
+                    for s in &r.spans {
+                        let _ = span_to_record(&r.attributes, s, "tally.team");
+                    }
+                }
+            }
+            let _ = decode_json(&body);
+        }
+    }
+}

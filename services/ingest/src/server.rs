@@ -1,0 +1,684 @@
+//! The HTTP server: routes, and the one path every record takes through them.
+//!
+//! | endpoint | body | answer |
+//! | --- | --- | --- |
+//! | `POST /v1/llm-calls` | JSON array or NDJSON of LLM calls | 202, 207 (some rejected), 422 (all rejected) |
+//! | `POST /v1/traces` | OTLP/HTTP, protobuf or JSON | 200 with `ExportTraceServiceResponse` (partial success) |
+//! | `POST /v1/deploys`, `POST /v1/tickets` | native JSON, or a GitHub webhook (`X-GitHub-Event`) | as llm-calls |
+//! | `GET /healthz` | | 200 while the process runs |
+//! | `GET /readyz` | | 200 when Kafka answers and the producer is not backed up, else 503 |
+//! | `GET /metrics` | | Prometheus text |
+//!
+//! Errors for whole requests: 400 malformed (line and column), 401 unknown key, 403 a record
+//! for a team or tenant the key may not send for, 413 body too large, 415 unsupported
+//! content type, 429 rate limit (`Retry-After`), 503 Kafka unavailable (`Retry-After`;
+//! nothing of the request was acknowledged).
+// Handlers return `Result<_, Response>`, axum's idiom: the error is the answer to send.
+#![allow(clippy::result_large_err)]
+use std::collections::HashSet;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::body::{to_bytes, Body};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Serialize;
+use serde_json::{json, Value};
+use tally_contract::records::{DeployEvent, LlmCall, Micros, TicketEvent};
+use tally_contract::topics::{deploy_key, llm_call_key, ticket_key, Topic};
+use tally_contract::{encode, AvroRecord};
+use tokio::net::TcpListener;
+
+use crate::auth::{Authenticator, Principal};
+use crate::body::parse_records;
+use crate::dedup::DedupWindow;
+use crate::events::{deploy_from_json, ticket_from_json};
+use crate::github::{deploy_from_github, ticket_from_github, GithubOutcome};
+use crate::llm_call::{llm_call_from_json, Context};
+use crate::metrics::{Metrics, Rejection};
+use crate::otlp::{self, SpanRecord};
+use crate::producer::{KafkaProducer, Outgoing};
+use crate::record::FieldError;
+use crate::{IngestConfig, IngestError};
+
+/// Seconds a client is asked to wait after a 503.
+const RETRY_AFTER_UNAVAILABLE_SECS: u64 = 5;
+
+/// Everything the handlers share.
+pub struct App {
+    config: IngestConfig,
+    auth: Authenticator,
+    dedup: Mutex<DedupWindow>,
+    producer: KafkaProducer,
+    metrics: Metrics,
+}
+
+/// A bound, not yet serving, ingest server.
+pub struct Server {
+    listener: TcpListener,
+    app: Arc<App>,
+}
+
+impl Server {
+    /// Validates the configuration, creates the producer and binds the listen address.
+    pub async fn bind(config: IngestConfig) -> Result<Server, IngestError> {
+        config.validate()?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| IngestError::Serve {
+                    address: config.listen.to_string(),
+                    source,
+                })?;
+        let app = App {
+            auth: Authenticator::new(&config.api_keys),
+            dedup: Mutex::new(DedupWindow::new(
+                Duration::from_secs(config.dedup_window_secs),
+                config.dedup_max_entries,
+            )),
+            producer: KafkaProducer::new(&config)?,
+            metrics: Metrics::default(),
+            config,
+        };
+        Ok(Server {
+            listener,
+            app: Arc::new(app),
+        })
+    }
+
+    /// The address it listens on (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, finishes the requests in
+    /// flight and flushes the producer.
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), IngestError> {
+        let address = self.local_addr().to_string();
+        let app = self.app.clone();
+        axum::serve(self.listener, router(self.app))
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(|source| IngestError::Serve { address, source })?;
+        app.producer
+            .flush(Duration::from_secs(30))
+            .map_err(IngestError::Producer)
+    }
+}
+
+fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/v1/llm-calls", post(llm_calls))
+        .route("/v1/traces", post(traces))
+        .route("/v1/deploys", post(deploys))
+        .route("/v1/tickets", post(tickets))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(app)
+}
+
+// ------------------------------------------------------------------ records
+
+/// A validated record on its way to Kafka.
+#[allow(clippy::large_enum_variant)] // moved a few times per request; boxing would allocate per record
+enum Event {
+    Call(LlmCall),
+    Deploy(DeployEvent),
+    Ticket(TicketEvent),
+}
+
+impl Event {
+    fn tenant_and_id(&self) -> (&str, &str) {
+        match self {
+            Event::Call(c) => (&c.tenant, &c.event_id),
+            Event::Deploy(d) => (&d.tenant, &d.event_id),
+            Event::Ticket(t) => (&t.tenant, &t.event_id),
+        }
+    }
+
+    fn outgoing(&self, config: &IngestConfig) -> Result<Outgoing, String> {
+        fn build<T: AvroRecord>(
+            record: &T,
+            topic: String,
+            key: String,
+        ) -> Result<Outgoing, String> {
+            let payload = encode(record).map_err(|e| e.to_string())?;
+            Ok(Outgoing {
+                topic,
+                key,
+                payload,
+            })
+        }
+        match self {
+            Event::Call(c) => build(c, config.kafka.topic(Topic::LlmCalls), llm_call_key(c)),
+            Event::Deploy(d) => build(d, config.kafka.topic(Topic::Deploys), deploy_key(d)),
+            Event::Ticket(t) => build(t, config.kafka.topic(Topic::Tickets), ticket_key(t)),
+        }
+    }
+}
+
+/// Which endpoint, for reading records and for metrics labels.
+#[derive(Clone, Copy)]
+enum Kind {
+    Call,
+    Deploy,
+    Ticket,
+}
+
+impl Kind {
+    fn endpoint(self) -> &'static str {
+        match self {
+            Kind::Call => "llm_calls",
+            Kind::Deploy => "deploys",
+            Kind::Ticket => "tickets",
+        }
+    }
+
+    fn record(self) -> &'static str {
+        match self {
+            Kind::Call => "llm_call",
+            Kind::Deploy => "deploy",
+            Kind::Ticket => "ticket",
+        }
+    }
+
+    fn read(self, value: Value, context: &Context<'_>) -> Result<Event, Vec<FieldError>> {
+        match self {
+            Kind::Call => llm_call_from_json(value, context).map(Event::Call),
+            Kind::Deploy => deploy_from_json(value, context).map(Event::Deploy),
+            Kind::Ticket => ticket_from_json(value, context).map(Event::Ticket),
+        }
+    }
+}
+
+/// One refused record of a request.
+#[derive(Debug, Serialize)]
+struct Rejected {
+    index: usize,
+    errors: Vec<FieldError>,
+}
+
+/// What publishing a request's records came to.
+struct Published {
+    accepted: usize,
+    duplicates: usize,
+}
+
+impl App {
+    fn context<'a>(&self, principal: &'a Principal) -> Context<'a> {
+        let received_at = now_micros();
+        Context {
+            principal,
+            received_at,
+            latest_occurred_at: received_at
+                + self.config.max_future_skew_secs as Micros * 1_000_000,
+        }
+    }
+
+    /// Drops duplicates, produces the rest and waits for Kafka; remembers what Kafka took.
+    async fn publish(&self, events: Vec<Event>) -> Result<Published, String> {
+        let now = Instant::now();
+        let total = events.len();
+        let mut fresh = Vec::with_capacity(events.len());
+        let mut keys = Vec::with_capacity(events.len());
+        let mut in_request = HashSet::new();
+        {
+            let mut dedup = self.dedup.lock().expect("dedup lock");
+            for event in events {
+                let (tenant, id) = event.tenant_and_id();
+                let key = DedupWindow::key(tenant, id);
+                if in_request.insert(key) && !dedup.contains(&key, now) {
+                    fresh.push(event);
+                    keys.push(key);
+                }
+            }
+        }
+        let duplicates = total - fresh.len();
+        let outgoing = fresh
+            .iter()
+            .map(|event| event.outgoing(&self.config))
+            .collect::<Result<Vec<_>, String>>()?;
+        let started = Instant::now();
+        let results = self.producer.send_all(&outgoing).await;
+        self.metrics.produce_latency(started.elapsed());
+        let mut failure = None;
+        {
+            let mut dedup = self.dedup.lock().expect("dedup lock");
+            for (key, result) in keys.into_iter().zip(&results) {
+                match result {
+                    Ok(()) => dedup.insert(key, Instant::now()),
+                    Err(reason) => failure = failure.or(Some(reason.clone())),
+                }
+            }
+        }
+        match failure {
+            Some(reason) => Err(reason),
+            None => Ok(Published {
+                accepted: fresh.len(),
+                duplicates,
+            }),
+        }
+    }
+}
+
+fn now_micros() -> Micros {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as Micros)
+}
+
+// ------------------------------------------------------------------ answers
+
+fn error_response(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({"error": message.into()}))).into_response()
+}
+
+fn with_retry_after(mut response: Response, wait: Duration) -> Response {
+    let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    response
+}
+
+fn unavailable(reason: &str) -> Response {
+    with_retry_after(
+        error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("Kafka did not acknowledge the request's records, so none was accepted; retry the whole request: {reason}"),
+        ),
+        Duration::from_secs(RETRY_AFTER_UNAVAILABLE_SECS),
+    )
+}
+
+/// Reads the body up to the size limit.
+async fn read_body(app: &App, request: Request) -> Result<(HeaderMap, bytes::Bytes), Response> {
+    let (parts, body) = request.into_parts();
+    let limit = app.config.max_body_bytes;
+    let too_large = || {
+        error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body is larger than max_body_bytes ({limit} bytes)"),
+        )
+    };
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|length| length > limit) {
+        return Err(too_large());
+    }
+    if let Some(encoding) = parts
+        .headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+    {
+        if encoding != "identity" {
+            return Err(error_response(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("Content-Encoding {encoding} is not supported; send the body uncompressed"),
+            ));
+        }
+    }
+    let bytes = to_bytes(Body::new(body), limit)
+        .await
+        .map_err(|_| too_large())?;
+    Ok((parts.headers, bytes))
+}
+
+fn authenticate(app: &App, headers: &HeaderMap, body: &[u8]) -> Result<Arc<Principal>, Response> {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let signature = headers
+        .get("x-hub-signature-256")
+        .and_then(|v| v.to_str().ok());
+    app.auth
+        .bearer(bearer)
+        .or_else(|| app.auth.github_signature(signature, body))
+        .ok_or_else(|| error_response(StatusCode::UNAUTHORIZED, "missing or unknown API key"))
+}
+
+fn admit(app: &App, principal: &Principal, events: usize) -> Result<(), Response> {
+    principal
+        .admit(events, Instant::now())
+        .map_err(|wait| {
+            with_retry_after(
+                error_response(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    format!(
+                        "API key {} is over its rate limit; retry after the Retry-After seconds",
+                        principal.name
+                    ),
+                ),
+                wait,
+            )
+        })
+        .inspect_err(|_| app.metrics.rejected(Rejection::RateLimited, events))
+}
+
+fn forbidden(rejected: &[Rejected]) -> Option<Response> {
+    let forbidden: Vec<Value> = rejected
+        .iter()
+        .flat_map(|r| {
+            r.errors
+                .iter()
+                .filter(|e| e.forbidden)
+                .map(move |e| json!({"index": r.index, "field": e.field, "reason": e.reason}))
+        })
+        .collect();
+    (!forbidden.is_empty()).then(|| {
+        (
+            StatusCode::FORBIDDEN,
+            Json(json!({"error": "the API key may not send some of these records; none was accepted", "forbidden": forbidden})),
+        )
+            .into_response()
+    })
+}
+
+// ------------------------------------------------------------------ handlers
+
+async fn llm_calls(State(app): State<Arc<App>>, request: Request) -> Response {
+    json_records(&app, Kind::Call, request).await
+}
+
+async fn deploys(State(app): State<Arc<App>>, request: Request) -> Response {
+    json_records(&app, Kind::Deploy, request).await
+}
+
+async fn tickets(State(app): State<Arc<App>>, request: Request) -> Response {
+    json_records(&app, Kind::Ticket, request).await
+}
+
+async fn json_records(app: &App, kind: Kind, request: Request) -> Response {
+    let response = json_records_inner(app, kind, request)
+        .await
+        .unwrap_or_else(|r| r);
+    app.metrics
+        .request(kind.endpoint(), response.status().as_u16());
+    response
+}
+
+async fn json_records_inner(app: &App, kind: Kind, request: Request) -> Result<Response, Response> {
+    let (headers, body) = read_body(app, request)
+        .await
+        .inspect_err(|_| app.metrics.rejected(Rejection::TooLarge, 1))?;
+    let principal = authenticate(app, &headers, &body)
+        .inspect_err(|_| app.metrics.rejected(Rejection::Unauthorized, 1))?;
+    if let Some(event) = headers.get("x-github-event").and_then(|v| v.to_str().ok()) {
+        return github(app, kind, event, &principal, &body).await;
+    }
+    let records = parse_records(&body).map_err(|e| {
+        app.metrics.rejected(Rejection::Malformed, 1);
+        (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": e.to_string(), "line": e.line, "column": e.column})),
+        )
+            .into_response()
+    })?;
+    admit(app, &principal, records.len())?;
+
+    let context = app.context(&principal);
+    let mut events = Vec::with_capacity(records.len());
+    let mut rejected = Vec::new();
+    for (index, value) in records.into_iter().enumerate() {
+        match kind.read(value, &context) {
+            Ok(event) => events.push(event),
+            Err(errors) => rejected.push(Rejected { index, errors }),
+        }
+    }
+    if let Some(response) = forbidden(&rejected) {
+        app.metrics
+            .rejected(Rejection::Forbidden, events.len() + rejected.len());
+        return Err(response);
+    }
+    app.metrics.rejected(Rejection::Invalid, rejected.len());
+    let published = publish(app, kind, events).await?;
+    let status = match (
+        rejected.is_empty(),
+        published.accepted + published.duplicates,
+    ) {
+        (true, _) => StatusCode::ACCEPTED,
+        (false, 0) => StatusCode::UNPROCESSABLE_ENTITY,
+        (false, _) => StatusCode::MULTI_STATUS,
+    };
+    Ok((
+        status,
+        Json(json!({"accepted": published.accepted, "duplicates": published.duplicates, "rejected": rejected})),
+    )
+        .into_response())
+}
+
+async fn publish(app: &App, kind: Kind, events: Vec<Event>) -> Result<Published, Response> {
+    let count = events.len();
+    match app.publish(events).await {
+        Ok(published) => {
+            app.metrics.accepted(kind.record(), published.accepted);
+            app.metrics.duplicates(published.duplicates);
+            Ok(published)
+        }
+        Err(reason) => {
+            tracing::warn!(records = count, %reason, "kafka unavailable; answering 503");
+            app.metrics.rejected(Rejection::KafkaUnavailable, count);
+            Err(unavailable(&reason))
+        }
+    }
+}
+
+async fn github(
+    app: &App,
+    kind: Kind,
+    event: &str,
+    principal: &Principal,
+    body: &[u8],
+) -> Result<Response, Response> {
+    let expected = match kind {
+        Kind::Deploy => "deployment_status",
+        Kind::Ticket => "issues",
+        Kind::Call => {
+            return Err(error_response(
+                StatusCode::BAD_REQUEST,
+                "GitHub webhooks go to /v1/deploys or /v1/tickets",
+            ))
+        }
+    };
+    if event == "ping" {
+        return Ok((StatusCode::OK, Json(json!({"ignored": "ping"}))).into_response());
+    }
+    if event != expected {
+        return Err(error_response(
+            StatusCode::BAD_REQUEST,
+            format!("X-GitHub-Event {event} is not accepted here; this endpoint takes {expected}"),
+        ));
+    }
+    let payload: Value = serde_json::from_slice(body).map_err(|e| {
+        error_response(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "malformed JSON at line {}, column {}: {e}",
+                e.line(),
+                e.column()
+            ),
+        )
+    })?;
+    admit(app, principal, 1)?;
+    let context = app.context(principal);
+    let outcome = match kind {
+        Kind::Deploy => {
+            deploy_from_github(&payload, &context).map(|o| map_outcome(o, Event::Deploy))
+        }
+        _ => ticket_from_github(&payload, &context).map(|o| map_outcome(o, Event::Ticket)),
+    };
+    let event = match outcome {
+        Ok(GithubOutcome::Record(event)) => event,
+        Ok(GithubOutcome::Ignored(reason)) => {
+            return Ok((StatusCode::OK, Json(json!({"ignored": reason}))).into_response())
+        }
+        Err(errors) => {
+            let rejected = [Rejected { index: 0, errors }];
+            if let Some(response) = forbidden(&rejected) {
+                return Err(response);
+            }
+            app.metrics.rejected(Rejection::Invalid, 1);
+            return Err((
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Json(json!({"accepted": 0, "duplicates": 0, "rejected": rejected})),
+            )
+                .into_response());
+        }
+    };
+    let published = publish(app, kind, vec![event]).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({"accepted": published.accepted, "duplicates": published.duplicates, "rejected": []}))).into_response())
+}
+
+fn map_outcome<T>(
+    outcome: GithubOutcome<T>,
+    wrap: impl FnOnce(T) -> Event,
+) -> GithubOutcome<Event> {
+    match outcome {
+        GithubOutcome::Record(record) => GithubOutcome::Record(wrap(record)),
+        GithubOutcome::Ignored(reason) => GithubOutcome::Ignored(reason),
+    }
+}
+
+/// How an OTLP request was encoded, which is also how it is answered.
+#[derive(Clone, Copy)]
+enum OtlpEncoding {
+    Protobuf,
+    Json,
+}
+
+async fn traces(State(app): State<Arc<App>>, request: Request) -> Response {
+    let response = traces_inner(&app, request).await.unwrap_or_else(|r| r);
+    app.metrics.request("traces", response.status().as_u16());
+    response
+}
+
+async fn traces_inner(app: &App, request: Request) -> Result<Response, Response> {
+    let (headers, body) = read_body(app, request)
+        .await
+        .inspect_err(|_| app.metrics.rejected(Rejection::TooLarge, 1))?;
+    let principal = authenticate(app, &headers, &body)
+        .inspect_err(|_| app.metrics.rejected(Rejection::Unauthorized, 1))?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let encoding = match content_type.split(';').next().unwrap_or("").trim() {
+        "application/x-protobuf" | "application/protobuf" => OtlpEncoding::Protobuf,
+        "application/json" => OtlpEncoding::Json,
+        other => {
+            return Err(error_response(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("Content-Type {other:?} is not OTLP; send application/x-protobuf or application/json"),
+            ))
+        }
+    };
+    let resources = match encoding {
+        OtlpEncoding::Protobuf => otlp::decode_protobuf(&body),
+        OtlpEncoding::Json => otlp::decode_json(&body),
+    }
+    .map_err(|reason| {
+        app.metrics.rejected(Rejection::Malformed, 1);
+        error_response(StatusCode::BAD_REQUEST, reason)
+    })?;
+
+    let mut records = Vec::new();
+    let mut skipped = 0;
+    for resource in &resources {
+        for span in &resource.spans {
+            match otlp::span_to_record(&resource.attributes, span, &app.config.otlp_team_attribute)
+            {
+                SpanRecord::Call(record) => records.push(record),
+                SpanRecord::NotGenAi => skipped += 1,
+            }
+        }
+    }
+    app.metrics.spans_skipped(skipped);
+    admit(app, &principal, records.len())?;
+    let context = app.context(&principal);
+    let mut events = Vec::with_capacity(records.len());
+    let mut rejected = Vec::new();
+    for (index, record) in records.into_iter().enumerate() {
+        match llm_call_from_json(record, &context) {
+            Ok(call) => events.push(Event::Call(call)),
+            Err(errors) => rejected.push(Rejected { index, errors }),
+        }
+    }
+    if let Some(response) = forbidden(&rejected) {
+        return Err(response);
+    }
+    app.metrics.rejected(Rejection::Invalid, rejected.len());
+    publish(app, Kind::Call, events).await?;
+    let message = rejected
+        .iter()
+        .take(10)
+        .map(|r| {
+            let reasons: Vec<String> = r
+                .errors
+                .iter()
+                .map(|e| format!("{}: {}", e.field, e.reason))
+                .collect();
+            format!("GenAI span {}: {}", r.index, reasons.join("; "))
+        })
+        .collect::<Vec<_>>()
+        .join(" | ");
+    let rejected_spans = rejected.len() as i64;
+    Ok(match encoding {
+        OtlpEncoding::Protobuf => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/x-protobuf")],
+            otlp::encode_response_protobuf(rejected_spans, &message),
+        )
+            .into_response(),
+        OtlpEncoding::Json => (
+            StatusCode::OK,
+            Json(otlp::encode_response_json(rejected_spans, &message)),
+        )
+            .into_response(),
+    })
+}
+
+async fn readyz(State(app): State<Arc<App>>) -> Response {
+    let in_flight = app.producer.in_flight();
+    if in_flight > app.config.max_in_flight {
+        return error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "the producer is backed up: {in_flight} records wait for Kafka (max_in_flight {})",
+                app.config.max_in_flight
+            ),
+        );
+    }
+    match app.producer.reachable(Duration::from_secs(2)).await {
+        Ok(()) => (
+            StatusCode::OK,
+            Json(json!({"ready": true, "in_flight": in_flight})),
+        )
+            .into_response(),
+        Err(reason) => error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("Kafka is not reachable: {reason}"),
+        ),
+    }
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    let dedup_entries = app.dedup.lock().expect("dedup lock").len();
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        app.metrics.render(app.producer.in_flight(), dedup_entries),
+    )
+        .into_response()
+}

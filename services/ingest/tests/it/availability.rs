@@ -1,0 +1,137 @@
+//! Kafka stopped under a running ingest service: 503 with Retry-After and nothing accepted;
+//! once Kafka is back, the retried requests are accepted and nothing is doubled. This test
+//! runs a broker of its own (other ports, other data folder), so it can stop it.
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::json;
+use tally_contract::kafka::{create_topics, KafkaConfig, TopicLayout};
+use tally_contract::records::LlmCall;
+use tally_contract::topics::Topic;
+use tally_tests::unique_name;
+
+use crate::harness::Harness;
+
+const PORT: u16 = 19092;
+
+fn own_broker(command: &str, data: &PathBuf) {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/services.sh");
+    let output = Command::new(script)
+        .arg(command)
+        .env_remove("TALLY_KAFKA_BROKERS")
+        .env("TALLY_SERVICES_DIR", data)
+        .env("TALLY_KAFKA_PORT", PORT.to_string())
+        .env("TALLY_KAFKA_CONTROLLER_PORT", (PORT + 1).to_string())
+        .output()
+        .expect("scripts/services.sh runs");
+    assert!(
+        output.status.success(),
+        "services.sh {command}: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+struct StopOnDrop(PathBuf);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        own_broker("stop-kafka", &self.0);
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[tokio::test]
+async fn kafka_down_means_503_and_the_retry_after_recovery_is_counted_once() {
+    let data = std::env::temp_dir().join(unique_name("tally-own-kafka"));
+    own_broker("start-kafka", &data);
+    let _guard = StopOnDrop(data.clone());
+    let kafka = KafkaConfig {
+        brokers: format!("127.0.0.1:{PORT}"),
+        ..KafkaConfig::default()
+    };
+    create_topics(
+        &kafka,
+        TopicLayout {
+            partitions: 2,
+            replication_factor: 1,
+        },
+    )
+    .await
+    .unwrap();
+    let ingest =
+        Harness::start_with(kafka, |config| config.produce_timeout_ms = 3_000, false).await;
+
+    let first = json!([{"event_id": "before", "occurred_at": "2026-11-23T10:00:00Z", "provider": "openai", "model": "gpt-4o", "input_tokens": 1, "output_tokens": 1}]);
+    assert_eq!(ingest.post_json("/v1/llm-calls", &first).await.0, 202);
+    let ready = ingest
+        .http
+        .get(format!("{}/readyz", ingest.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status().as_u16(), 200);
+
+    own_broker("stop-kafka", &data);
+    let during: Vec<_> = (0..3)
+        .map(|i| json!({"event_id": format!("during-{i}"), "occurred_at": "2026-11-23T10:00:00Z", "provider": "openai", "model": "gpt-4o", "input_tokens": 1, "output_tokens": 1}))
+        .collect();
+    let response = ingest
+        .post(
+            "/v1/llm-calls",
+            Some(crate::harness::PAYMENTS_KEY),
+            "application/json",
+            json!(during).to_string(),
+        )
+        .await;
+    assert_eq!(response.status().as_u16(), 503);
+    assert_eq!(response.headers()["retry-after"], "5");
+    let answer: serde_json::Value = response.json().await.unwrap();
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("Kafka did not acknowledge"),
+        "{answer}"
+    );
+    let ready = ingest
+        .http
+        .get(format!("{}/readyz", ingest.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status().as_u16(), 503);
+
+    own_broker("start-kafka", &data);
+    let mut accepted = None;
+    for _ in 0..30 {
+        let (status, answer) = ingest.post_json("/v1/llm-calls", &json!(during)).await;
+        if status == 202 {
+            accepted = Some(answer);
+            break;
+        }
+        assert_eq!(status, 503, "{answer}");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert_eq!(
+        accepted,
+        Some(json!({"accepted": 3, "duplicates": 0, "rejected": []}))
+    );
+    // A second retry (say, the client did not see the 202) is a duplicate, not a new call.
+    assert_eq!(
+        ingest.post_json("/v1/llm-calls", &json!(during)).await,
+        (202, json!({"accepted": 0, "duplicates": 3, "rejected": []}))
+    );
+
+    let ids: Vec<String> = ingest
+        .read::<LlmCall>(Topic::LlmCalls, 4)
+        .await
+        .into_iter()
+        .map(|(_, c)| c.event_id)
+        .collect();
+    let mut ids = ids;
+    ids.sort();
+    assert_eq!(ids, ["before", "during-0", "during-1", "during-2"]);
+    ingest.stop().await;
+}

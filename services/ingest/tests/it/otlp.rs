@@ -1,0 +1,162 @@
+//! `POST /v1/traces` with a real OpenTelemetry client: the Python SDK and its OTLP/HTTP
+//! exporters (protobuf and JSON), from the venv scripts/otel-venv.sh makes.
+use std::path::PathBuf;
+use std::process::Command;
+
+use tally_contract::records::{CallStatus, LlmCall};
+use tally_contract::topics::Topic;
+use tally_ingest::fingerprint;
+
+use crate::harness::{Harness, PAYMENTS_KEY};
+
+fn otel_python() -> PathBuf {
+    if let Ok(python) = std::env::var("TALLY_OTEL_PYTHON") {
+        return PathBuf::from(python);
+    }
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/otel-venv.sh");
+    let output = Command::new(&script)
+        .output()
+        .expect("scripts/otel-venv.sh runs");
+    assert!(
+        output.status.success(),
+        "otel-venv.sh failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    PathBuf::from(String::from_utf8(output.stdout).unwrap().trim())
+}
+
+async fn emit(ingest: &Harness, protocol: &str, run_id: &str) {
+    let script =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/otel/emit_genai_spans.py");
+    let endpoint = format!("{}/v1/traces", ingest.url);
+    let python = otel_python();
+    let run_id = run_id.to_string();
+    let protocol = protocol.to_string();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .arg(script)
+            .args([&endpoint, &protocol, PAYMENTS_KEY, &run_id])
+            .output()
+    })
+    .await
+    .unwrap()
+    .expect("the OpenTelemetry client runs");
+    assert!(
+        output.status.success(),
+        "export failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[tokio::test]
+async fn the_opentelemetry_sdk_exports_genai_spans_in_protobuf_and_json() {
+    let ingest = Harness::start().await;
+    emit(&ingest, "protobuf", "run-proto").await;
+    emit(&ingest, "json", "run-json").await;
+
+    let calls: Vec<LlmCall> = ingest
+        .read::<LlmCall>(Topic::LlmCalls, 8)
+        .await
+        .into_iter()
+        .map(|(_, c)| c)
+        .collect();
+    for run in ["run-proto", "run-json"] {
+        let mut chats: Vec<&LlmCall> = calls
+            .iter()
+            .filter(|c| c.session_id.as_deref() == Some(run) && c.provider == "openai")
+            .collect();
+        chats.sort_by_key(|c| c.input_tokens);
+        assert_eq!(chats.len(), 3, "{run}");
+        for (i, call) in chats.iter().enumerate() {
+            let i = i as i64;
+            assert_eq!(
+                (
+                    call.input_tokens,
+                    call.output_tokens,
+                    call.cache_read_tokens,
+                    call.cache_write_tokens,
+                    call.reasoning_tokens
+                ),
+                (1000 + i, 50 + i, 600, 100, 20),
+                "{run}"
+            );
+            assert_eq!(
+                (call.model.as_str(), call.response_model.as_deref()),
+                ("gpt-4o", Some("gpt-4o-2024-08-06"))
+            );
+            assert_eq!(
+                (call.tenant.as_str(), call.team.as_str()),
+                ("acme", "payments")
+            );
+            assert_eq!(call.service.as_deref(), Some("support-bot"));
+            assert_eq!(call.environment.as_deref(), Some("production"));
+            assert_eq!(call.region.as_deref(), Some("us-east-1"));
+            assert_eq!(call.user.as_deref(), Some("u-1"));
+            assert_eq!(call.agent.as_deref(), Some("triage"));
+            assert_eq!(call.finish_reason.as_deref(), Some("stop"));
+            assert_eq!(call.status, CallStatus::Ok);
+            assert!(
+                call.event_id.starts_with("otel-")
+                    && call.trace_id.as_ref().is_some_and(|t| t.len() == 32)
+            );
+            let prompt = r#"[{"role":"user","content":"secret prompt text"}]"#;
+            assert_eq!(call.prompt_fingerprint, Some(fingerprint::of_text(prompt)));
+        }
+        let legacy = calls
+            .iter()
+            .find(|c| c.session_id.as_deref() == Some(run) && c.provider == "anthropic")
+            .unwrap_or_else(|| panic!("{run}: the deprecated-names span"));
+        assert_eq!((legacy.input_tokens, legacy.output_tokens), (70, 7));
+        assert_eq!(
+            (legacy.status, legacy.error_type.as_deref()),
+            (CallStatus::Error, Some("timeout"))
+        );
+    }
+    let metrics = ingest
+        .http
+        .get(format!("{}/metrics", ingest.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("tally_ingest_spans_skipped_total 2\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tally_ingest_requests_total{endpoint=\"traces\",status=\"200\"} 2\n"),
+        "{metrics}"
+    );
+    ingest.stop().await;
+}
+
+#[tokio::test]
+async fn rejected_spans_are_reported_as_partial_success() {
+    let ingest = Harness::start().await;
+    let body = serde_json::json!({"resourceSpans": [{"scopeSpans": [{"spans": [
+        {"traceId": "0102030405060708090a0b0c0d0e0f10", "spanId": "0102030405060708", "startTimeUnixNano": "1795428000000000000",
+         "attributes": [{"key": "gen_ai.usage.input_tokens", "value": {"intValue": "5"}}]}]}]}]});
+    let response = ingest
+        .post(
+            "/v1/traces",
+            Some(PAYMENTS_KEY),
+            "application/json",
+            body.to_string(),
+        )
+        .await;
+    assert_eq!(response.status().as_u16(), 200);
+    let answer: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(answer["partialSuccess"]["rejectedSpans"], "1");
+    assert_eq!(
+        answer["partialSuccess"]["errorMessage"],
+        "GenAI span 0: provider: is required; model: is required"
+    );
+    let response = ingest
+        .post("/v1/traces", Some(PAYMENTS_KEY), "text/plain", "x")
+        .await;
+    assert_eq!(response.status().as_u16(), 415);
+    ingest.stop().await;
+}
