@@ -5,9 +5,10 @@
 //! therefore knows the writer schema without a registry: it looks the fingerprint up among the
 //! known versions of the expected record type and resolves the body to the current schema.
 //! Corrupt bytes or an unknown fingerprint are error values, never panics.
-use apache_avro::{from_avro_datum, from_value, to_avro_datum, to_value};
+use apache_avro::{from_avro_datum, from_value, write_avro_datum_ref};
 use serde::{de::DeserializeOwned, Serialize};
 
+use crate::avro_de::{AvroDeserializer, Input};
 use crate::schema::{record_schemas, Fingerprint, RecordSchemas};
 use crate::{ContractError, Result};
 
@@ -31,20 +32,15 @@ pub trait AvroRecord: Serialize + DeserializeOwned {
 /// Encodes a record with the current schema, single-object framed.
 pub fn encode<T: AvroRecord>(record: &T) -> Result<Vec<u8>> {
     let current = &T::schemas().current;
-    let encode_error = |reason: String| ContractError::Encode {
-        record: T::RECORD_NAME,
-        reason,
-    };
-    let value = to_value(record).map_err(|e| encode_error(e.to_string()))?;
-    // resolve() wraps optional values into their union branch and checks every field.
-    let value = value
-        .resolve(&current.schema)
-        .map_err(|e| encode_error(e.to_string()))?;
-    let body = to_avro_datum(&current.schema, value).map_err(|e| encode_error(e.to_string()))?;
-    let mut out = Vec::with_capacity(HEADER_LEN + body.len());
+    let mut out = Vec::with_capacity(HEADER_LEN + 256);
     out.extend_from_slice(&MARKER);
     out.extend_from_slice(&current.fingerprint);
-    out.extend_from_slice(&body);
+    // Serialises straight to Avro binary while walking the schema: no intermediate value
+    // tree. The schemas are self-contained (see `schema`), so no named-type lookups are needed.
+    write_avro_datum_ref(&current.schema, record, &mut out).map_err(|e| ContractError::Encode {
+        record: T::RECORD_NAME,
+        reason: e.to_string(),
+    })?;
     Ok(out)
 }
 
@@ -63,16 +59,36 @@ pub fn decode<T: AvroRecord>(bytes: &[u8]) -> Result<T> {
         version: writer.version,
         reason,
     };
-    let mut body = &bytes[HEADER_LEN..];
-    let value = from_avro_datum(&writer.schema, &mut body, Some(&schemas.current.schema))
-        .map_err(|e| decode_error(e.to_string()))?;
-    if !body.is_empty() {
-        return Err(decode_error(format!(
-            "{} bytes left after the record",
-            body.len()
-        )));
+    let body = &bytes[HEADER_LEN..];
+    if writer.version == schemas.current.version {
+        decode_current(body, &writer.schema).map_err(decode_error)
+    } else {
+        decode_resolved(body, &writer.schema, &schemas.current.schema).map_err(decode_error)
     }
-    from_value(&value).map_err(|e| decode_error(e.to_string()))
+}
+
+/// Reads a body written with an earlier schema, resolving it to today's (apache-avro's
+/// schema resolution: defaults for new fields, promotions, ...).
+fn decode_resolved<T: AvroRecord>(
+    mut body: &[u8],
+    writer: &apache_avro::Schema,
+    reader: &apache_avro::Schema,
+) -> Result<T, String> {
+    let value = from_avro_datum(writer, &mut body, Some(reader)).map_err(|e| e.to_string())?;
+    if !body.is_empty() {
+        return Err(format!("{} bytes left after the record", body.len()));
+    }
+    from_value(&value).map_err(|e| e.to_string())
+}
+
+/// Reads a body written with today's schema straight into `T` (see [`crate::avro_de`]).
+fn decode_current<T: AvroRecord>(body: &[u8], schema: &apache_avro::Schema) -> Result<T, String> {
+    let mut input = Input::new(body);
+    let record = T::deserialize(AvroDeserializer { input: &mut input, schema }).map_err(|e| e.to_string())?;
+    match input.remaining() {
+        0 => Ok(record),
+        left => Err(format!("{left} bytes left after the record")),
+    }
 }
 
 /// The writer fingerprint of single-object encoded bytes, checking the marker.
@@ -181,8 +197,43 @@ mod tests {
         ));
     }
 
+    prop_compose! {
+        fn any_call()(
+            event_id in "\\PC{0,40}",
+            user in proptest::option::of("\\PC{0,20}"),
+            step in proptest::option::of(any::<i32>()),
+            tokens in proptest::array::uniform5(any::<i64>()),
+            tier in 0..4usize,
+            error in any::<bool>(),
+            latency_ms in proptest::option::of(any::<i64>()),
+            tags in proptest::collection::btree_map("\\PC{0,10}", "\\PC{0,10}", 0..6),
+        ) -> LlmCall {
+            let mut call = sample_call();
+            call.event_id = event_id;
+            call.user = user;
+            call.step = step;
+            [call.input_tokens, call.output_tokens, call.cache_read_tokens, call.cache_write_tokens, call.reasoning_tokens] = tokens;
+            call.service_tier = crate::records::ServiceTier::ALL[tier];
+            call.status = if error { crate::records::CallStatus::Error } else { crate::records::CallStatus::Ok };
+            call.latency_ms = latency_ms;
+            call.tags = tags;
+            call
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+        /// The fast reader and apache-avro's resolving reader agree on every record.
+        #[test]
+        fn both_readers_agree(call in any_call()) {
+            let bytes = encode(&call).unwrap();
+            let schema = &LlmCall::schemas().current.schema;
+            let fast: LlmCall = decode_current(&bytes[HEADER_LEN..], schema).unwrap();
+            let resolved: LlmCall = decode_resolved(&bytes[HEADER_LEN..], schema, schema).unwrap();
+            prop_assert_eq!(&fast, &call);
+            prop_assert_eq!(&resolved, &call);
+        }
 
         #[test]
         fn arbitrary_bytes_never_panic(body in proptest::collection::vec(any::<u8>(), 0..400)) {

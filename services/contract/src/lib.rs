@@ -9,6 +9,7 @@
 //! - [`config`]: layered configuration loading (defaults, file, environment).
 //! - [`telemetry`]: logging set-up shared by every service.
 
+mod avro_de;
 pub mod clickhouse;
 pub mod codec;
 pub mod config;

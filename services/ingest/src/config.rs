@@ -304,6 +304,19 @@ team = "payments"
     }
 
     #[test]
+    fn the_example_file_is_valid_and_its_key_hash_matches_its_comment() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("ingest.example.toml");
+        Jail::expect_with(|_| {
+            let config: IngestConfig = load(Some(&path)).unwrap();
+            config.validate().unwrap();
+            assert_eq!(config.api_keys[0].sha256, crate::auth::hash_key("demo-key-payments"));
+            let defaults = IngestConfig { api_keys: config.api_keys.clone(), ..IngestConfig::default() };
+            assert_eq!(config, defaults, "the example shows the defaults");
+            Ok(())
+        });
+    }
+
+    #[test]
     fn secrets_are_not_in_debug_output() {
         let key = ApiKeyConfig {
             name: "gh".into(),
