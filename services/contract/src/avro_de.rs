@@ -77,14 +77,18 @@ impl<'de> Input<'de> {
     fn length(&mut self) -> Result<usize> {
         let length = self.long()?;
         if length < 0 || length as u64 > self.bytes.len() as u64 {
-            return error(format!("length {length} with {} bytes left", self.bytes.len()));
+            return error(format!(
+                "length {length} with {} bytes left",
+                self.bytes.len()
+            ));
         }
         Ok(length as usize)
     }
 
     fn str(&mut self) -> Result<&'de str> {
         let length = self.length()?;
-        std::str::from_utf8(self.take(length)?).or_else(|e| error(format!("a string is not UTF-8: {e}")))
+        std::str::from_utf8(self.take(length)?)
+            .or_else(|e| error(format!("a string is not UTF-8: {e}")))
     }
 
     /// The item count of the next array or map block (0 ends the collection).
@@ -97,7 +101,10 @@ impl<'de> Input<'de> {
         let count = count.unsigned_abs();
         // Every item takes at least one byte, except null items: bound by what is left + 1.
         if count > self.bytes.len() as u64 + 1 {
-            return error(format!("a block of {count} items with {} bytes left", self.bytes.len()));
+            return error(format!(
+                "a block of {count} items with {} bytes left",
+                self.bytes.len()
+            ));
         }
         Ok(count as usize)
     }
@@ -111,7 +118,10 @@ pub struct AvroDeserializer<'a, 'de> {
 
 impl<'a, 'de> AvroDeserializer<'a, 'de> {
     fn with(&mut self, schema: &'a Schema) -> AvroDeserializer<'_, 'de> {
-        AvroDeserializer { input: self.input, schema }
+        AvroDeserializer {
+            input: self.input,
+            schema,
+        }
     }
 
     fn union_branch(&mut self, union: &'a UnionSchema) -> Result<&'a Schema> {
@@ -239,7 +249,9 @@ impl<'de> de::MapAccess<'de> for RecordAccess<'_, 'de> {
 
     fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>> {
         match self.fields.get(self.next) {
-            Some(field) => seed.deserialize(field.name.as_str().into_deserializer()).map(Some),
+            Some(field) => seed
+                .deserialize(field.name.as_str().into_deserializer())
+                .map(Some),
             None => Ok(None),
         }
     }
@@ -247,7 +259,10 @@ impl<'de> de::MapAccess<'de> for RecordAccess<'_, 'de> {
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value> {
         let field = &self.fields[self.next];
         self.next += 1;
-        seed.deserialize(AvroDeserializer { input: self.input, schema: &field.schema })
+        seed.deserialize(AvroDeserializer {
+            input: self.input,
+            schema: &field.schema,
+        })
     }
 }
 
@@ -282,7 +297,11 @@ impl<'de> de::SeqAccess<'de> for BlockAccess<'_, 'de> {
         if !BlockAccess::advance(self.input, &mut self.left, &mut self.done)? {
             return Ok(None);
         }
-        seed.deserialize(AvroDeserializer { input: self.input, schema: self.schema }).map(Some)
+        seed.deserialize(AvroDeserializer {
+            input: self.input,
+            schema: self.schema,
+        })
+        .map(Some)
     }
 }
 
@@ -301,10 +320,14 @@ impl<'de> de::MapAccess<'de> for MapAccess<'_, 'de> {
             return Ok(None);
         }
         let key = self.input.str()?;
-        seed.deserialize(de::value::BorrowedStrDeserializer::new(key)).map(Some)
+        seed.deserialize(de::value::BorrowedStrDeserializer::new(key))
+            .map(Some)
     }
 
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value> {
-        seed.deserialize(AvroDeserializer { input: self.input, schema: self.schema })
+        seed.deserialize(AvroDeserializer {
+            input: self.input,
+            schema: self.schema,
+        })
     }
 }

@@ -84,7 +84,11 @@ fn decode_resolved<T: AvroRecord>(
 /// Reads a body written with today's schema straight into `T` (see [`crate::avro_de`]).
 fn decode_current<T: AvroRecord>(body: &[u8], schema: &apache_avro::Schema) -> Result<T, String> {
     let mut input = Input::new(body);
-    let record = T::deserialize(AvroDeserializer { input: &mut input, schema }).map_err(|e| e.to_string())?;
+    let record = T::deserialize(AvroDeserializer {
+        input: &mut input,
+        schema,
+    })
+    .map_err(|e| e.to_string())?;
     match input.remaining() {
         0 => Ok(record),
         left => Err(format!("{left} bytes left after the record")),

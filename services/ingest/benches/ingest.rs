@@ -54,22 +54,30 @@ fn body(start: u64, count: usize) -> String {
 fn ingest_cpu(c: &mut Criterion) {
     let auth = Authenticator::new(&[key()]);
     let principal = auth.bearer(Some(&format!("Bearer {KEY}"))).unwrap();
-    let context = Context { principal: &principal, received_at: 1_795_428_000_000_000, latest_occurred_at: i64::MAX };
+    let context = Context {
+        principal: &principal,
+        received_at: 1_795_428_000_000_000,
+        latest_occurred_at: i64::MAX,
+    };
     let mut group = c.benchmark_group("ingest_cpu");
     for per_request in [1usize, 1000] {
         let request = body(0, per_request);
         group.throughput(Throughput::Elements(per_request as u64));
-        group.bench_with_input(BenchmarkId::new("events_per_request", per_request), &request, |b, request| {
-            b.iter(|| {
-                let records = parse_records(request.as_bytes()).unwrap();
-                let mut bytes = 0;
-                for record in records {
-                    let call = llm_call_from_json(record, &context).unwrap();
-                    bytes += encode(&call).unwrap().len();
-                }
-                bytes
-            })
-        });
+        group.bench_with_input(
+            BenchmarkId::new("events_per_request", per_request),
+            &request,
+            |b, request| {
+                b.iter(|| {
+                    let records = parse_records(request.as_bytes()).unwrap();
+                    let mut bytes = 0;
+                    for record in records {
+                        let call = llm_call_from_json(record, &context).unwrap();
+                        bytes += encode(&call).unwrap().len();
+                    }
+                    bytes
+                })
+            },
+        );
     }
     group.finish();
 }
@@ -78,9 +86,15 @@ fn ingest_http_kafka(c: &mut Criterion) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let brokers = std::env::var("TALLY_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
     let prefix = format!("bench-{}.", std::process::id());
-    let kafka = KafkaConfig { brokers, topic_prefix: prefix, ..KafkaConfig::default() };
+    let kafka = KafkaConfig {
+        brokers,
+        topic_prefix: prefix,
+        ..KafkaConfig::default()
+    };
     let url = runtime.block_on(async {
-        create_topics(&kafka, TopicLayout::default()).await.expect("Kafka is reachable (scripts/services.sh start)");
+        create_topics(&kafka, TopicLayout::default())
+            .await
+            .expect("Kafka is reachable (scripts/services.sh start)");
         let config = IngestConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             api_keys: vec![key()],
@@ -97,7 +111,9 @@ fn ingest_http_kafka(c: &mut Criterion) {
     let next_id = Arc::new(std::sync::atomic::AtomicU64::new(0));
 
     let mut group = c.benchmark_group("ingest_http_kafka");
-    group.sample_size(10).measurement_time(Duration::from_secs(10));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(10));
     for per_request in [1usize, 1000] {
         group.throughput(Throughput::Elements(per_request as u64));
         group.bench_function(BenchmarkId::new("events_per_request", per_request), |b| {
@@ -111,7 +127,8 @@ fn ingest_http_kafka(c: &mut Criterion) {
                     // not timed.
                     let mut bodies: Vec<Vec<String>> = vec![Vec::new(); CLIENTS];
                     for i in 0..iterations as usize {
-                        let start = next_id.fetch_add(per_request as u64, std::sync::atomic::Ordering::Relaxed);
+                        let start = next_id
+                            .fetch_add(per_request as u64, std::sync::atomic::Ordering::Relaxed);
                         bodies[i % CLIENTS].push(body(start, per_request));
                     }
                     let started = Instant::now();

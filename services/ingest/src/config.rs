@@ -309,8 +309,14 @@ team = "payments"
         Jail::expect_with(|_| {
             let config: IngestConfig = load(Some(&path)).unwrap();
             config.validate().unwrap();
-            assert_eq!(config.api_keys[0].sha256, crate::auth::hash_key("demo-key-payments"));
-            let defaults = IngestConfig { api_keys: config.api_keys.clone(), ..IngestConfig::default() };
+            assert_eq!(
+                config.api_keys[0].sha256,
+                crate::auth::hash_key("demo-key-payments")
+            );
+            let defaults = IngestConfig {
+                api_keys: config.api_keys.clone(),
+                ..IngestConfig::default()
+            };
             assert_eq!(config, defaults, "the example shows the defaults");
             Ok(())
         });
