@@ -2,7 +2,9 @@
 //! budgets → produce derived topics, exactly once. The operators arrive with the processor
 //! issue; this crate has its configuration and error type.
 mod config;
+pub mod decimal;
 mod error;
+pub mod pricing;
 
 pub use config::ProcessorConfig;
 pub use error::ProcessorError;

@@ -1,0 +1,591 @@
+//! The price catalogue and the cost of a call, in exact integer nano-dollars.
+//!
+//! Prices come in the format of LiteLLM's `model_prices_and_context_window.json` (dollars per
+//! token). The shipped snapshot is `data/litellm_model_prices.json` (see `data/README.md`);
+//! users may point at their own file and add overrides (negotiated prices, private models),
+//! each optionally effective-dated.
+//!
+//! The formula, per call, each term rounded once, half to even, to nano-dollars:
+//!
+//! ```text
+//! uncached_input = input_tokens - cache_read_tokens - cache_write_tokens
+//! cost = uncached_input                      × input rate
+//!      + cache_read_tokens                   × cache-read rate     (else the input rate)
+//!      + cache_write_tokens                  × cache-creation rate (else the input rate)
+//!      + (output_tokens - reasoning_tokens)  × output rate
+//!      + reasoning_tokens                    × reasoning rate      (else the output rate)
+//! ```
+//!
+//! Rates: when `input_tokens` exceeds N×1000 for an entry that has `*_above_<N>k_tokens`
+//! rates, those apply to the whole call (the largest such N). Service tiers `batch`,
+//! `priority`, `flex` use the `*_batches`, `*_priority`, `*_flex` variants when present. For
+//! each rate the candidates are, in order: threshold+tier, threshold, tier, standard.
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
+use tally_contract::records::{LlmCall, Micros, ServiceTier};
+
+use crate::decimal::Decimal;
+
+/// The shipped LiteLLM snapshot.
+pub const SHIPPED_CATALOGUE: &str = include_str!("../data/litellm_model_prices.json");
+/// Its version: LiteLLM release and the date it was taken.
+pub const SHIPPED_CATALOGUE_VERSION: &str = "litellm-1.109.1@2026-11-23";
+
+const BASE_RATES: [&str; 5] = [
+    "input_cost_per_token",
+    "output_cost_per_token",
+    "cache_read_input_token_cost",
+    "cache_creation_input_token_cost",
+    "output_cost_per_reasoning_token",
+];
+
+/// One catalogue entry: the token rates of a model, maybe only for a period.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PriceEntry {
+    /// The catalogue key (`gpt-4o`, `bedrock/anthropic.claude-...`).
+    pub key: String,
+    /// Token rates in dollars per token, by LiteLLM field name.
+    pub rates: BTreeMap<String, Decimal>,
+    /// In force from this time (inclusive), if limited.
+    pub effective_from: Option<Micros>,
+    /// In force until this time (exclusive), if limited.
+    pub effective_to: Option<Micros>,
+}
+
+impl PriceEntry {
+    fn in_force(&self, at: Micros) -> bool {
+        self.effective_from.is_none_or(|from| at >= from) && self.effective_to.is_none_or(|to| at < to)
+    }
+}
+
+/// A price override from tally's configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceOverride {
+    /// Catalogue key the override prices (an existing model or a private one).
+    pub model: String,
+    /// RFC 3339 start (inclusive) of the period the prices hold for; always, if absent.
+    #[serde(default)]
+    pub effective_from: Option<String>,
+    /// RFC 3339 end (exclusive) of the period; open-ended, if absent.
+    #[serde(default)]
+    pub effective_to: Option<String>,
+    /// Rates in dollars per token, by LiteLLM field name (`input_cost_per_token`,
+    /// `cache_read_input_token_cost_batches`, ...); strings keep them exact ("2.5e-06").
+    pub rates: BTreeMap<String, Decimal>,
+}
+
+/// The cost of one call, term by term, in nano-dollars.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CostTerms {
+    pub input: i64,
+    pub cache_read: i64,
+    pub cache_write: i64,
+    pub output: i64,
+    pub reasoning: i64,
+    pub total: i64,
+}
+
+/// What pricing a call came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pricing {
+    /// Priced with the named entry.
+    Priced { entry: String, terms: CostTerms },
+    /// No entry matched (or it has no token rates): cost unknown, never 0.
+    Unpriced { reason: String },
+}
+
+/// A call the catalogue cannot price because its numbers are inconsistent; such a call goes
+/// to the dead-letter topic with this reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PricingError(pub String);
+
+/// All price entries, by lower-cased key.
+#[derive(Debug, Clone)]
+pub struct Catalogue {
+    version: String,
+    entries: HashMap<String, Vec<PriceEntry>>,
+}
+
+impl Catalogue {
+    /// The shipped snapshot.
+    pub fn shipped() -> Catalogue {
+        Catalogue::from_litellm_json(SHIPPED_CATALOGUE, SHIPPED_CATALOGUE_VERSION)
+            .expect("the shipped catalogue parses (a test checks it)")
+    }
+
+    /// Reads a LiteLLM-format catalogue. Token-rate fields are read from their JSON text, so
+    /// no price passes through a float.
+    pub fn from_litellm_json(text: &str, version: &str) -> Result<Catalogue, String> {
+        let raw: HashMap<String, Box<RawValue>> =
+            serde_json::from_str(text).map_err(|e| format!("the catalogue is not a JSON object: {e}"))?;
+        let mut entries: HashMap<String, Vec<PriceEntry>> = HashMap::new();
+        for (key, value) in raw {
+            if key == "sample_spec" {
+                continue;
+            }
+            let Ok(fields) = serde_json::from_str::<BTreeMap<String, &RawValue>>(value.get()) else {
+                continue; // not an object: not a model entry
+            };
+            let mut rates = BTreeMap::new();
+            for (field, raw) in fields {
+                if !is_token_rate(&field) {
+                    continue;
+                }
+                let rate: Decimal = raw
+                    .get()
+                    .parse()
+                    .map_err(|e| format!("catalogue entry {key:?}, field {field}: {e}"))?;
+                rates.insert(field, rate);
+            }
+            let entry = PriceEntry { key: key.clone(), rates, effective_from: None, effective_to: None };
+            entries.entry(key.to_lowercase()).or_default().push(entry);
+        }
+        Ok(Catalogue { version: version.to_string(), entries })
+    }
+
+    /// Adds configured overrides; an override takes precedence over catalogue entries in force
+    /// at the same time. The version gains a digest of the overrides.
+    pub fn with_overrides(mut self, overrides: &[PriceOverride]) -> Result<Catalogue, String> {
+        if overrides.is_empty() {
+            return Ok(self);
+        }
+        let mut digest = Sha256::new();
+        for (i, price) in overrides.iter().enumerate() {
+            let at = format!("pricing.overrides[{i}] ({})", price.model);
+            for field in price.rates.keys() {
+                if !is_token_rate(field) {
+                    return Err(format!(
+                        "{at}: {field} is not a token rate (expected one of {} with optional _above_<N>k_tokens and _batches/_priority/_flex)",
+                        BASE_RATES.join(", ")
+                    ));
+                }
+            }
+            if !price.rates.contains_key("input_cost_per_token") || !price.rates.contains_key("output_cost_per_token") {
+                return Err(format!("{at}: input_cost_per_token and output_cost_per_token are required"));
+            }
+            if let Some((field, _)) = price.rates.iter().find(|(_, rate)| rate.is_negative()) {
+                return Err(format!("{at}: {field} must not be negative"));
+            }
+            let parse = |value: &Option<String>, name: &str| -> Result<Option<Micros>, String> {
+                value
+                    .as_ref()
+                    .map(|text| {
+                        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+                            .map(|t| (t.unix_timestamp_nanos() / 1_000) as Micros)
+                            .map_err(|e| format!("{at}.{name}: {text:?} is not RFC 3339: {e}"))
+                    })
+                    .transpose()
+            };
+            let entry = PriceEntry {
+                key: price.model.clone(),
+                rates: price.rates.clone(),
+                effective_from: parse(&price.effective_from, "effective_from")?,
+                effective_to: parse(&price.effective_to, "effective_to")?,
+            };
+            digest.update(format!("{price:?}").as_bytes());
+            // Overrides go first: the first entry in force wins.
+            self.entries.entry(price.model.to_lowercase()).or_default().insert(0, entry);
+        }
+        let hex: String = digest.finalize()[..4].iter().map(|b| format!("{b:02x}")).collect();
+        self.version = format!("{}+overrides-{hex}", self.version);
+        Ok(self)
+    }
+
+    /// The version every enriched call records.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// Number of catalogue keys.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the catalogue is empty.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The entry in force at the call's time for its model: the response model first (often a
+    /// dated snapshot with its own price), then the requested model, each tried as given, with
+    /// the provider's catalogue prefix, and normalised (see [`candidates`]).
+    pub fn lookup(&self, call: &LlmCall) -> Option<&PriceEntry> {
+        let models = call.response_model.iter().chain(std::iter::once(&call.model));
+        models
+            .flat_map(|model| candidates(&call.provider, model))
+            .find_map(|key| self.entries.get(&key)?.iter().find(|e| e.in_force(call.occurred_at)))
+    }
+
+    /// Prices a call.
+    pub fn price(&self, call: &LlmCall) -> Result<Pricing, PricingError> {
+        let Some(entry) = self.lookup(call) else {
+            return Ok(Pricing::Unpriced {
+                reason: format!("no catalogue entry for provider {:?} model {:?}", call.provider, call.model),
+            });
+        };
+        match cost(entry, call)? {
+            Some(terms) => Ok(Pricing::Priced { entry: entry.key.clone(), terms }),
+            None => Ok(Pricing::Unpriced {
+                reason: format!("catalogue entry {:?} has no per-token input and output rates", entry.key),
+            }),
+        }
+    }
+}
+
+fn is_token_rate(field: &str) -> bool {
+    let field = ["_batches", "_priority", "_flex"]
+        .iter()
+        .find_map(|tier| field.strip_suffix(tier))
+        .unwrap_or(field);
+    let field = match field.rsplit_once("_above_") {
+        Some((base, threshold)) => match threshold_of(threshold) {
+            Some(_) => base,
+            None => return false,
+        },
+        None => field,
+    };
+    BASE_RATES.contains(&field)
+}
+
+/// `200k_tokens` → 200,000.
+fn threshold_of(suffix: &str) -> Option<i64> {
+    suffix.strip_suffix("k_tokens")?.parse::<i64>().ok().map(|k| k * 1000)
+}
+
+fn tier_suffix(tier: ServiceTier) -> &'static str {
+    match tier {
+        ServiceTier::Standard => "",
+        ServiceTier::Batch => "_batches",
+        ServiceTier::Priority => "_priority",
+        ServiceTier::Flex => "_flex",
+    }
+}
+
+/// The largest `_above_<N>k_tokens` threshold of the entry that the call's input exceeds.
+fn threshold_suffix(entry: &PriceEntry, input_tokens: i64) -> Option<String> {
+    entry
+        .rates
+        .keys()
+        .filter_map(|field| field.split_once("_above_").map(|(_, rest)| rest))
+        .filter_map(|rest| {
+            let suffix = rest.split('_').take(2).collect::<Vec<_>>().join("_");
+            threshold_of(&suffix).map(|n| (n, suffix))
+        })
+        .filter(|(n, _)| input_tokens > *n)
+        .max_by_key(|(n, _)| *n)
+        .map(|(_, suffix)| format!("_above_{suffix}"))
+}
+
+fn rate(entry: &PriceEntry, base: &str, threshold: Option<&str>, tier: &str) -> Option<Decimal> {
+    let mut candidates = Vec::with_capacity(4);
+    if let Some(threshold) = threshold {
+        candidates.push(format!("{base}{threshold}{tier}"));
+        candidates.push(format!("{base}{threshold}"));
+    }
+    candidates.push(format!("{base}{tier}"));
+    candidates.push(base.to_string());
+    candidates.iter().find_map(|name| entry.rates.get(name).copied())
+}
+
+fn cost(entry: &PriceEntry, call: &LlmCall) -> Result<Option<CostTerms>, PricingError> {
+    let threshold = threshold_suffix(entry, call.input_tokens);
+    let threshold = threshold.as_deref();
+    let tier = tier_suffix(call.service_tier);
+    let (Some(input_rate), Some(output_rate)) = (
+        rate(entry, "input_cost_per_token", threshold, tier),
+        rate(entry, "output_cost_per_token", threshold, tier),
+    ) else {
+        return Ok(None);
+    };
+    let cache_read_rate = rate(entry, "cache_read_input_token_cost", threshold, tier).unwrap_or(input_rate);
+    let cache_write_rate = rate(entry, "cache_creation_input_token_cost", threshold, tier).unwrap_or(input_rate);
+    let reasoning_rate = rate(entry, "output_cost_per_reasoning_token", threshold, tier).unwrap_or(output_rate);
+
+    let uncached = call.input_tokens - call.cache_read_tokens - call.cache_write_tokens;
+    let plain_output = call.output_tokens - call.reasoning_tokens;
+    if uncached < 0 || plain_output < 0 {
+        return Err(PricingError(format!(
+            "inconsistent tokens: input {} < cache read {} + cache write {}, or output {} < reasoning {}",
+            call.input_tokens, call.cache_read_tokens, call.cache_write_tokens, call.output_tokens, call.reasoning_tokens
+        )));
+    }
+    let term = |tokens: i64, rate: Decimal| -> Result<i64, PricingError> {
+        Decimal::from_int(tokens)
+            .checked_mul(rate)
+            .and_then(|dollars| dollars.round_scaled(9))
+            .map_err(|e| PricingError(format!("{tokens} tokens at {rate} $/token: {e}")))
+    };
+    let mut terms = CostTerms {
+        input: term(uncached, input_rate)?,
+        cache_read: term(call.cache_read_tokens, cache_read_rate)?,
+        cache_write: term(call.cache_write_tokens, cache_write_rate)?,
+        output: term(plain_output, output_rate)?,
+        reasoning: term(call.reasoning_tokens, reasoning_rate)?,
+        total: 0,
+    };
+    terms.total = [terms.input, terms.cache_read, terms.cache_write, terms.output, terms.reasoning]
+        .iter()
+        .try_fold(0i64, |sum, t| sum.checked_add(*t))
+        .ok_or_else(|| PricingError("the total cost overflows".into()))?;
+    Ok(Some(terms))
+}
+
+/// The catalogue prefix of an OpenTelemetry `gen_ai.provider.name`.
+fn catalogue_prefix(provider: &str) -> &str {
+    match provider {
+        "aws.bedrock" => "bedrock",
+        "azure.ai.openai" => "azure",
+        "azure.ai.inference" => "azure_ai",
+        "gcp.vertex_ai" => "vertex_ai",
+        "gcp.gemini" | "gcp.gen_ai" => "gemini",
+        "mistral_ai" => "mistral",
+        "x_ai" => "xai",
+        "ibm.watsonx.ai" => "watsonx",
+        other => other,
+    }
+}
+
+/// Catalogue keys to try for a model, in order: as given; with the provider's catalogue
+/// prefix; without a provider prefix it carries (`openai/gpt-4o` → `gpt-4o`); without a
+/// cross-region prefix (`us.anthropic...` → `anthropic...`); without a version or date
+/// suffix (`-2024-08-06`, `-20240620`, `@20240620`, `-v1:0`, `-latest`). All lower-cased.
+pub fn candidates(provider: &str, model: &str) -> Vec<String> {
+    let prefix = catalogue_prefix(provider).to_lowercase();
+    let model = model.trim().to_lowercase();
+    let mut forms = vec![model.clone()];
+    if let Some((_, rest)) = model.split_once('/') {
+        forms.push(rest.to_string());
+    }
+    for form in forms.clone() {
+        for region in ["us.", "eu.", "apac.", "global."] {
+            if let Some(rest) = form.strip_prefix(region) {
+                forms.push(rest.to_string());
+            }
+        }
+    }
+    for form in forms.clone() {
+        let undated = strip_version_suffixes(&form);
+        if undated != form {
+            forms.push(undated);
+        }
+    }
+    let mut out = Vec::with_capacity(forms.len() * 2);
+    for form in forms {
+        out.push(form.clone());
+        out.push(format!("{prefix}/{form}"));
+    }
+    out.dedup();
+    out
+}
+
+fn strip_version_suffixes(model: &str) -> String {
+    let mut model = model.to_string();
+    loop {
+        let before = model.len();
+        if let Some(rest) = model.strip_suffix("-latest") {
+            model = rest.to_string();
+        }
+        // -v1:0, -v2
+        if let Some(at) = model.rfind("-v") {
+            let tail = &model[at + 2..];
+            if !tail.is_empty() && tail.bytes().all(|b| b.is_ascii_digit() || b == b':') {
+                model.truncate(at);
+            }
+        }
+        let bytes = model.as_bytes();
+        let digits = |range: std::ops::Range<usize>| bytes[range].iter().all(u8::is_ascii_digit);
+        let n = bytes.len();
+        // -2024-08-06
+        let dated = n > 11 && {
+            let s = n - 11;
+            bytes[s] == b'-' && bytes[s + 5] == b'-' && bytes[s + 8] == b'-'
+                && digits(s + 1..s + 5) && digits(s + 6..s + 8) && digits(s + 9..n)
+        };
+        if dated {
+            model.truncate(n - 11);
+        } else if n > 9 && (bytes[n - 9] == b'-' || bytes[n - 9] == b'@') && digits(n - 8..n) {
+            // -20240620, @20240620
+            model.truncate(n - 9);
+        }
+        if model.len() == before {
+            return model;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tally_contract::records::CallStatus;
+
+    fn call(provider: &str, model: &str, tokens: [i64; 5], tier: ServiceTier) -> LlmCall {
+        let [input, output, cache_read, cache_write, reasoning] = tokens;
+        LlmCall {
+            event_id: "e".into(),
+            occurred_at: 1_795_428_000_000_000,
+            received_at: 1_795_428_000_000_000,
+            tenant: "acme".into(),
+            team: "payments".into(),
+            user: None,
+            service: None,
+            environment: None,
+            workflow: None,
+            session_id: None,
+            agent: None,
+            step: None,
+            parent_id: None,
+            trace_id: None,
+            span_id: None,
+            provider: provider.into(),
+            model: model.into(),
+            response_model: None,
+            operation: "chat".into(),
+            region: None,
+            input_tokens: input,
+            output_tokens: output,
+            cache_read_tokens: cache_read,
+            cache_write_tokens: cache_write,
+            reasoning_tokens: reasoning,
+            service_tier: tier,
+            latency_ms: None,
+            status: CallStatus::Ok,
+            error_type: None,
+            finish_reason: None,
+            prompt_fingerprint: None,
+            tool_name: None,
+            tool_args_fingerprint: None,
+            ticket_id: None,
+            reported_cost_micros: None,
+            tags: BTreeMap::new(),
+        }
+    }
+
+    fn priced(catalogue: &Catalogue, call: &LlmCall) -> (String, CostTerms) {
+        match catalogue.price(call).unwrap() {
+            Pricing::Priced { entry, terms } => (entry, terms),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_shipped_catalogue_parses_with_thousands_of_models() {
+        let catalogue = Catalogue::shipped();
+        assert!(catalogue.len() > 3_000, "{}", catalogue.len());
+        assert_eq!(catalogue.version(), "litellm-1.109.1@2026-11-23");
+    }
+
+    #[test]
+    fn gpt_4o_every_term_by_hand() {
+        // gpt-4o: input $2.5e-06, cache read $1.25e-06, output $1e-05, no reasoning rate.
+        let c = call("openai", "gpt-4o", [1000, 300, 800, 0, 200], ServiceTier::Standard);
+        let (entry, terms) = priced(&Catalogue::shipped(), &c);
+        assert_eq!(entry, "gpt-4o");
+        assert_eq!(
+            terms,
+            CostTerms {
+                input: 500_000,        // 200 uncached × 2.5e-06 $ = $0.0005
+                cache_read: 1_000_000, // 800 × 1.25e-06
+                cache_write: 0,
+                output: 1_000_000,     // 100 × 1e-05
+                reasoning: 2_000_000,  // 200 × 1e-05 (falls back to the output rate)
+                total: 4_500_000,
+            }
+        );
+    }
+
+    #[test]
+    fn anthropic_cache_writes_batch_tier_and_dated_snapshots() {
+        let catalogue = Catalogue::shipped();
+        // claude-sonnet-4-5: input 3e-06, cache write 3.75e-06, cache read 3e-07, output 1.5e-05.
+        let c = call("anthropic", "claude-sonnet-4-5", [202_050, 700, 198_000, 4_000, 0], ServiceTier::Standard);
+        let (_, terms) = priced(&catalogue, &c);
+        assert_eq!((terms.input, terms.cache_read, terms.cache_write, terms.output), (150_000, 59_400_000, 15_000_000, 10_500_000));
+        assert_eq!(terms.total, 85_050_000);
+        // Batch: input 1.5e-06, cache write 1.875e-06, cache read 1.5e-07, output 7.5e-06.
+        let batch = call("anthropic", "claude-sonnet-4-5", [202_050, 700, 198_000, 4_000, 0], ServiceTier::Batch);
+        let (_, terms) = priced(&catalogue, &batch);
+        assert_eq!((terms.input, terms.cache_read, terms.cache_write, terms.output), (75_000, 29_700_000, 7_500_000, 5_250_000));
+        // A dated response model that the catalogue knows by itself.
+        let mut dated = call("anthropic", "claude-sonnet-4-5", [10, 1, 0, 0, 0], ServiceTier::Standard);
+        dated.response_model = Some("claude-sonnet-4-5-20250929".into());
+        assert_eq!(priced(&catalogue, &dated).0, "claude-sonnet-4-5-20250929");
+    }
+
+    #[test]
+    fn above_threshold_rates_apply_to_the_whole_call() {
+        let catalogue = Catalogue::shipped();
+        // gemini-2.5-pro: 1.25e-06 / 1e-05, above 200k: 2.5e-06 / 1.5e-05.
+        let small = call("gcp.gemini", "gemini-2.5-pro", [200_000, 1000, 0, 0, 0], ServiceTier::Standard);
+        let (_, terms) = priced(&catalogue, &small);
+        assert_eq!((terms.input, terms.output), (250_000_000, 10_000_000), "exactly 200k is not above it");
+        let large = call("gcp.gemini", "gemini-2.5-pro", [200_001, 1000, 0, 0, 0], ServiceTier::Standard);
+        let (_, terms) = priced(&catalogue, &large);
+        assert_eq!((terms.input, terms.output), (500_002_500, 15_000_000));
+        // Priority above the threshold has its own rate: 4.5e-06 input, 2.7e-05 output.
+        let priority = call("gcp.gemini", "gemini-2.5-pro", [300_000, 1000, 0, 0, 0], ServiceTier::Priority);
+        let (_, terms) = priced(&catalogue, &priority);
+        assert_eq!((terms.input, terms.output), (1_350_000_000, 27_000_000));
+    }
+
+    #[test]
+    fn lookups_normalise_prefixes_and_suffixes_and_unknown_models_are_unpriced() {
+        let catalogue = Catalogue::shipped();
+        for model in ["openai/gpt-4o", "GPT-4o", "gpt-4o-2099-01-01", "gpt-4o-latest-2099-01-01"] {
+            let c = call("openai", model, [10, 1, 0, 0, 0], ServiceTier::Standard);
+            let (entry, _) = priced(&catalogue, &c);
+            assert!(entry.starts_with("gpt-4o"), "{model} → {entry}");
+        }
+        let unknown = call("openai", "gpt-imaginary-9", [10, 1, 0, 0, 0], ServiceTier::Standard);
+        assert_eq!(
+            catalogue.price(&unknown).unwrap(),
+            Pricing::Unpriced { reason: "no catalogue entry for provider \"openai\" model \"gpt-imaginary-9\"".into() }
+        );
+        assert_eq!(candidates("aws.bedrock", "us.anthropic.claude-3-5-sonnet-20240620-v1:0")[..2], [
+            "us.anthropic.claude-3-5-sonnet-20240620-v1:0".to_string(),
+            "bedrock/us.anthropic.claude-3-5-sonnet-20240620-v1:0".to_string()
+        ]);
+        assert!(candidates("aws.bedrock", "us.anthropic.claude-3-5-sonnet-20240620-v1:0")
+            .contains(&"bedrock/anthropic.claude-3-5-sonnet".to_string()));
+    }
+
+    #[test]
+    fn overrides_are_effective_dated_and_round_half_to_even() {
+        let overrides = vec![
+            PriceOverride {
+                model: "private-llm".into(),
+                effective_from: None,
+                effective_to: Some("2026-11-23T10:00:00Z".into()),
+                rates: [("input_cost_per_token".into(), "1.5e-09".parse().unwrap()), ("output_cost_per_token".into(), "2.5e-09".parse().unwrap())].into(),
+            },
+            PriceOverride {
+                model: "private-llm".into(),
+                effective_from: Some("2026-11-23T10:00:00Z".into()),
+                effective_to: None,
+                rates: [("input_cost_per_token".into(), "3e-09".parse().unwrap()), ("output_cost_per_token".into(), "3e-09".parse().unwrap())].into(),
+            },
+        ];
+        let catalogue = Catalogue::shipped().with_overrides(&overrides).unwrap();
+        assert!(catalogue.version().starts_with("litellm-1.109.1@2026-11-23+overrides-"));
+        let mut before = call("private", "private-llm", [1, 1, 0, 0, 0], ServiceTier::Standard);
+        before.occurred_at = 1_795_427_999_999_999;
+        let (_, terms) = priced(&catalogue, &before);
+        assert_eq!((terms.input, terms.output), (2, 2), "1.5 → 2 and 2.5 → 2, half to even");
+        let mut after = before.clone();
+        after.occurred_at = 1_795_428_000_000_000;
+        assert_eq!(priced(&catalogue, &after).1.total, 6);
+
+        let bad = vec![PriceOverride { model: "x".into(), effective_from: None, effective_to: None, rates: [("input_cost_per_tokn".into(), Decimal::ONE)].into() }];
+        let err = Catalogue::shipped().with_overrides(&bad).unwrap_err();
+        assert!(err.contains("pricing.overrides[0] (x): input_cost_per_tokn is not a token rate"), "{err}");
+    }
+
+    #[test]
+    fn inconsistent_tokens_are_an_error_not_a_price() {
+        let c = call("openai", "gpt-4o", [10, 1, 11, 0, 0], ServiceTier::Standard);
+        assert!(Catalogue::shipped().price(&c).is_err());
+    }
+}
