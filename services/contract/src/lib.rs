@@ -7,7 +7,7 @@
 //! - [`topics`]: Kafka topic names and record keys.
 //! - [`kafka`] / [`clickhouse`]: connection settings, and topic administration.
 //! - [`config`]: layered configuration loading (defaults, file, environment).
-//! - [`telemetry`]: logging set-up shared by every service.
+//! - [`telemetry`]: logging set-up shared by every service; [`shutdown`]: the stop signal.
 
 mod avro_de;
 pub mod clickhouse;
@@ -17,6 +17,7 @@ mod error;
 pub mod kafka;
 pub mod records;
 pub mod schema;
+pub mod shutdown;
 pub mod telemetry;
 pub mod topics;
 

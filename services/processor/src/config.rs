@@ -1,30 +1,100 @@
 //! Configuration of the processor (`tally process --config FILE`).
+use std::path::PathBuf;
+
 use serde::{Deserialize, Serialize};
 use tally_contract::config::{ServiceConfig, KAFKA_BROKERS_ENV};
 use tally_contract::kafka::KafkaConfig;
 
+use crate::carbon::CarbonConfig;
+use crate::pricing::{Catalogue, PriceOverride, SHIPPED_CATALOGUE_VERSION};
 use crate::ProcessorError;
 
 /// Settings of the processor.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProcessorConfig {
     /// Kafka consumer group; more processes in one group share the partitions.
     #[serde(default = "default_group_id")]
     pub group_id: String,
+    /// This process's stable name: its transactional id is `<group_id>-<instance_id>`, so a
+    /// restarted instance fences (aborts) what its previous life left open. Give every
+    /// instance of a group its own name; the default is the host name.
+    #[serde(default = "default_instance_id")]
+    pub instance_id: String,
+    /// How often a transaction commits (and so how stale the outputs may be), milliseconds.
+    #[serde(default = "default_commit_interval_ms")]
+    pub commit_interval_ms: u64,
+    /// Most records in one transaction.
+    #[serde(default = "default_max_batch")]
+    pub max_batch: usize,
+    /// Kafka's transaction timeout, milliseconds: how long a transaction left open by a
+    /// crashed process blocks readers before the broker aborts it.
+    #[serde(default = "default_transaction_timeout_ms")]
+    pub transaction_timeout_ms: u64,
+    /// Consumer group session timeout, milliseconds.
+    #[serde(default = "default_session_timeout_ms")]
+    pub session_timeout_ms: u64,
+    /// Prices.
+    #[serde(default)]
+    pub pricing: PricingConfig,
+    /// Energy and carbon.
+    #[serde(default)]
+    pub carbon: CarbonConfig,
     /// Kafka to consume from and produce to.
     #[serde(default)]
     pub kafka: KafkaConfig,
 }
 
+/// Where prices come from.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PricingConfig {
+    /// A catalogue in LiteLLM's `model_prices_and_context_window.json` format, instead of the
+    /// shipped snapshot.
+    #[serde(default)]
+    pub catalogue: Option<PathBuf>,
+    /// Version recorded for that catalogue (default: its file name).
+    #[serde(default)]
+    pub catalogue_version: Option<String>,
+    /// Negotiated or private prices, optionally effective-dated; they win over the catalogue.
+    #[serde(default)]
+    pub overrides: Vec<PriceOverride>,
+}
+
 fn default_group_id() -> String {
     "tally-processor".to_string()
+}
+fn default_instance_id() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "processor".to_string())
+}
+fn default_commit_interval_ms() -> u64 {
+    500
+}
+fn default_max_batch() -> usize {
+    20_000
+}
+fn default_transaction_timeout_ms() -> u64 {
+    30_000
+}
+fn default_session_timeout_ms() -> u64 {
+    10_000
 }
 
 impl Default for ProcessorConfig {
     fn default() -> Self {
         Self {
             group_id: default_group_id(),
+            instance_id: default_instance_id(),
+            commit_interval_ms: default_commit_interval_ms(),
+            max_batch: default_max_batch(),
+            transaction_timeout_ms: default_transaction_timeout_ms(),
+            session_timeout_ms: default_session_timeout_ms(),
+            pricing: PricingConfig::default(),
+            carbon: CarbonConfig::default(),
             kafka: KafkaConfig::default(),
         }
     }
@@ -38,15 +108,42 @@ impl ServiceConfig for ProcessorConfig {
 impl ProcessorConfig {
     /// Checks what the types cannot: every problem is named by its key.
     pub fn validate(&self) -> Result<(), ProcessorError> {
+        let bad = |msg: &str| Err(ProcessorError::Config(msg.to_string()));
         if self.group_id.trim().is_empty() {
-            return Err(ProcessorError::Config("group_id must not be empty".into()));
+            return bad("group_id must not be empty");
+        }
+        if self.instance_id.trim().is_empty() {
+            return bad("instance_id must not be empty");
         }
         if self.kafka.brokers.trim().is_empty() {
-            return Err(ProcessorError::Config(
-                "kafka.brokers must name at least one broker".into(),
-            ));
+            return bad("kafka.brokers must name at least one broker");
+        }
+        if self.commit_interval_ms == 0 || self.max_batch == 0 {
+            return bad("commit_interval_ms and max_batch must be at least 1");
         }
         Ok(())
+    }
+
+    /// The catalogue these settings name, with the overrides applied.
+    pub fn catalogue(&self) -> Result<Catalogue, ProcessorError> {
+        let catalogue = match &self.pricing.catalogue {
+            None => Catalogue::shipped(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| ProcessorError::Config(format!("pricing.catalogue {}: {e}", path.display())))?;
+                let version = self.pricing.catalogue_version.clone().unwrap_or_else(|| {
+                    path.file_name().map_or(SHIPPED_CATALOGUE_VERSION.to_string(), |n| n.to_string_lossy().into_owned())
+                });
+                Catalogue::from_litellm_json(&text, &version)
+                    .map_err(|e| ProcessorError::Config(format!("pricing.catalogue {}: {e}", path.display())))?
+            }
+        };
+        catalogue.with_overrides(&self.pricing.overrides).map_err(ProcessorError::Config)
+    }
+
+    /// The transactional id of this instance.
+    pub fn transactional_id(&self) -> String {
+        format!("{}-{}", self.group_id, self.instance_id)
     }
 }
 
@@ -64,23 +161,42 @@ mod tests {
         Jail::expect_with(|jail| {
             jail.create_file(
                 "p.toml",
-                "group_id = \"g1\"\n[kafka]\ntopic_prefix = \"dev.\"\n",
+                r#"
+group_id = "g1"
+instance_id = "a"
+[kafka]
+topic_prefix = "dev."
+[carbon]
+wh_per_1k_tokens = "2"
+grid_g_per_kwh = 480
+[[pricing.overrides]]
+model = "private-llm"
+effective_from = "2026-01-01T00:00:00Z"
+rates = { input_cost_per_token = "1e-06", output_cost_per_token = "2e-06" }
+"#,
             )?;
             jail.set_env("TALLY__GROUP_ID", "g2");
             let config: ProcessorConfig = load(Some(Path::new("p.toml"))).unwrap();
             assert_eq!(config.group_id, "g2");
+            assert_eq!(config.transactional_id(), "g2-a");
             assert_eq!(config.kafka.topic_prefix, "dev.");
+            assert_eq!(config.carbon.wh_per_1k_tokens, Some("2".parse().unwrap()));
+            assert_eq!(config.carbon.grid_g_per_kwh, Some("480".parse().unwrap()));
+            let catalogue = config.catalogue().unwrap();
+            assert!(catalogue.version().contains("+overrides-"));
             Ok(())
         });
     }
 
     #[test]
-    fn empty_group_is_refused_by_name() {
-        let config = ProcessorConfig {
-            group_id: " ".into(),
+    fn invalid_settings_are_named() {
+        let config = ProcessorConfig { group_id: " ".into(), ..ProcessorConfig::default() };
+        assert!(config.validate().unwrap_err().to_string().contains("group_id"));
+        let missing = ProcessorConfig {
+            pricing: PricingConfig { catalogue: Some("/nonexistent/prices.json".into()), ..PricingConfig::default() },
             ..ProcessorConfig::default()
         };
-        let err = config.validate().unwrap_err().to_string();
-        assert!(err.contains("group_id"), "{err}");
+        let err = missing.catalogue().unwrap_err().to_string();
+        assert!(err.contains("pricing.catalogue /nonexistent/prices.json"), "{err}");
     }
 }

@@ -1,16 +1,23 @@
 //! The one error type of the processor.
 
-/// What stops the processor.
+/// What stops the processor (or one session of it).
 #[must_use]
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessorError {
     /// A setting is invalid; names the key and the reason.
     #[error("invalid processor configuration: {0}")]
     Config(String),
-    /// The shared contract failed (config loading, Kafka, decoding).
+    /// The shared contract failed (config loading, encoding).
     #[error(transparent)]
     Contract(#[from] tally_contract::ContractError),
-    /// The operators are not part of this build yet.
-    #[error("the processor's operators are not built yet (the processor issue tracks them); nothing was started")]
-    NotAvailable,
+    /// Kafka refused or failed an operation; the session starts again from committed offsets.
+    #[error("kafka {operation} failed: {reason}")]
+    Kafka { operation: &'static str, reason: String },
+}
+
+impl ProcessorError {
+    /// Whether starting again may help (Kafka failures may; bad settings do not).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, ProcessorError::Kafka { .. })
+    }
 }

@@ -1,0 +1,262 @@
+//! `tally process` against the real broker: 100,000 generated calls with known totals, the
+//! processor killed with SIGKILL mid-stream and restarted, and two instances in one group
+//! with one killed: every call is enriched exactly once and the totals are exact.
+use std::collections::HashSet;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::Message;
+use tally_contract::kafka::{create_topics, KafkaConfig, TopicLayout};
+use tally_contract::records::{CallStatus, EnrichedLlmCall, LlmCall, ServiceTier};
+use tally_contract::topics::{llm_call_key, Topic};
+use tally_contract::{decode, encode};
+use tally_processor::carbon::CarbonConfig;
+use tally_processor::enrich::Enricher;
+use tally_processor::pricing::Catalogue;
+use tally_tests::{delete_topics, kafka_config, require_kafka, unique_name};
+
+const MODELS: [(&str, &str); 6] = [
+    ("openai", "gpt-4o"),
+    ("openai", "gpt-4o-mini"),
+    ("anthropic", "claude-sonnet-4-5"),
+    ("gcp.gemini", "gemini-2.5-pro"),
+    ("openai", "o3"),
+    ("acme", "mystery-model"),
+];
+const REGIONS: [Option<&str>; 5] = [Some("us-east-1"), Some("europe-west4"), Some("DE"), None, Some("mars-1")];
+
+/// A deterministic stream of calls (a linear congruential generator, seeded).
+fn generate(count: usize, seed: u64) -> Vec<LlmCall> {
+    let template: LlmCall = tally_tests::fixture("LlmCall");
+    let mut state = seed;
+    let mut next = move |bound: u64| {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (state >> 33) % bound
+    };
+    (0..count)
+        .map(|i| {
+            let mut call = template.clone();
+            let (provider, model) = MODELS[next(MODELS.len() as u64) as usize];
+            call.event_id = format!("gen-{seed}-{i}");
+            call.provider = provider.into();
+            call.model = model.into();
+            call.response_model = None;
+            call.team = format!("team-{}", next(7));
+            call.session_id = Some(format!("s-{}", next(500)));
+            call.region = REGIONS[next(REGIONS.len() as u64) as usize].map(String::from);
+            call.service_tier = ServiceTier::ALL[next(4) as usize];
+            call.input_tokens = 1 + next(300_000) as i64;
+            call.cache_read_tokens = next(call.input_tokens as u64 / 2 + 1) as i64;
+            call.cache_write_tokens = next((call.input_tokens - call.cache_read_tokens) as u64 / 4 + 1) as i64;
+            call.output_tokens = next(5_000) as i64;
+            call.reasoning_tokens = next(call.output_tokens as u64 / 3 + 1) as i64;
+            call.status = if next(20) == 0 { CallStatus::Error } else { CallStatus::Ok };
+            call
+        })
+        .collect()
+}
+
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Totals {
+    calls: u64,
+    unpriced: u64,
+    cost_nanos: i128,
+    input_tokens: i128,
+    energy_uwh: i128,
+    co2e_ug: i128,
+}
+
+impl Totals {
+    fn add(&mut self, enriched: &EnrichedLlmCall) {
+        self.calls += 1;
+        self.unpriced += u64::from(enriched.unpriced);
+        self.cost_nanos += enriched.cost_total_nanos.unwrap_or(0) as i128;
+        self.input_tokens += enriched.call.input_tokens as i128;
+        self.energy_uwh += enriched.energy_uwh_central as i128;
+        self.co2e_ug += enriched.co2e_ug_central as i128;
+    }
+}
+
+fn expected_totals(calls: &[LlmCall]) -> Totals {
+    let enricher = Enricher::new(Catalogue::shipped(), CarbonConfig::default()).unwrap();
+    let mut totals = Totals::default();
+    for call in calls {
+        totals.add(&enricher.enrich(call.clone(), 0).unwrap());
+    }
+    totals
+}
+
+async fn produce(kafka: &KafkaConfig, calls: &[LlmCall]) {
+    let producer: FutureProducer = kafka
+        .client_config()
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "20")
+        .set("queue.buffering.max.messages", "200000")
+        .create()
+        .unwrap();
+    let topic = kafka.topic(Topic::LlmCalls);
+    for chunk in calls.chunks(10_000) {
+        let mut deliveries = Vec::with_capacity(chunk.len());
+        for call in chunk {
+            let payload = encode(call).unwrap();
+            let key = llm_call_key(call);
+            let delivery = producer
+                .send_result(FutureRecord::to(&topic).key(&key).payload(&payload))
+                .unwrap_or_else(|(e, _)| panic!("enqueue: {e}"));
+            deliveries.push(delivery);
+        }
+        for delivery in deliveries {
+            delivery.await.unwrap().unwrap_or_else(|(e, _)| panic!("delivery: {e}"));
+        }
+    }
+}
+
+struct Processor {
+    child: Child,
+}
+
+impl Processor {
+    fn start(kafka: &KafkaConfig, group: &str, instance: &str) -> Processor {
+        let child = Command::new(env!("CARGO_BIN_EXE_tally"))
+            .arg("process")
+            .env("TALLY_KAFKA_BROKERS", &kafka.brokers)
+            .env("TALLY__KAFKA__TOPIC_PREFIX", &kafka.topic_prefix)
+            .env("TALLY__GROUP_ID", group)
+            .env("TALLY__INSTANCE_ID", instance)
+            .env("TALLY__COMMIT_INTERVAL_MS", "200")
+            .env("TALLY__MAX_BATCH", "5000")
+            .env("TALLY__TRANSACTION_TIMEOUT_MS", "10000")
+            .env("TALLY__SESSION_TIMEOUT_MS", "6000")
+            .env("TALLY_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("tally process starts");
+        Processor { child }
+    }
+
+    /// SIGKILL: no shutdown, no last commit.
+    fn kill(mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Processor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Reads committed enriched calls, calling `on_progress` with the count so far, until `count`
+/// arrived and nothing more arrives for `settle`.
+async fn read_enriched(
+    kafka: &KafkaConfig,
+    count: usize,
+    settle: Duration,
+    mut on_progress: impl FnMut(usize),
+) -> (Totals, usize) {
+    let consumer: StreamConsumer = kafka
+        .client_config()
+        .set("group.id", unique_name("reader"))
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[&kafka.topic(Topic::LlmCallsEnriched)]).unwrap();
+    let mut totals = Totals::default();
+    let mut ids = HashSet::new();
+    let mut duplicates = 0;
+    let started = Instant::now();
+    loop {
+        let wait = if ids.len() >= count { settle } else { Duration::from_secs(120) };
+        match tokio::time::timeout(wait, consumer.recv()).await {
+            Err(_) if ids.len() >= count => break,
+            Err(_) => panic!("only {} of {count} enriched calls after {:?}", ids.len(), started.elapsed()),
+            Ok(message) => {
+                let message = message.unwrap();
+                let enriched: EnrichedLlmCall = decode(message.payload().unwrap()).unwrap();
+                if !ids.insert(enriched.call.event_id.clone()) {
+                    duplicates += 1;
+                }
+                totals.add(&enriched);
+                on_progress(ids.len());
+            }
+        }
+    }
+    (totals, duplicates)
+}
+
+/// Topics, the calls and their expected totals; the first half is produced now and the
+/// second half while the processors run, so a kill lands mid-stream.
+async fn setup(count: usize, seed: u64) -> (KafkaConfig, Totals, tokio::task::JoinHandle<()>) {
+    require_kafka();
+    let kafka = KafkaConfig { topic_prefix: format!("{}.", unique_name("eo")), ..kafka_config() };
+    create_topics(&kafka, TopicLayout { partitions: 6, replication_factor: 1 }).await.unwrap();
+    let calls = generate(count, seed);
+    let expected = expected_totals(&calls);
+    assert!(expected.unpriced > 0 && expected.unpriced < count as u64, "the stream mixes priced and unknown models");
+    let second_half = calls[count / 2..].to_vec();
+    produce(&kafka, &calls[..count / 2]).await;
+    let background = kafka.clone();
+    let rest = tokio::spawn(async move {
+        for chunk in second_half.chunks(5_000) {
+            produce(&background, chunk).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    (kafka, expected, rest)
+}
+
+fn cleanup(kafka: &KafkaConfig) {
+    delete_topics(Topic::ALL.iter().map(|t| kafka.topic(*t)).collect());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_mid_stream_then_restart_counts_every_call_exactly_once() {
+    const COUNT: usize = 100_000;
+    let (kafka, expected, rest) = setup(COUNT, 7).await;
+    let group = unique_name("processor");
+    let mut processor = Some(Processor::start(&kafka, &group, "a"));
+    let mut restarted = None;
+    let (totals, duplicates) = read_enriched(&kafka, COUNT, Duration::from_secs(5), |seen| {
+        // Fewer than half the calls were produced before the processor started, and the rest
+        // are still arriving: the kill lands mid-stream.
+        if seen >= COUNT / 3 && processor.is_some() {
+            processor.take().unwrap().kill();
+            eprintln!("[eo] SIGKILL after {seen} committed calls; restarting");
+            restarted = Some(Processor::start(&kafka, &group, "a"));
+        }
+    })
+    .await;
+    assert!(restarted.is_some(), "the processor was killed mid-stream");
+    rest.await.unwrap();
+    assert_eq!(duplicates, 0, "no call enriched twice");
+    assert_eq!(totals, expected, "no call lost, totals exact");
+    drop(restarted);
+    cleanup(&kafka);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_instances_share_the_work_and_the_survivor_takes_over() {
+    const COUNT: usize = 40_000;
+    let (kafka, expected, rest) = setup(COUNT, 11).await;
+    let group = unique_name("processor");
+    let mut first = Some(Processor::start(&kafka, &group, "a"));
+    let _second = Processor::start(&kafka, &group, "b");
+    let (totals, duplicates) = read_enriched(&kafka, COUNT, Duration::from_secs(5), |seen| {
+        if seen >= COUNT / 4 && first.is_some() {
+            first.take().unwrap().kill();
+            eprintln!("[eo] SIGKILL instance a after {seen} committed calls; b carries on");
+        }
+    })
+    .await;
+    assert!(first.is_none(), "instance a was killed");
+    rest.await.unwrap();
+    assert_eq!(duplicates, 0);
+    assert_eq!(totals, expected);
+    cleanup(&kafka);
+}
