@@ -78,7 +78,11 @@ fn default_method() -> String {
 }
 
 fn default_input_ratio() -> [Decimal; 3] {
-    ["0.02".parse().unwrap(), "0.05".parse().unwrap(), "0.1".parse().unwrap()]
+    [
+        "0.02".parse().unwrap(),
+        "0.05".parse().unwrap(),
+        "0.1".parse().unwrap(),
+    ]
 }
 
 impl Default for CarbonConfig {
@@ -153,19 +157,27 @@ impl CarbonModel {
         let annual = load_annual(SHIPPED_GRID)?;
         let world = match config.world_g_per_kwh {
             Some(world) => world,
-            None => *annual.get("world").ok_or("the shipped grid dataset has no WORLD row")?,
+            None => *annual
+                .get("world")
+                .ok_or("the shipped grid dataset has no WORLD row")?,
         };
         for class in config.size_classes.values() {
             if !coefficients.contains_key(&format!("class:{class}")) {
-                return Err(format!("carbon.size_classes: {class:?} is not small, medium, large or unknown"));
+                return Err(format!(
+                    "carbon.size_classes: {class:?} is not small, medium, large or unknown"
+                ));
             }
         }
         let (hourly, hourly_version) = match &config.hourly_csv {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .map_err(|e| format!("carbon.hourly_csv {}: {e}", path.display()))?;
-                let hourly = load_hourly(&text).map_err(|e| format!("carbon.hourly_csv {}: {e}", path.display()))?;
-                let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                let hourly = load_hourly(&text)
+                    .map_err(|e| format!("carbon.hourly_csv {}: {e}", path.display()))?;
+                let name = path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
                 (hourly, Some(format!("hourly:{name}")))
             }
             None => (HashMap::new(), None),
@@ -179,12 +191,23 @@ impl CarbonModel {
             Some(wh) => format!("{SIMPLE_METHOD_VERSION}+configured:{wh}Wh/1k-tokens"),
             None => format!("{SIMPLE_METHOD_VERSION}+{COEFFICIENTS_VERSION}"),
         };
-        Ok(CarbonModel { config, coefficients, annual, hourly, world, grid_version, method_version })
+        Ok(CarbonModel {
+            config,
+            coefficients,
+            annual,
+            hourly,
+            world,
+            grid_version,
+            method_version,
+        })
     }
 
     /// Wh per output token (IT energy, no PUE), low / central / high, for a call's model.
     fn output_coefficients(&self, call: &LlmCall) -> [Decimal; 3] {
-        let models = call.response_model.iter().chain(std::iter::once(&call.model));
+        let models = call
+            .response_model
+            .iter()
+            .chain(std::iter::once(&call.model));
         for model in models {
             if let Some(class) = self.config.size_classes.get(model) {
                 return self.coefficients[&format!("class:{class}")];
@@ -209,8 +232,13 @@ impl CarbonModel {
             "mistral_ai" => ("1.16", "1.16"),
             _ => ("1.2", "1.2"),
         };
-        let (low, high): (Decimal, Decimal) = (low.parse().expect("literal"), high.parse().expect("literal"));
-        let central = low.checked_add(high).and_then(|sum| sum.checked_mul("0.5".parse().expect("literal")));
+        let (low, high): (Decimal, Decimal) = (
+            low.parse().expect("literal"),
+            high.parse().expect("literal"),
+        );
+        let central = low
+            .checked_add(high)
+            .and_then(|sum| sum.checked_mul("0.5".parse().expect("literal")));
         [low, central.unwrap_or(low), high]
     }
 
@@ -287,11 +315,15 @@ fn load_coefficients(text: &str) -> Result<HashMap<String, [Decimal; 3]>, String
     for (line, row) in reader.records().enumerate() {
         let row = row.map_err(|e| format!("energy_coefficients.csv line {}: {e}", line + 2))?;
         let parse = |i: usize| -> Result<Decimal, String> {
-            row.get(i).unwrap_or("").parse().map_err(|e| format!("energy_coefficients.csv line {}: {e}", line + 2))
+            row.get(i)
+                .unwrap_or("")
+                .parse()
+                .map_err(|e| format!("energy_coefficients.csv line {}: {e}", line + 2))
         };
         let values = [parse(5)?, parse(6)?, parse(7)?];
         // Keep the first row for a name (the table lists models before their aliases).
-        out.entry(row.get(0).unwrap_or("").to_lowercase()).or_insert(values);
+        out.entry(row.get(0).unwrap_or("").to_lowercase())
+            .or_insert(values);
     }
     Ok(out)
 }
@@ -301,8 +333,13 @@ fn load_annual(text: &str) -> Result<HashMap<String, Decimal>, String> {
     let mut out = HashMap::new();
     for (line, row) in reader.records().enumerate() {
         let row = row.map_err(|e| format!("grid_intensity.csv line {}: {e}", line + 2))?;
-        let value = row.get(1).unwrap_or("").parse().map_err(|e| format!("grid_intensity.csv line {}: {e}", line + 2))?;
-        out.entry(row.get(0).unwrap_or("").to_lowercase()).or_insert(value);
+        let value = row
+            .get(1)
+            .unwrap_or("")
+            .parse()
+            .map_err(|e| format!("grid_intensity.csv line {}: {e}", line + 2))?;
+        out.entry(row.get(0).unwrap_or("").to_lowercase())
+            .or_insert(value);
     }
     Ok(out)
 }
@@ -312,10 +349,15 @@ pub fn load_hourly(text: &str) -> Result<HashMap<(String, Micros), Decimal>, Str
     let mut reader = csv::Reader::from_reader(text.as_bytes());
     let headers = reader.headers().map_err(|e| e.to_string())?.clone();
     let find = |names: &[&str]| {
-        names.iter().find_map(|name| headers.iter().position(|h| h.trim().eq_ignore_ascii_case(name)))
+        names.iter().find_map(|name| {
+            headers
+                .iter()
+                .position(|h| h.trim().eq_ignore_ascii_case(name))
+        })
     };
     let zone = find(&["Zone Id", "zone"]).ok_or("no zone column (\"Zone Id\" or \"zone\")")?;
-    let datetime = find(&["Datetime (UTC)", "datetime"]).ok_or("no datetime column (\"Datetime (UTC)\" or \"datetime\")")?;
+    let datetime = find(&["Datetime (UTC)", "datetime"])
+        .ok_or("no datetime column (\"Datetime (UTC)\" or \"datetime\")")?;
     let intensity = find(&["Carbon Intensity gCO₂eq/kWh (LCA)", "Carbon intensity gCO₂eq/kWh (Life cycle)", "carbon_intensity"])
         .or_else(|| find(&["Carbon Intensity gCO₂eq/kWh (direct)"]))
         .ok_or("no carbon intensity column (\"Carbon Intensity gCO₂eq/kWh (LCA)\" or \"carbon_intensity\")")?;
@@ -324,16 +366,28 @@ pub fn load_hourly(text: &str) -> Result<HashMap<(String, Micros), Decimal>, Str
         let at = |what: &str| format!("line {}: {what}", line + 2);
         let row = row.map_err(|e| at(&e.to_string()))?;
         let text = row.get(datetime).unwrap_or("").trim();
-        let parsed = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-            .or_else(|_| {
-                let with_zone = format!("{}Z", text.replace(' ', "T"));
-                time::OffsetDateTime::parse(&with_zone, &time::format_description::well_known::Rfc3339)
-            })
-            .map_err(|_| at(&format!("{text:?} is not a date-time")))?;
+        let parsed =
+            time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+                .or_else(|_| {
+                    let with_zone = format!("{}Z", text.replace(' ', "T"));
+                    time::OffsetDateTime::parse(
+                        &with_zone,
+                        &time::format_description::well_known::Rfc3339,
+                    )
+                })
+                .map_err(|_| at(&format!("{text:?} is not a date-time")))?;
         let micros = (parsed.unix_timestamp_nanos() / 1_000) as Micros;
         let hour = micros.div_euclid(MICROS_PER_HOUR) * MICROS_PER_HOUR;
-        let value: Decimal = row.get(intensity).unwrap_or("").trim().parse().map_err(|e: String| at(&e))?;
-        out.insert((row.get(zone).unwrap_or("").trim().to_lowercase(), hour), value);
+        let value: Decimal = row
+            .get(intensity)
+            .unwrap_or("")
+            .trim()
+            .parse()
+            .map_err(|e: String| at(&e))?;
+        out.insert(
+            (row.get(zone).unwrap_or("").trim().to_lowercase(), hour),
+            value,
+        );
     }
     Ok(out)
 }
@@ -343,7 +397,13 @@ mod tests {
     use super::*;
     use tally_contract::records::{CallStatus, ServiceTier};
 
-    pub(crate) fn call(provider: &str, model: &str, input: i64, output: i64, region: Option<&str>) -> LlmCall {
+    pub(crate) fn call(
+        provider: &str,
+        model: &str,
+        input: i64,
+        output: i64,
+        region: Option<&str>,
+    ) -> LlmCall {
         LlmCall {
             event_id: "e".into(),
             occurred_at: 1_795_428_000_000_000,
@@ -398,7 +458,9 @@ mod tests {
         .unwrap();
         // 60 trillion tokens as 60 million calls of 1,000,000 tokens: each call exactly
         // 2,000 Wh and 960 g, so the sums are exact.
-        let one = model.estimate(&call("openai", "gpt-4o", 600_000, 400_000, None)).unwrap();
+        let one = model
+            .estimate(&call("openai", "gpt-4o", 600_000, 400_000, None))
+            .unwrap();
         assert_eq!(one.energy_uwh, [2_000_000_000; 3]);
         assert_eq!(one.co2e_ug, [960_000_000; 3]);
         let calls: i128 = 60_000_000;
@@ -415,15 +477,23 @@ mod tests {
         let model = CarbonModel::new(CarbonConfig::default()).unwrap();
         // gpt-4o: 1.190102e-03 / 1.590969e-03 / 1.991836e-03 Wh per output token; OpenAI PUE 1.2;
         // input ratio 0.02 / 0.05 / 0.1; DEU annual 380.950 g/kWh.
-        let estimate = model.estimate(&call("openai", "gpt-4o", 10_000, 1_000, Some("DE"))).unwrap();
+        let estimate = model
+            .estimate(&call("openai", "gpt-4o", 10_000, 1_000, Some("DE")))
+            .unwrap();
         // central: (10,000 × 1.590969e-03 × 0.05 + 1,000 × 1.590969e-03) × 1.2 = 2.8637442 Wh
         assert_eq!(estimate.energy_uwh[1], 2_863_744);
         // 2.8637442 Wh × 380.950 g/kWh / 1000 = 1.090943... g → µg, half to even
         assert_eq!(estimate.co2e_ug[1], 1_090_943);
         assert_eq!(estimate.energy_uwh[0], 1_713_747); // (10,000×1.190102e-03×0.02 + 1,190.102e-03)×1.2
         assert!(estimate.energy_uwh[2] > estimate.energy_uwh[1]);
-        assert_eq!((estimate.grid_source, estimate.grid_g_per_kwh), (GridSource::Annual, d("380.95")));
-        assert_eq!(estimate.method_version, "simple-1+ecologits-0.11.3-derived@2026-11-23");
+        assert_eq!(
+            (estimate.grid_source, estimate.grid_g_per_kwh),
+            (GridSource::Annual, d("380.95"))
+        );
+        assert_eq!(
+            estimate.method_version,
+            "simple-1+ecologits-0.11.3-derived@2026-11-23"
+        );
     }
 
     #[test]
@@ -437,12 +507,29 @@ mod tests {
              2026-11-23 10:00:00,Germany,\"Germany\",DE,290.5,321.25,55\n",
         )
         .unwrap();
-        let model = CarbonModel::new(CarbonConfig { hourly_csv: Some(path), ..CarbonConfig::default() }).unwrap();
+        let model = CarbonModel::new(CarbonConfig {
+            hourly_csv: Some(path),
+            ..CarbonConfig::default()
+        })
+        .unwrap();
         let at = 1_795_428_000_000_000 + 59 * 60 * 1_000_000; // 10:59 UTC
-        assert_eq!(model.grid(Some("de"), at), (d("321.25"), GridSource::Hourly));
-        assert_eq!(model.grid(Some("DE"), at + 60 * 1_000_000), (d("380.95"), GridSource::Annual), "11:00 is another hour");
-        assert_eq!(model.grid(Some("europe-west4"), at), (d("236"), GridSource::Annual));
-        assert_eq!(model.grid(Some("mars-north-1"), at), (d("480.617"), GridSource::World));
+        assert_eq!(
+            model.grid(Some("de"), at),
+            (d("321.25"), GridSource::Hourly)
+        );
+        assert_eq!(
+            model.grid(Some("DE"), at + 60 * 1_000_000),
+            (d("380.95"), GridSource::Annual),
+            "11:00 is another hour"
+        );
+        assert_eq!(
+            model.grid(Some("europe-west4"), at),
+            (d("236"), GridSource::Annual)
+        );
+        assert_eq!(
+            model.grid(Some("mars-north-1"), at),
+            (d("480.617"), GridSource::World)
+        );
         assert_eq!(model.grid(None, at), (d("480.617"), GridSource::World));
         std::fs::remove_dir_all(dir).unwrap();
     }
@@ -454,19 +541,36 @@ mod tests {
             ..CarbonConfig::default()
         })
         .unwrap();
-        let unknown = model.estimate(&call("acme", "mystery", 0, 1000, None)).unwrap();
-        let small = model.estimate(&call("acme", "my-private-7b", 0, 1000, None)).unwrap();
+        let unknown = model
+            .estimate(&call("acme", "mystery", 0, 1000, None))
+            .unwrap();
+        let small = model
+            .estimate(&call("acme", "my-private-7b", 0, 1000, None))
+            .unwrap();
         // class:unknown spans small..large; a known-small model has one value.
-        assert!(unknown.energy_uwh[0] < unknown.energy_uwh[1] && unknown.energy_uwh[1] < unknown.energy_uwh[2]);
+        assert!(
+            unknown.energy_uwh[0] < unknown.energy_uwh[1]
+                && unknown.energy_uwh[1] < unknown.energy_uwh[2]
+        );
         assert_eq!(small.energy_uwh[0], small.energy_uwh[2]);
         assert_eq!(small.energy_uwh[1], 89_153, "1000 × 7.429382e-05 Wh × 1.2");
-        let err = CarbonModel::new(CarbonConfig { method: "ecologits".into(), ..CarbonConfig::default() }).unwrap_err();
-        assert!(err.contains("carbon.method \"ecologits\" is not available"), "{err}");
+        let err = CarbonModel::new(CarbonConfig {
+            method: "ecologits".into(),
+            ..CarbonConfig::default()
+        })
+        .unwrap_err();
+        assert!(
+            err.contains("carbon.method \"ecologits\" is not available"),
+            "{err}"
+        );
         let err = CarbonModel::new(CarbonConfig {
             size_classes: [("x".to_string(), "huge".to_string())].into(),
             ..CarbonConfig::default()
         })
         .unwrap_err();
-        assert!(err.contains("\"huge\" is not small, medium, large or unknown"), "{err}");
+        assert!(
+            err.contains("\"huge\" is not small, medium, large or unknown"),
+            "{err}"
+        );
     }
 }

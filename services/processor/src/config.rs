@@ -129,16 +129,23 @@ impl ProcessorConfig {
         let catalogue = match &self.pricing.catalogue {
             None => Catalogue::shipped(),
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| ProcessorError::Config(format!("pricing.catalogue {}: {e}", path.display())))?;
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    ProcessorError::Config(format!("pricing.catalogue {}: {e}", path.display()))
+                })?;
                 let version = self.pricing.catalogue_version.clone().unwrap_or_else(|| {
-                    path.file_name().map_or(SHIPPED_CATALOGUE_VERSION.to_string(), |n| n.to_string_lossy().into_owned())
+                    path.file_name()
+                        .map_or(SHIPPED_CATALOGUE_VERSION.to_string(), |n| {
+                            n.to_string_lossy().into_owned()
+                        })
                 });
-                Catalogue::from_litellm_json(&text, &version)
-                    .map_err(|e| ProcessorError::Config(format!("pricing.catalogue {}: {e}", path.display())))?
+                Catalogue::from_litellm_json(&text, &version).map_err(|e| {
+                    ProcessorError::Config(format!("pricing.catalogue {}: {e}", path.display()))
+                })?
             }
         };
-        catalogue.with_overrides(&self.pricing.overrides).map_err(ProcessorError::Config)
+        catalogue
+            .with_overrides(&self.pricing.overrides)
+            .map_err(ProcessorError::Config)
     }
 
     /// The transactional id of this instance.
@@ -190,13 +197,26 @@ rates = { input_cost_per_token = "1e-06", output_cost_per_token = "2e-06" }
 
     #[test]
     fn invalid_settings_are_named() {
-        let config = ProcessorConfig { group_id: " ".into(), ..ProcessorConfig::default() };
-        assert!(config.validate().unwrap_err().to_string().contains("group_id"));
+        let config = ProcessorConfig {
+            group_id: " ".into(),
+            ..ProcessorConfig::default()
+        };
+        assert!(config
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("group_id"));
         let missing = ProcessorConfig {
-            pricing: PricingConfig { catalogue: Some("/nonexistent/prices.json".into()), ..PricingConfig::default() },
+            pricing: PricingConfig {
+                catalogue: Some("/nonexistent/prices.json".into()),
+                ..PricingConfig::default()
+            },
             ..ProcessorConfig::default()
         };
         let err = missing.catalogue().unwrap_err().to_string();
-        assert!(err.contains("pricing.catalogue /nonexistent/prices.json"), "{err}");
+        assert!(
+            err.contains("pricing.catalogue /nonexistent/prices.json"),
+            "{err}"
+        );
     }
 }

@@ -26,8 +26,14 @@ impl fmt::Display for Overflow {
 const MAX_SCALE: u32 = 36;
 
 impl Decimal {
-    pub const ZERO: Decimal = Decimal { mantissa: 0, scale: 0 };
-    pub const ONE: Decimal = Decimal { mantissa: 1, scale: 0 };
+    pub const ZERO: Decimal = Decimal {
+        mantissa: 0,
+        scale: 0,
+    };
+    pub const ONE: Decimal = Decimal {
+        mantissa: 1,
+        scale: 0,
+    };
 
     /// `mantissa × 10^-scale`.
     pub fn new(mantissa: i128, scale: u32) -> Decimal {
@@ -36,7 +42,10 @@ impl Decimal {
 
     /// An integer.
     pub fn from_int(value: i64) -> Decimal {
-        Decimal { mantissa: value as i128, scale: 0 }
+        Decimal {
+            mantissa: value as i128,
+            scale: 0,
+        }
     }
 
     pub fn is_zero(&self) -> bool {
@@ -70,7 +79,11 @@ impl Decimal {
         let scale = self.scale.max(other.scale);
         let a = rescale(self.mantissa, scale - self.scale)?;
         let b = rescale(other.mantissa, scale - other.scale)?;
-        Ok(Decimal { mantissa: a.checked_add(b).ok_or(Overflow)?, scale }.normalised())
+        Ok(Decimal {
+            mantissa: a.checked_add(b).ok_or(Overflow)?,
+            scale,
+        }
+        .normalised())
     }
 
     /// `self / 10^digits`, exactly.
@@ -78,14 +91,22 @@ impl Decimal {
         if self.scale + digits > MAX_SCALE {
             return Err(Overflow);
         }
-        Ok(Decimal { mantissa: self.mantissa, scale: self.scale + digits }.normalised())
+        Ok(Decimal {
+            mantissa: self.mantissa,
+            scale: self.scale + digits,
+        }
+        .normalised())
     }
 
     /// `self × 10^digits`, exactly.
     pub fn shift_up(self, digits: u32) -> Result<Decimal, Overflow> {
         let removed = digits.min(self.scale);
         let mantissa = rescale(self.mantissa, digits - removed)?;
-        Ok(Decimal { mantissa, scale: self.scale - removed }.normalised())
+        Ok(Decimal {
+            mantissa,
+            scale: self.scale - removed,
+        }
+        .normalised())
     }
 
     /// `self × 10^digits`, rounded half to even to an integer.
@@ -111,7 +132,10 @@ impl Decimal {
 }
 
 fn rescale(mantissa: i128, digits: u32) -> Result<i128, Overflow> {
-    10i128.checked_pow(digits).and_then(|p| mantissa.checked_mul(p)).ok_or(Overflow)
+    10i128
+        .checked_pow(digits)
+        .and_then(|p| mantissa.checked_mul(p))
+        .ok_or(Overflow)
 }
 
 impl FromStr for Decimal {
@@ -121,7 +145,10 @@ impl FromStr for Decimal {
     fn from_str(text: &str) -> Result<Decimal, String> {
         let bad = || format!("{text:?} is not a decimal number");
         let (number, exponent) = match text.find(['e', 'E']) {
-            Some(at) => (&text[..at], text[at + 1..].parse::<i32>().map_err(|_| bad())?),
+            Some(at) => (
+                &text[..at],
+                text[at + 1..].parse::<i32>().map_err(|_| bad())?,
+            ),
             None => (text, 0),
         };
         let (negative, digits) = match number.strip_prefix('-') {
@@ -130,7 +157,10 @@ impl FromStr for Decimal {
         };
         let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
         if whole.is_empty() && fraction.is_empty()
-            || !whole.bytes().chain(fraction.bytes()).all(|b| b.is_ascii_digit())
+            || !whole
+                .bytes()
+                .chain(fraction.bytes())
+                .all(|b| b.is_ascii_digit())
         {
             return Err(bad());
         }
@@ -147,7 +177,10 @@ impl FromStr for Decimal {
             if scale > MAX_SCALE as i64 {
                 return Err(format!("{text:?} is too small to keep exactly"));
             }
-            Decimal { mantissa, scale: scale as u32 }
+            Decimal {
+                mantissa,
+                scale: scale as u32,
+            }
         } else {
             let mantissa = rescale(mantissa, (-scale) as u32).map_err(|_| bad())?;
             Decimal { mantissa, scale: 0 }
@@ -232,17 +265,32 @@ mod tests {
         assert_eq!(d("2.5000001").round_scaled(0), Ok(3));
         assert_eq!(d("-2.5").round_scaled(0), Ok(-2));
         assert_eq!(d("-3.5").round_scaled(0), Ok(-4));
-        assert_eq!(d("0.0000000015").round_scaled(9), Ok(2), "1.5 nano-dollars → 2");
-        assert_eq!(d("0.0000000025").round_scaled(9), Ok(2), "2.5 nano-dollars → 2");
+        assert_eq!(
+            d("0.0000000015").round_scaled(9),
+            Ok(2),
+            "1.5 nano-dollars → 2"
+        );
+        assert_eq!(
+            d("0.0000000025").round_scaled(9),
+            Ok(2),
+            "2.5 nano-dollars → 2"
+        );
     }
 
     #[test]
     fn products_and_sums_are_exact() {
         // 1,000,000 tokens at $2.5e-06 = $2.50 = 2,500,000,000 nano-dollars.
-        let cost = Decimal::from_int(1_000_000).checked_mul(d("2.5e-06")).unwrap();
+        let cost = Decimal::from_int(1_000_000)
+            .checked_mul(d("2.5e-06"))
+            .unwrap();
         assert_eq!(cost.round_scaled(9), Ok(2_500_000_000));
         assert_eq!(d("0.1").checked_add(d("0.2")).unwrap(), d("0.3"));
-        assert_eq!(Decimal::from_int(i64::MAX).checked_mul(Decimal::from_int(i64::MAX)).map(|_| ()), Ok(()));
+        assert_eq!(
+            Decimal::from_int(i64::MAX)
+                .checked_mul(Decimal::from_int(i64::MAX))
+                .map(|_| ()),
+            Ok(())
+        );
         let huge = Decimal::new(i128::MAX / 2, 0);
         assert_eq!(huge.checked_mul(Decimal::from_int(3)), Err(Overflow));
     }

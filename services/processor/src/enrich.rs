@@ -96,10 +96,19 @@ mod tests {
         assert!(!enriched.unpriced);
         assert_eq!(enriched.price_entry.as_deref(), Some("gpt-4o"));
         assert_eq!(enriched.cost_total_nanos, Some(4_500_000));
-        assert_eq!(enriched.price_catalogue_version, "litellm-1.109.1@2026-11-23");
-        assert_eq!((enriched.grid_source.as_str(), enriched.grid_g_per_kwh), ("annual", 369.473));
+        assert_eq!(
+            enriched.price_catalogue_version,
+            "litellm-1.109.1@2026-11-23"
+        );
+        assert_eq!(
+            (enriched.grid_source.as_str(), enriched.grid_g_per_kwh),
+            ("annual", 369.473)
+        );
         assert_eq!(enriched.carbon_method, "simple");
-        assert!(enriched.energy_uwh_low < enriched.energy_uwh_central && enriched.energy_uwh_central < enriched.energy_uwh_high);
+        assert!(
+            enriched.energy_uwh_low < enriched.energy_uwh_central
+                && enriched.energy_uwh_central < enriched.energy_uwh_high
+        );
         assert_eq!(enriched.enriched_at, 42);
     }
 
@@ -110,9 +119,19 @@ mod tests {
         assert!(enriched.unpriced);
         assert_eq!(enriched.price_entry, None);
         assert_eq!(
-            [enriched.cost_input_nanos, enriched.cost_cache_read_nanos, enriched.cost_cache_write_nanos, enriched.cost_output_nanos, enriched.cost_reasoning_nanos, enriched.cost_total_nanos],
+            [
+                enriched.cost_input_nanos,
+                enriched.cost_cache_read_nanos,
+                enriched.cost_cache_write_nanos,
+                enriched.cost_output_nanos,
+                enriched.cost_reasoning_nanos,
+                enriched.cost_total_nanos
+            ],
             [None; 6]
         );
-        assert!(enriched.energy_uwh_central > 0, "carbon still has a size-class estimate");
+        assert!(
+            enriched.energy_uwh_central > 0,
+            "carbon still has a size-class estimate"
+        );
     }
 }

@@ -12,7 +12,10 @@ pub enum ProcessorError {
     Contract(#[from] tally_contract::ContractError),
     /// Kafka refused or failed an operation; the session starts again from committed offsets.
     #[error("kafka {operation} failed: {reason}")]
-    Kafka { operation: &'static str, reason: String },
+    Kafka {
+        operation: &'static str,
+        reason: String,
+    },
 }
 
 impl ProcessorError {

@@ -58,7 +58,10 @@ impl ConsumerContext for RebalanceFlag {
 }
 
 fn kafka(operation: &'static str) -> impl Fn(KafkaError) -> ProcessorError {
-    move |e| ProcessorError::Kafka { operation, reason: e.to_string() }
+    move |e| ProcessorError::Kafka {
+        operation,
+        reason: e.to_string(),
+    }
 }
 
 /// Runs the enrich stage until `stop` is set, restarting a failed session from the committed
@@ -95,12 +98,18 @@ fn enrich_session(
         .kafka
         .client_config()
         .set("group.id", &config.group_id)
-        .set("client.id", format!("tally-processor-{}", config.instance_id))
+        .set(
+            "client.id",
+            format!("tally-processor-{}", config.instance_id),
+        )
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .set("isolation.level", "read_committed")
         .set("session.timeout.ms", config.session_timeout_ms.to_string())
-        .set("heartbeat.interval.ms", (config.session_timeout_ms / 6).max(100).to_string())
+        .set(
+            "heartbeat.interval.ms",
+            (config.session_timeout_ms / 6).max(100).to_string(),
+        )
         .create_with_context(RebalanceFlag::default())
         .map_err(kafka("create consumer"))?;
     consumer.subscribe(&[&input]).map_err(kafka("subscribe"))?;
@@ -108,13 +117,18 @@ fn enrich_session(
         .kafka
         .client_config()
         .set("transactional.id", config.transactional_id())
-        .set("transaction.timeout.ms", config.transaction_timeout_ms.to_string())
+        .set(
+            "transaction.timeout.ms",
+            config.transaction_timeout_ms.to_string(),
+        )
         .set("enable.idempotence", "true")
         .set("compression.type", "zstd")
         .set("linger.ms", "5")
         .create()
         .map_err(kafka("create producer"))?;
-    producer.init_transactions(TRANSACTION_TIMEOUT).map_err(kafka("init transactions"))?;
+    producer
+        .init_transactions(TRANSACTION_TIMEOUT)
+        .map_err(kafka("init transactions"))?;
     tracing::info!(transactional_id = %config.transactional_id(), %input, %output, "enrich stage running");
 
     while !stop.load(Ordering::SeqCst) {
@@ -122,22 +136,35 @@ fn enrich_session(
         if batch.is_empty() {
             continue;
         }
-        producer.begin_transaction().map_err(kafka("begin transaction"))?;
-        let outcome = produce_batch(&producer, enricher, &batch, &output, &dead_letter, stats).and_then(|()| {
-            let metadata = consumer.group_metadata().ok_or_else(|| ProcessorError::Kafka {
-                operation: "group metadata",
-                reason: "the consumer has no group metadata".into(),
-            })?;
-            producer
-                .send_offsets_to_transaction(&next_offsets(&batch)?, &metadata, TRANSACTION_TIMEOUT)
-                .map_err(kafka("send offsets to transaction"))?;
-            producer.commit_transaction(TRANSACTION_TIMEOUT).map_err(kafka("commit transaction"))
-        });
+        producer
+            .begin_transaction()
+            .map_err(kafka("begin transaction"))?;
+        let outcome = produce_batch(&producer, enricher, &batch, &output, &dead_letter, stats)
+            .and_then(|()| {
+                let metadata = consumer
+                    .group_metadata()
+                    .ok_or_else(|| ProcessorError::Kafka {
+                        operation: "group metadata",
+                        reason: "the consumer has no group metadata".into(),
+                    })?;
+                producer
+                    .send_offsets_to_transaction(
+                        &next_offsets(&batch)?,
+                        &metadata,
+                        TRANSACTION_TIMEOUT,
+                    )
+                    .map_err(kafka("send offsets to transaction"))?;
+                producer
+                    .commit_transaction(TRANSACTION_TIMEOUT)
+                    .map_err(kafka("commit transaction"))
+            });
         if let Err(error) = outcome {
             let _ = producer.abort_transaction(TRANSACTION_TIMEOUT);
             return Err(error);
         }
-        stats.consumed.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        stats
+            .consumed
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
         stats.transactions.fetch_add(1, Ordering::Relaxed);
     }
     tracing::info!("enrich stage stopped after its last committed transaction");
@@ -145,7 +172,10 @@ fn enrich_session(
 }
 
 /// Reads until the batch is full or the commit interval is over; a rebalance drops it.
-fn read_batch(consumer: &BaseConsumer<RebalanceFlag>, config: &ProcessorConfig) -> Result<Vec<OwnedMessage>, ProcessorError> {
+fn read_batch(
+    consumer: &BaseConsumer<RebalanceFlag>,
+    config: &ProcessorConfig,
+) -> Result<Vec<OwnedMessage>, ProcessorError> {
     let deadline = Instant::now() + Duration::from_millis(config.commit_interval_ms);
     let mut batch = Vec::new();
     while batch.len() < config.max_batch {
@@ -203,7 +233,12 @@ fn produce_batch(
                     failed_at: now,
                 };
                 let bytes = encode(&letter).map_err(ProcessorError::Contract)?;
-                send(producer, dead_letter, message.key().unwrap_or_default(), &bytes)?;
+                send(
+                    producer,
+                    dead_letter,
+                    message.key().unwrap_or_default(),
+                    &bytes,
+                )?;
                 stats.dead_letters.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -211,7 +246,12 @@ fn produce_batch(
     Ok(())
 }
 
-fn send(producer: &BaseProducer, topic: &str, key: &[u8], payload: &[u8]) -> Result<(), ProcessorError> {
+fn send(
+    producer: &BaseProducer,
+    topic: &str,
+    key: &[u8],
+    payload: &[u8],
+) -> Result<(), ProcessorError> {
     let mut record = BaseRecord::to(topic).key(key).payload(payload);
     loop {
         match producer.send(record) {
@@ -227,9 +267,12 @@ fn send(producer: &BaseProducer, topic: &str, key: &[u8], payload: &[u8]) -> Res
 
 /// The offset after the last message of each partition in the batch.
 fn next_offsets(batch: &[OwnedMessage]) -> Result<TopicPartitionList, ProcessorError> {
-    let mut last: std::collections::BTreeMap<(String, i32), i64> = std::collections::BTreeMap::new();
+    let mut last: std::collections::BTreeMap<(String, i32), i64> =
+        std::collections::BTreeMap::new();
     for message in batch {
-        let entry = last.entry((message.topic().to_string(), message.partition())).or_insert(message.offset());
+        let entry = last
+            .entry((message.topic().to_string(), message.partition()))
+            .or_insert(message.offset());
         *entry = (*entry).max(message.offset());
     }
     let mut list = TopicPartitionList::new();
@@ -241,7 +284,9 @@ fn next_offsets(batch: &[OwnedMessage]) -> Result<TopicPartitionList, ProcessorE
 }
 
 fn now_micros() -> Micros {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as Micros)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as Micros)
 }
 
 /// Starts the stage on a thread of its own; returns the stop switch, the counters and the
@@ -249,7 +294,11 @@ fn now_micros() -> Micros {
 pub fn spawn(
     config: ProcessorConfig,
     enricher: Enricher,
-) -> (Arc<AtomicBool>, Arc<Stats>, std::thread::JoinHandle<Result<(), ProcessorError>>) {
+) -> (
+    Arc<AtomicBool>,
+    Arc<Stats>,
+    std::thread::JoinHandle<Result<(), ProcessorError>>,
+) {
     let stop = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(Stats::default());
     let (thread_stop, thread_stats) = (stop.clone(), stats.clone());

@@ -57,7 +57,8 @@ pub struct PriceEntry {
 
 impl PriceEntry {
     fn in_force(&self, at: Micros) -> bool {
-        self.effective_from.is_none_or(|from| at >= from) && self.effective_to.is_none_or(|to| at < to)
+        self.effective_from.is_none_or(|from| at >= from)
+            && self.effective_to.is_none_or(|to| at < to)
     }
 }
 
@@ -120,14 +121,15 @@ impl Catalogue {
     /// Reads a LiteLLM-format catalogue. Token-rate fields are read from their JSON text, so
     /// no price passes through a float.
     pub fn from_litellm_json(text: &str, version: &str) -> Result<Catalogue, String> {
-        let raw: HashMap<String, Box<RawValue>> =
-            serde_json::from_str(text).map_err(|e| format!("the catalogue is not a JSON object: {e}"))?;
+        let raw: HashMap<String, Box<RawValue>> = serde_json::from_str(text)
+            .map_err(|e| format!("the catalogue is not a JSON object: {e}"))?;
         let mut entries: HashMap<String, Vec<PriceEntry>> = HashMap::new();
         for (key, value) in raw {
             if key == "sample_spec" {
                 continue;
             }
-            let Ok(fields) = serde_json::from_str::<BTreeMap<String, &RawValue>>(value.get()) else {
+            let Ok(fields) = serde_json::from_str::<BTreeMap<String, &RawValue>>(value.get())
+            else {
                 continue; // not an object: not a model entry
             };
             let mut rates = BTreeMap::new();
@@ -141,10 +143,18 @@ impl Catalogue {
                     .map_err(|e| format!("catalogue entry {key:?}, field {field}: {e}"))?;
                 rates.insert(field, rate);
             }
-            let entry = PriceEntry { key: key.clone(), rates, effective_from: None, effective_to: None };
+            let entry = PriceEntry {
+                key: key.clone(),
+                rates,
+                effective_from: None,
+                effective_to: None,
+            };
             entries.entry(key.to_lowercase()).or_default().push(entry);
         }
-        Ok(Catalogue { version: version.to_string(), entries })
+        Ok(Catalogue {
+            version: version.to_string(),
+            entries,
+        })
     }
 
     /// Adds configured overrides; an override takes precedence over catalogue entries in force
@@ -164,8 +174,12 @@ impl Catalogue {
                     ));
                 }
             }
-            if !price.rates.contains_key("input_cost_per_token") || !price.rates.contains_key("output_cost_per_token") {
-                return Err(format!("{at}: input_cost_per_token and output_cost_per_token are required"));
+            if !price.rates.contains_key("input_cost_per_token")
+                || !price.rates.contains_key("output_cost_per_token")
+            {
+                return Err(format!(
+                    "{at}: input_cost_per_token and output_cost_per_token are required"
+                ));
             }
             if let Some((field, _)) = price.rates.iter().find(|(_, rate)| rate.is_negative()) {
                 return Err(format!("{at}: {field} must not be negative"));
@@ -174,9 +188,12 @@ impl Catalogue {
                 value
                     .as_ref()
                     .map(|text| {
-                        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-                            .map(|t| (t.unix_timestamp_nanos() / 1_000) as Micros)
-                            .map_err(|e| format!("{at}.{name}: {text:?} is not RFC 3339: {e}"))
+                        time::OffsetDateTime::parse(
+                            text,
+                            &time::format_description::well_known::Rfc3339,
+                        )
+                        .map(|t| (t.unix_timestamp_nanos() / 1_000) as Micros)
+                        .map_err(|e| format!("{at}.{name}: {text:?} is not RFC 3339: {e}"))
                     })
                     .transpose()
             };
@@ -188,9 +205,15 @@ impl Catalogue {
             };
             digest.update(format!("{price:?}").as_bytes());
             // Overrides go first: the first entry in force wins.
-            self.entries.entry(price.model.to_lowercase()).or_default().insert(0, entry);
+            self.entries
+                .entry(price.model.to_lowercase())
+                .or_default()
+                .insert(0, entry);
         }
-        let hex: String = digest.finalize()[..4].iter().map(|b| format!("{b:02x}")).collect();
+        let hex: String = digest.finalize()[..4]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         self.version = format!("{}+overrides-{hex}", self.version);
         Ok(self)
     }
@@ -214,23 +237,40 @@ impl Catalogue {
     /// dated snapshot with its own price), then the requested model, each tried as given, with
     /// the provider's catalogue prefix, and normalised (see [`candidates`]).
     pub fn lookup(&self, call: &LlmCall) -> Option<&PriceEntry> {
-        let models = call.response_model.iter().chain(std::iter::once(&call.model));
+        let models = call
+            .response_model
+            .iter()
+            .chain(std::iter::once(&call.model));
         models
             .flat_map(|model| candidates(&call.provider, model))
-            .find_map(|key| self.entries.get(&key)?.iter().find(|e| e.in_force(call.occurred_at)))
+            .find_map(|key| {
+                self.entries
+                    .get(&key)?
+                    .iter()
+                    .find(|e| e.in_force(call.occurred_at))
+            })
     }
 
     /// Prices a call.
     pub fn price(&self, call: &LlmCall) -> Result<Pricing, PricingError> {
         let Some(entry) = self.lookup(call) else {
             return Ok(Pricing::Unpriced {
-                reason: format!("no catalogue entry for provider {:?} model {:?}", call.provider, call.model),
+                reason: format!(
+                    "no catalogue entry for provider {:?} model {:?}",
+                    call.provider, call.model
+                ),
             });
         };
         match cost(entry, call)? {
-            Some(terms) => Ok(Pricing::Priced { entry: entry.key.clone(), terms }),
+            Some(terms) => Ok(Pricing::Priced {
+                entry: entry.key.clone(),
+                terms,
+            }),
             None => Ok(Pricing::Unpriced {
-                reason: format!("catalogue entry {:?} has no per-token input and output rates", entry.key),
+                reason: format!(
+                    "catalogue entry {:?} has no per-token input and output rates",
+                    entry.key
+                ),
             }),
         }
     }
@@ -253,7 +293,11 @@ fn is_token_rate(field: &str) -> bool {
 
 /// `200k_tokens` → 200,000.
 fn threshold_of(suffix: &str) -> Option<i64> {
-    suffix.strip_suffix("k_tokens")?.parse::<i64>().ok().map(|k| k * 1000)
+    suffix
+        .strip_suffix("k_tokens")?
+        .parse::<i64>()
+        .ok()
+        .map(|k| k * 1000)
 }
 
 fn tier_suffix(tier: ServiceTier) -> &'static str {
@@ -288,7 +332,9 @@ fn rate(entry: &PriceEntry, base: &str, threshold: Option<&str>, tier: &str) -> 
     }
     candidates.push(format!("{base}{tier}"));
     candidates.push(base.to_string());
-    candidates.iter().find_map(|name| entry.rates.get(name).copied())
+    candidates
+        .iter()
+        .find_map(|name| entry.rates.get(name).copied())
 }
 
 fn cost(entry: &PriceEntry, call: &LlmCall) -> Result<Option<CostTerms>, PricingError> {
@@ -301,9 +347,12 @@ fn cost(entry: &PriceEntry, call: &LlmCall) -> Result<Option<CostTerms>, Pricing
     ) else {
         return Ok(None);
     };
-    let cache_read_rate = rate(entry, "cache_read_input_token_cost", threshold, tier).unwrap_or(input_rate);
-    let cache_write_rate = rate(entry, "cache_creation_input_token_cost", threshold, tier).unwrap_or(input_rate);
-    let reasoning_rate = rate(entry, "output_cost_per_reasoning_token", threshold, tier).unwrap_or(output_rate);
+    let cache_read_rate =
+        rate(entry, "cache_read_input_token_cost", threshold, tier).unwrap_or(input_rate);
+    let cache_write_rate =
+        rate(entry, "cache_creation_input_token_cost", threshold, tier).unwrap_or(input_rate);
+    let reasoning_rate =
+        rate(entry, "output_cost_per_reasoning_token", threshold, tier).unwrap_or(output_rate);
 
     let uncached = call.input_tokens - call.cache_read_tokens - call.cache_write_tokens;
     let plain_output = call.output_tokens - call.reasoning_tokens;
@@ -327,10 +376,16 @@ fn cost(entry: &PriceEntry, call: &LlmCall) -> Result<Option<CostTerms>, Pricing
         reasoning: term(call.reasoning_tokens, reasoning_rate)?,
         total: 0,
     };
-    terms.total = [terms.input, terms.cache_read, terms.cache_write, terms.output, terms.reasoning]
-        .iter()
-        .try_fold(0i64, |sum, t| sum.checked_add(*t))
-        .ok_or_else(|| PricingError("the total cost overflows".into()))?;
+    terms.total = [
+        terms.input,
+        terms.cache_read,
+        terms.cache_write,
+        terms.output,
+        terms.reasoning,
+    ]
+    .iter()
+    .try_fold(0i64, |sum, t| sum.checked_add(*t))
+    .ok_or_else(|| PricingError("the total cost overflows".into()))?;
     Ok(Some(terms))
 }
 
@@ -402,8 +457,12 @@ fn strip_version_suffixes(model: &str) -> String {
         // -2024-08-06
         let dated = n > 11 && {
             let s = n - 11;
-            bytes[s] == b'-' && bytes[s + 5] == b'-' && bytes[s + 8] == b'-'
-                && digits(s + 1..s + 5) && digits(s + 6..s + 8) && digits(s + 9..n)
+            bytes[s] == b'-'
+                && bytes[s + 5] == b'-'
+                && bytes[s + 8] == b'-'
+                && digits(s + 1..s + 5)
+                && digits(s + 6..s + 8)
+                && digits(s + 9..n)
         };
         if dated {
             model.truncate(n - 11);
@@ -481,7 +540,12 @@ mod tests {
     #[test]
     fn gpt_4o_every_term_by_hand() {
         // gpt-4o: input $2.5e-06, cache read $1.25e-06, output $1e-05, no reasoning rate.
-        let c = call("openai", "gpt-4o", [1000, 300, 800, 0, 200], ServiceTier::Standard);
+        let c = call(
+            "openai",
+            "gpt-4o",
+            [1000, 300, 800, 0, 200],
+            ServiceTier::Standard,
+        );
         let (entry, terms) = priced(&Catalogue::shipped(), &c);
         assert_eq!(entry, "gpt-4o");
         assert_eq!(
@@ -490,8 +554,8 @@ mod tests {
                 input: 500_000,        // 200 uncached × 2.5e-06 $ = $0.0005
                 cache_read: 1_000_000, // 800 × 1.25e-06
                 cache_write: 0,
-                output: 1_000_000,     // 100 × 1e-05
-                reasoning: 2_000_000,  // 200 × 1e-05 (falls back to the output rate)
+                output: 1_000_000,    // 100 × 1e-05
+                reasoning: 2_000_000, // 200 × 1e-05 (falls back to the output rate)
                 total: 4_500_000,
             }
         );
@@ -501,16 +565,47 @@ mod tests {
     fn anthropic_cache_writes_batch_tier_and_dated_snapshots() {
         let catalogue = Catalogue::shipped();
         // claude-sonnet-4-5: input 3e-06, cache write 3.75e-06, cache read 3e-07, output 1.5e-05.
-        let c = call("anthropic", "claude-sonnet-4-5", [202_050, 700, 198_000, 4_000, 0], ServiceTier::Standard);
+        let c = call(
+            "anthropic",
+            "claude-sonnet-4-5",
+            [202_050, 700, 198_000, 4_000, 0],
+            ServiceTier::Standard,
+        );
         let (_, terms) = priced(&catalogue, &c);
-        assert_eq!((terms.input, terms.cache_read, terms.cache_write, terms.output), (150_000, 59_400_000, 15_000_000, 10_500_000));
+        assert_eq!(
+            (
+                terms.input,
+                terms.cache_read,
+                terms.cache_write,
+                terms.output
+            ),
+            (150_000, 59_400_000, 15_000_000, 10_500_000)
+        );
         assert_eq!(terms.total, 85_050_000);
         // Batch: input 1.5e-06, cache write 1.875e-06, cache read 1.5e-07, output 7.5e-06.
-        let batch = call("anthropic", "claude-sonnet-4-5", [202_050, 700, 198_000, 4_000, 0], ServiceTier::Batch);
+        let batch = call(
+            "anthropic",
+            "claude-sonnet-4-5",
+            [202_050, 700, 198_000, 4_000, 0],
+            ServiceTier::Batch,
+        );
         let (_, terms) = priced(&catalogue, &batch);
-        assert_eq!((terms.input, terms.cache_read, terms.cache_write, terms.output), (75_000, 29_700_000, 7_500_000, 5_250_000));
+        assert_eq!(
+            (
+                terms.input,
+                terms.cache_read,
+                terms.cache_write,
+                terms.output
+            ),
+            (75_000, 29_700_000, 7_500_000, 5_250_000)
+        );
         // A dated response model that the catalogue knows by itself.
-        let mut dated = call("anthropic", "claude-sonnet-4-5", [10, 1, 0, 0, 0], ServiceTier::Standard);
+        let mut dated = call(
+            "anthropic",
+            "claude-sonnet-4-5",
+            [10, 1, 0, 0, 0],
+            ServiceTier::Standard,
+        );
         dated.response_model = Some("claude-sonnet-4-5-20250929".into());
         assert_eq!(priced(&catalogue, &dated).0, "claude-sonnet-4-5-20250929");
     }
@@ -519,14 +614,33 @@ mod tests {
     fn above_threshold_rates_apply_to_the_whole_call() {
         let catalogue = Catalogue::shipped();
         // gemini-2.5-pro: 1.25e-06 / 1e-05, above 200k: 2.5e-06 / 1.5e-05.
-        let small = call("gcp.gemini", "gemini-2.5-pro", [200_000, 1000, 0, 0, 0], ServiceTier::Standard);
+        let small = call(
+            "gcp.gemini",
+            "gemini-2.5-pro",
+            [200_000, 1000, 0, 0, 0],
+            ServiceTier::Standard,
+        );
         let (_, terms) = priced(&catalogue, &small);
-        assert_eq!((terms.input, terms.output), (250_000_000, 10_000_000), "exactly 200k is not above it");
-        let large = call("gcp.gemini", "gemini-2.5-pro", [200_001, 1000, 0, 0, 0], ServiceTier::Standard);
+        assert_eq!(
+            (terms.input, terms.output),
+            (250_000_000, 10_000_000),
+            "exactly 200k is not above it"
+        );
+        let large = call(
+            "gcp.gemini",
+            "gemini-2.5-pro",
+            [200_001, 1000, 0, 0, 0],
+            ServiceTier::Standard,
+        );
         let (_, terms) = priced(&catalogue, &large);
         assert_eq!((terms.input, terms.output), (500_002_500, 15_000_000));
         // Priority above the threshold has its own rate: 4.5e-06 input, 2.7e-05 output.
-        let priority = call("gcp.gemini", "gemini-2.5-pro", [300_000, 1000, 0, 0, 0], ServiceTier::Priority);
+        let priority = call(
+            "gcp.gemini",
+            "gemini-2.5-pro",
+            [300_000, 1000, 0, 0, 0],
+            ServiceTier::Priority,
+        );
         let (_, terms) = priced(&catalogue, &priority);
         assert_eq!((terms.input, terms.output), (1_350_000_000, 27_000_000));
     }
@@ -534,22 +648,44 @@ mod tests {
     #[test]
     fn lookups_normalise_prefixes_and_suffixes_and_unknown_models_are_unpriced() {
         let catalogue = Catalogue::shipped();
-        for model in ["openai/gpt-4o", "GPT-4o", "gpt-4o-2099-01-01", "gpt-4o-latest-2099-01-01"] {
+        for model in [
+            "openai/gpt-4o",
+            "GPT-4o",
+            "gpt-4o-2099-01-01",
+            "gpt-4o-latest-2099-01-01",
+        ] {
             let c = call("openai", model, [10, 1, 0, 0, 0], ServiceTier::Standard);
             let (entry, _) = priced(&catalogue, &c);
             assert!(entry.starts_with("gpt-4o"), "{model} → {entry}");
         }
-        let unknown = call("openai", "gpt-imaginary-9", [10, 1, 0, 0, 0], ServiceTier::Standard);
+        let unknown = call(
+            "openai",
+            "gpt-imaginary-9",
+            [10, 1, 0, 0, 0],
+            ServiceTier::Standard,
+        );
         assert_eq!(
             catalogue.price(&unknown).unwrap(),
-            Pricing::Unpriced { reason: "no catalogue entry for provider \"openai\" model \"gpt-imaginary-9\"".into() }
+            Pricing::Unpriced {
+                reason: "no catalogue entry for provider \"openai\" model \"gpt-imaginary-9\""
+                    .into()
+            }
         );
-        assert_eq!(candidates("aws.bedrock", "us.anthropic.claude-3-5-sonnet-20240620-v1:0")[..2], [
-            "us.anthropic.claude-3-5-sonnet-20240620-v1:0".to_string(),
-            "bedrock/us.anthropic.claude-3-5-sonnet-20240620-v1:0".to_string()
-        ]);
-        assert!(candidates("aws.bedrock", "us.anthropic.claude-3-5-sonnet-20240620-v1:0")
-            .contains(&"bedrock/anthropic.claude-3-5-sonnet".to_string()));
+        assert_eq!(
+            candidates(
+                "aws.bedrock",
+                "us.anthropic.claude-3-5-sonnet-20240620-v1:0"
+            )[..2],
+            [
+                "us.anthropic.claude-3-5-sonnet-20240620-v1:0".to_string(),
+                "bedrock/us.anthropic.claude-3-5-sonnet-20240620-v1:0".to_string()
+            ]
+        );
+        assert!(candidates(
+            "aws.bedrock",
+            "us.anthropic.claude-3-5-sonnet-20240620-v1:0"
+        )
+        .contains(&"bedrock/anthropic.claude-3-5-sonnet".to_string()));
     }
 
     #[test]
@@ -559,28 +695,55 @@ mod tests {
                 model: "private-llm".into(),
                 effective_from: None,
                 effective_to: Some("2026-11-23T10:00:00Z".into()),
-                rates: [("input_cost_per_token".into(), "1.5e-09".parse().unwrap()), ("output_cost_per_token".into(), "2.5e-09".parse().unwrap())].into(),
+                rates: [
+                    ("input_cost_per_token".into(), "1.5e-09".parse().unwrap()),
+                    ("output_cost_per_token".into(), "2.5e-09".parse().unwrap()),
+                ]
+                .into(),
             },
             PriceOverride {
                 model: "private-llm".into(),
                 effective_from: Some("2026-11-23T10:00:00Z".into()),
                 effective_to: None,
-                rates: [("input_cost_per_token".into(), "3e-09".parse().unwrap()), ("output_cost_per_token".into(), "3e-09".parse().unwrap())].into(),
+                rates: [
+                    ("input_cost_per_token".into(), "3e-09".parse().unwrap()),
+                    ("output_cost_per_token".into(), "3e-09".parse().unwrap()),
+                ]
+                .into(),
             },
         ];
         let catalogue = Catalogue::shipped().with_overrides(&overrides).unwrap();
-        assert!(catalogue.version().starts_with("litellm-1.109.1@2026-11-23+overrides-"));
-        let mut before = call("private", "private-llm", [1, 1, 0, 0, 0], ServiceTier::Standard);
+        assert!(catalogue
+            .version()
+            .starts_with("litellm-1.109.1@2026-11-23+overrides-"));
+        let mut before = call(
+            "private",
+            "private-llm",
+            [1, 1, 0, 0, 0],
+            ServiceTier::Standard,
+        );
         before.occurred_at = 1_795_427_999_999_999;
         let (_, terms) = priced(&catalogue, &before);
-        assert_eq!((terms.input, terms.output), (2, 2), "1.5 → 2 and 2.5 → 2, half to even");
+        assert_eq!(
+            (terms.input, terms.output),
+            (2, 2),
+            "1.5 → 2 and 2.5 → 2, half to even"
+        );
         let mut after = before.clone();
         after.occurred_at = 1_795_428_000_000_000;
         assert_eq!(priced(&catalogue, &after).1.total, 6);
 
-        let bad = vec![PriceOverride { model: "x".into(), effective_from: None, effective_to: None, rates: [("input_cost_per_tokn".into(), Decimal::ONE)].into() }];
+        let bad = vec![PriceOverride {
+            model: "x".into(),
+            effective_from: None,
+            effective_to: None,
+            rates: [("input_cost_per_tokn".into(), Decimal::ONE)].into(),
+        }];
         let err = Catalogue::shipped().with_overrides(&bad).unwrap_err();
-        assert!(err.contains("pricing.overrides[0] (x): input_cost_per_tokn is not a token rate"), "{err}");
+        assert!(
+            err.contains("pricing.overrides[0] (x): input_cost_per_tokn is not a token rate"),
+            "{err}"
+        );
     }
 
     #[test]

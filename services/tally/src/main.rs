@@ -1,9 +1,10 @@
 //! `tally`: one binary, one subcommand per service.
 //!
 //! `tally ingest`, `tally process` and `tally sink` run the pipeline's services; `tally topics
-//! create` prepares Kafka. Each service reads `--config FILE` (TOML), then `TALLY__*`
+//! create` prepares Kafka; `tally estimate` is a what-if calculator of cost and carbon. Each service reads `--config FILE` (TOML), then `TALLY__*`
 //! environment variables, then `TALLY_KAFKA_BROKERS` / `TALLY_CLICKHOUSE_URL`.
 mod error;
+mod estimate;
 mod topics;
 
 use std::path::PathBuf;
@@ -26,6 +27,7 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per run
 enum Command {
     /// Run the ingest service (HTTP in, Avro on Kafka out).
     Ingest {
@@ -45,6 +47,8 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Cost, energy and CO2e of a call, or of N tokens at its mix (a what-if calculator).
+    Estimate(estimate::EstimateArgs),
     /// Manage tally's Kafka topics.
     Topics {
         #[command(subcommand)]
@@ -77,6 +81,7 @@ async fn run(command: Command) -> Result<(), TallyError> {
         Command::Process { config } => tally_processor::run(load(config.as_deref())?).await?,
         Command::Sink { config } => tally_sink::run(load(config.as_deref())?).await?,
         Command::Topics { command } => topics::run(command).await?,
+        Command::Estimate(args) => estimate::run(args)?,
     }
     Ok(())
 }

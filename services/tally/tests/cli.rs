@@ -105,3 +105,70 @@ fn zero_partitions_are_refused_before_connecting() {
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("--partitions and --replication-factor must be at least 1"));
 }
+
+#[test]
+fn estimate_sixty_trillion_tokens_at_2_wh_per_1k_and_480_g() {
+    let out = tally(
+        &[
+            "estimate",
+            "--model",
+            "gpt-4o",
+            "--input-tokens",
+            "600000",
+            "--output-tokens",
+            "400000",
+            "--tokens",
+            "60000000000000",
+            "--wh-per-1k-tokens",
+            "2",
+            "--grid-g-per-kwh",
+            "480",
+            "--json",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["energy_wh"][1], "120000000000", "120 GWh");
+    assert_eq!(report["co2e_g"][1], "57600000000", "57,600 t");
+    assert_eq!(report["grid_source"], "configured");
+    assert_eq!(
+        report["carbon_method_version"],
+        "simple-1+configured:2Wh/1k-tokens"
+    );
+    assert_eq!(report["price_entry"], "gpt-4o");
+    // 600k input × $2.5e-06 + 400k output × $1e-05 = $5.5 per million tokens, × 60 million.
+    assert_eq!(report["cost_usd"], "330000000");
+}
+
+#[test]
+fn estimate_text_names_versions_and_flags_unknown_models() {
+    let out = tally(
+        &[
+            "estimate",
+            "--model",
+            "gpt-imaginary",
+            "--input-tokens",
+            "1000",
+            "--output-tokens",
+            "10",
+            "--region",
+            "DE",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("cost        UNKNOWN: the model matched no catalogue entry"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("380.95 g CO2e/kWh (annual; codecarbon-3.3.2-annual@2026-11-23)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("method      simple (simple-1+ecologits-0.11.3-derived@2026-11-23)"),
+        "{stdout}"
+    );
+}

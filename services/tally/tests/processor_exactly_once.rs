@@ -25,14 +25,22 @@ const MODELS: [(&str, &str); 6] = [
     ("openai", "o3"),
     ("acme", "mystery-model"),
 ];
-const REGIONS: [Option<&str>; 5] = [Some("us-east-1"), Some("europe-west4"), Some("DE"), None, Some("mars-1")];
+const REGIONS: [Option<&str>; 5] = [
+    Some("us-east-1"),
+    Some("europe-west4"),
+    Some("DE"),
+    None,
+    Some("mars-1"),
+];
 
 /// A deterministic stream of calls (a linear congruential generator, seeded).
 fn generate(count: usize, seed: u64) -> Vec<LlmCall> {
     let template: LlmCall = tally_tests::fixture("LlmCall");
     let mut state = seed;
     let mut next = move |bound: u64| {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (state >> 33) % bound
     };
     (0..count)
@@ -49,10 +57,15 @@ fn generate(count: usize, seed: u64) -> Vec<LlmCall> {
             call.service_tier = ServiceTier::ALL[next(4) as usize];
             call.input_tokens = 1 + next(300_000) as i64;
             call.cache_read_tokens = next(call.input_tokens as u64 / 2 + 1) as i64;
-            call.cache_write_tokens = next((call.input_tokens - call.cache_read_tokens) as u64 / 4 + 1) as i64;
+            call.cache_write_tokens =
+                next((call.input_tokens - call.cache_read_tokens) as u64 / 4 + 1) as i64;
             call.output_tokens = next(5_000) as i64;
             call.reasoning_tokens = next(call.output_tokens as u64 / 3 + 1) as i64;
-            call.status = if next(20) == 0 { CallStatus::Error } else { CallStatus::Ok };
+            call.status = if next(20) == 0 {
+                CallStatus::Error
+            } else {
+                CallStatus::Ok
+            };
             call
         })
         .collect()
@@ -108,7 +121,10 @@ async fn produce(kafka: &KafkaConfig, calls: &[LlmCall]) {
             deliveries.push(delivery);
         }
         for delivery in deliveries {
-            delivery.await.unwrap().unwrap_or_else(|(e, _)| panic!("delivery: {e}"));
+            delivery
+                .await
+                .unwrap()
+                .unwrap_or_else(|(e, _)| panic!("delivery: {e}"));
         }
     }
 }
@@ -166,16 +182,26 @@ async fn read_enriched(
         .set("enable.auto.commit", "false")
         .create()
         .unwrap();
-    consumer.subscribe(&[&kafka.topic(Topic::LlmCallsEnriched)]).unwrap();
+    consumer
+        .subscribe(&[&kafka.topic(Topic::LlmCallsEnriched)])
+        .unwrap();
     let mut totals = Totals::default();
     let mut ids = HashSet::new();
     let mut duplicates = 0;
     let started = Instant::now();
     loop {
-        let wait = if ids.len() >= count { settle } else { Duration::from_secs(120) };
+        let wait = if ids.len() >= count {
+            settle
+        } else {
+            Duration::from_secs(120)
+        };
         match tokio::time::timeout(wait, consumer.recv()).await {
             Err(_) if ids.len() >= count => break,
-            Err(_) => panic!("only {} of {count} enriched calls after {:?}", ids.len(), started.elapsed()),
+            Err(_) => panic!(
+                "only {} of {count} enriched calls after {:?}",
+                ids.len(),
+                started.elapsed()
+            ),
             Ok(message) => {
                 let message = message.unwrap();
                 let enriched: EnrichedLlmCall = decode(message.payload().unwrap()).unwrap();
@@ -194,11 +220,25 @@ async fn read_enriched(
 /// second half while the processors run, so a kill lands mid-stream.
 async fn setup(count: usize, seed: u64) -> (KafkaConfig, Totals, tokio::task::JoinHandle<()>) {
     require_kafka();
-    let kafka = KafkaConfig { topic_prefix: format!("{}.", unique_name("eo")), ..kafka_config() };
-    create_topics(&kafka, TopicLayout { partitions: 6, replication_factor: 1 }).await.unwrap();
+    let kafka = KafkaConfig {
+        topic_prefix: format!("{}.", unique_name("eo")),
+        ..kafka_config()
+    };
+    create_topics(
+        &kafka,
+        TopicLayout {
+            partitions: 6,
+            replication_factor: 1,
+        },
+    )
+    .await
+    .unwrap();
     let calls = generate(count, seed);
     let expected = expected_totals(&calls);
-    assert!(expected.unpriced > 0 && expected.unpriced < count as u64, "the stream mixes priced and unknown models");
+    assert!(
+        expected.unpriced > 0 && expected.unpriced < count as u64,
+        "the stream mixes priced and unknown models"
+    );
     let second_half = calls[count / 2..].to_vec();
     produce(&kafka, &calls[..count / 2]).await;
     let background = kafka.clone();
