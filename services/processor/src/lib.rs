@@ -3,6 +3,7 @@
 //!
 //! Pure logic ([`decimal`], [`pricing`], [`carbon`], [`enrich`]) has no I/O; the pipeline is
 //! the thin Kafka layer around it.
+pub mod budgets;
 pub mod carbon;
 mod config;
 pub mod decimal;
@@ -10,6 +11,7 @@ pub mod enrich;
 mod error;
 pub mod pipeline;
 pub mod pricing;
+pub mod windows;
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
