@@ -83,12 +83,16 @@ fn default_review_multiple() -> u32 {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct BudgetState {
     /// Spend per (budget index, period start), nano-dollars.
+    #[serde(with = "crate::state_serde")]
     pub spent: BTreeMap<(usize, Micros), i64>,
     /// Thresholds already alerted per (budget index, period start); 0 stands for burn rate.
+    #[serde(with = "crate::state_serde")]
     pub fired: BTreeMap<(usize, Micros), BTreeSet<u32>>,
     /// Per (tenant, team): spend per minute over the trailing hour.
+    #[serde(with = "crate::state_serde")]
     pub minutes: BTreeMap<(String, String), VecDeque<(Micros, i64)>>,
     /// Per (tenant, user): tokens per hour over the trailing day.
+    #[serde(with = "crate::state_serde")]
     pub hours: BTreeMap<(String, String), VecDeque<(Micros, i64)>>,
     /// Review alerts sent per (tenant, user, UTC day).
     pub reviewed: BTreeSet<(String, String, Micros)>,
@@ -118,30 +122,57 @@ pub fn apply(
         let spent = state.spent.entry((index, start)).or_default();
         *spent += cost;
         let spent = *spent;
-        let Ok(limit) = budget.amount_usd.round_scaled(9) else { continue };
+        let Ok(limit) = budget.amount_usd.round_scaled(9) else {
+            continue;
+        };
         let fired = state.fired.entry((index, start)).or_default();
         for &percent in &budget.thresholds_percent {
             let threshold = limit as i128 * percent as i128 / 100;
             if spent as i128 >= threshold && fired.insert(percent) {
-                alerts.push(threshold_alert(budget, start, percent, spent, limit, at, now));
+                alerts.push(threshold_alert(
+                    budget, start, percent, spent, limit, at, now,
+                ));
             }
         }
         let forecast = spent as i128 + trailing_hour as i128 * (end - at) as i128 / HOUR as i128;
         if budget.burn_rate_alert && spent < limit && forecast > limit as i128 && fired.insert(0) {
-            alerts.push(burn_rate_alert(budget, start, spent, limit, forecast, at, now));
+            alerts.push(burn_rate_alert(
+                budget, start, spent, limit, forecast, at, now,
+            ));
         }
     }
 
-    if let (Some(user), Some(role)) = (&call.call.user, call.call.user.as_ref().and_then(|u| roles.users.get(u))) {
+    if let (Some(user), Some(role)) = (
+        &call.call.user,
+        call.call.user.as_ref().and_then(|u| roles.users.get(u)),
+    ) {
         if let Some(expected) = roles.expected_tokens_per_day.get(role) {
             let key = (call.call.tenant.clone(), user.clone());
             let hours = state.hours.entry(key).or_default();
-            add_bucket(hours, at - at.rem_euclid(HOUR), call.call.input_tokens + call.call.output_tokens, at - DAY);
+            add_bucket(
+                hours,
+                at - at.rem_euclid(HOUR),
+                call.call.input_tokens + call.call.output_tokens,
+                at - DAY,
+            );
             let used: i64 = hours.iter().map(|(_, v)| v).sum();
             let day = at - at.rem_euclid(DAY);
             let limit = expected.saturating_mul(roles.review_multiple as i64);
-            if used > limit && state.reviewed.insert((call.call.tenant.clone(), user.clone(), day)) {
-                alerts.push(review_alert(call, user, role, used, *expected, roles.review_multiple, day, now));
+            if used > limit
+                && state
+                    .reviewed
+                    .insert((call.call.tenant.clone(), user.clone(), day))
+            {
+                alerts.push(review_alert(
+                    call,
+                    user,
+                    role,
+                    used,
+                    *expected,
+                    roles.review_multiple,
+                    day,
+                    now,
+                ));
             }
         }
     }
@@ -149,7 +180,12 @@ pub fn apply(
 }
 
 /// Adds to the bucket at `bucket_start` and drops buckets at or before `horizon`.
-fn add_bucket(buckets: &mut VecDeque<(Micros, i64)>, bucket_start: Micros, amount: i64, horizon: Micros) {
+fn add_bucket(
+    buckets: &mut VecDeque<(Micros, i64)>,
+    bucket_start: Micros,
+    amount: i64,
+    horizon: Micros,
+) {
     match buckets.iter_mut().find(|(start, _)| *start == bucket_start) {
         Some((_, value)) => *value += amount,
         None => {
@@ -164,9 +200,16 @@ fn add_bucket(buckets: &mut VecDeque<(Micros, i64)>, bucket_start: Micros, amoun
 
 /// [start, end) of the period containing `at`, UTC.
 pub fn period_bounds(period: Period, at: Micros) -> (Micros, Micros) {
-    let time = OffsetDateTime::from_unix_timestamp_nanos(at as i128 * 1_000).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    let time = OffsetDateTime::from_unix_timestamp_nanos(at as i128 * 1_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
     let date = time.date();
-    let micros = |date: Date| (date.with_time(Time::MIDNIGHT).assume_utc().unix_timestamp_nanos() / 1_000) as Micros;
+    let micros = |date: Date| {
+        (date
+            .with_time(Time::MIDNIGHT)
+            .assume_utc()
+            .unix_timestamp_nanos()
+            / 1_000) as Micros
+    };
     match period {
         Period::Day => {
             let start = micros(date);
@@ -177,7 +220,8 @@ pub fn period_bounds(period: Period, at: Micros) -> (Micros, Micros) {
             (start, start + 7 * DAY)
         }
         Period::Month => {
-            let first = Date::from_calendar_date(date.year(), date.month(), 1).expect("day 1 exists");
+            let first =
+                Date::from_calendar_date(date.year(), date.month(), 1).expect("day 1 exists");
             let next = match date.month() {
                 Month::December => Date::from_calendar_date(date.year() + 1, Month::January, 1),
                 month => Date::from_calendar_date(date.year(), month.next(), 1),
@@ -212,7 +256,15 @@ fn period_label(period: Period, start: Micros) -> String {
     }
 }
 
-fn base_alert(budget: &BudgetConfig, id: String, kind: AlertKind, severity: Severity, start: Micros, at: Micros, now: Micros) -> Alert {
+fn base_alert(
+    budget: &BudgetConfig,
+    id: String,
+    kind: AlertKind,
+    severity: Severity,
+    start: Micros,
+    at: Micros,
+    now: Micros,
+) -> Alert {
     Alert {
         alert_id: id,
         kind,
@@ -223,7 +275,10 @@ fn base_alert(budget: &BudgetConfig, id: String, kind: AlertKind, severity: Seve
         subject: budget.name.clone(),
         title: String::new(),
         message: String::new(),
-        source_id: Some(format!("budget/{}/{}/{}", budget.tenant, budget.team, budget.name)),
+        source_id: Some(format!(
+            "budget/{}/{}/{}",
+            budget.tenant, budget.team, budget.name
+        )),
         amount_nanos: None,
         limit_nanos: None,
         labels: [
@@ -236,11 +291,39 @@ fn base_alert(budget: &BudgetConfig, id: String, kind: AlertKind, severity: Seve
     }
 }
 
-fn threshold_alert(budget: &BudgetConfig, start: Micros, percent: u32, spent: i64, limit: i64, at: Micros, now: Micros) -> Alert {
-    let id = format!("budget_threshold/{}/{}/{}/{start}/{percent}", budget.tenant, budget.team, budget.name);
-    let severity = if percent >= 100 { Severity::Critical } else { Severity::Warning };
-    let mut alert = base_alert(budget, id, AlertKind::BudgetThreshold, severity, start, at, now);
-    alert.title = format!("{} reached {percent}% of budget {} ({})", budget.team, budget.name, period_label(budget.period, start));
+fn threshold_alert(
+    budget: &BudgetConfig,
+    start: Micros,
+    percent: u32,
+    spent: i64,
+    limit: i64,
+    at: Micros,
+    now: Micros,
+) -> Alert {
+    let id = format!(
+        "budget_threshold/{}/{}/{}/{start}/{percent}",
+        budget.tenant, budget.team, budget.name
+    );
+    let severity = if percent >= 100 {
+        Severity::Critical
+    } else {
+        Severity::Warning
+    };
+    let mut alert = base_alert(
+        budget,
+        id,
+        AlertKind::BudgetThreshold,
+        severity,
+        start,
+        at,
+        now,
+    );
+    alert.title = format!(
+        "{} reached {percent}% of budget {} ({})",
+        budget.team,
+        budget.name,
+        period_label(budget.period, start)
+    );
     alert.message = format!(
         "Spent {} of {} ({}% threshold) in the {}. Unpriced calls (unknown models) are not included.",
         dollars(spent as i128),
@@ -250,14 +333,40 @@ fn threshold_alert(budget: &BudgetConfig, start: Micros, percent: u32, spent: i6
     );
     alert.amount_nanos = Some(spent);
     alert.limit_nanos = Some(limit);
-    alert.labels.insert("threshold_percent".into(), percent.to_string());
+    alert
+        .labels
+        .insert("threshold_percent".into(), percent.to_string());
     alert
 }
 
-fn burn_rate_alert(budget: &BudgetConfig, start: Micros, spent: i64, limit: i64, forecast: i128, at: Micros, now: Micros) -> Alert {
-    let id = format!("budget_burn_rate/{}/{}/{}/{start}", budget.tenant, budget.team, budget.name);
-    let mut alert = base_alert(budget, id, AlertKind::BudgetBurnRate, Severity::Warning, start, at, now);
-    alert.title = format!("{} is on course to exceed budget {} ({})", budget.team, budget.name, period_label(budget.period, start));
+fn burn_rate_alert(
+    budget: &BudgetConfig,
+    start: Micros,
+    spent: i64,
+    limit: i64,
+    forecast: i128,
+    at: Micros,
+    now: Micros,
+) -> Alert {
+    let id = format!(
+        "budget_burn_rate/{}/{}/{}/{start}",
+        budget.tenant, budget.team, budget.name
+    );
+    let mut alert = base_alert(
+        budget,
+        id,
+        AlertKind::BudgetBurnRate,
+        Severity::Warning,
+        start,
+        at,
+        now,
+    );
+    alert.title = format!(
+        "{} is on course to exceed budget {} ({})",
+        budget.team,
+        budget.name,
+        period_label(budget.period, start)
+    );
     alert.message = format!(
         "Spent {} of {} so far; at the last hour's rate the {} ends at {}.",
         dollars(spent as i128),
@@ -271,7 +380,16 @@ fn burn_rate_alert(budget: &BudgetConfig, start: Micros, spent: i64, limit: i64,
 }
 
 #[allow(clippy::too_many_arguments)]
-fn review_alert(call: &EnrichedLlmCall, user: &str, role: &str, used: i64, expected: i64, multiple: u32, day: Micros, now: Micros) -> Alert {
+fn review_alert(
+    call: &EnrichedLlmCall,
+    user: &str,
+    role: &str,
+    used: i64,
+    expected: i64,
+    multiple: u32,
+    day: Micros,
+    now: Micros,
+) -> Alert {
     let ratio = used as f64 / expected.max(1) as f64;
     Alert {
         alert_id: format!("usage_review/{}/{user}/{day}", call.call.tenant),
@@ -320,16 +438,28 @@ mod tests {
     }
 
     fn at(secs_after_midnight: i64, cost_usd_cents: i64) -> EnrichedLlmCall {
-        enriched("e", NOV_23_2026 / 1_000_000 + secs_after_midnight, "m", Some(cost_usd_cents * 10_000_000))
+        enriched(
+            "e",
+            NOV_23_2026 / 1_000_000 + secs_after_midnight,
+            "m",
+            Some(cost_usd_cents * 10_000_000),
+        )
     }
 
     #[test]
     fn periods_are_utc_days_iso_weeks_and_calendar_months() {
         let noon = NOV_23_2026 + 12 * HOUR;
-        assert_eq!(period_bounds(Period::Day, noon), (NOV_23_2026, NOV_23_2026 + DAY));
-        assert_eq!(period_bounds(Period::Week, noon + 3 * DAY), (NOV_23_2026, NOV_23_2026 + 7 * DAY));
+        assert_eq!(
+            period_bounds(Period::Day, noon),
+            (NOV_23_2026, NOV_23_2026 + DAY)
+        );
+        assert_eq!(
+            period_bounds(Period::Week, noon + 3 * DAY),
+            (NOV_23_2026, NOV_23_2026 + 7 * DAY)
+        );
         let (start, end) = period_bounds(Period::Month, noon);
-        assert_eq!((start, end), (1_793_491_200_000_000, 1_796_083_200_000_000)); // Nov 1 .. Dec 1
+        assert_eq!((start, end), (1_793_491_200_000_000, 1_796_083_200_000_000));
+        // Nov 1 .. Dec 1
     }
 
     #[test]
@@ -337,17 +467,43 @@ mod tests {
         let budgets = [budget(Period::Day, "100")];
         let mut state = BudgetState::default();
         let roles = RolesConfig::default();
-        let titles = |alerts: Vec<Alert>| alerts.into_iter().map(|a| a.labels["threshold_percent"].clone()).collect::<Vec<_>>();
-        assert_eq!(titles(apply(&budgets, &roles, &mut state, &at(10, 4_000), 0)), Vec::<String>::new());
-        assert_eq!(titles(apply(&budgets, &roles, &mut state, &at(20, 4_500), 0)), ["50", "80"]);
-        assert_eq!(titles(apply(&budgets, &roles, &mut state, &at(30, 100), 0)), Vec::<String>::new());
+        let titles = |alerts: Vec<Alert>| {
+            alerts
+                .into_iter()
+                .map(|a| a.labels["threshold_percent"].clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            titles(apply(&budgets, &roles, &mut state, &at(10, 4_000), 0)),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            titles(apply(&budgets, &roles, &mut state, &at(20, 4_500), 0)),
+            ["50", "80"]
+        );
+        assert_eq!(
+            titles(apply(&budgets, &roles, &mut state, &at(30, 100), 0)),
+            Vec::<String>::new()
+        );
         let alerts = apply(&budgets, &roles, &mut state, &at(40, 2_000), 0);
         assert_eq!(alerts.len(), 1);
         assert_eq!(alerts[0].severity, Severity::Critical);
         assert_eq!(alerts[0].message, "Spent $106.00 of $100.00 (100% threshold) in the day 2026-11-23. Unpriced calls (unknown models) are not included.");
-        assert_eq!((alerts[0].amount_nanos, alerts[0].limit_nanos), (Some(106_000_000_000), Some(100_000_000_000)));
+        assert_eq!(
+            (alerts[0].amount_nanos, alerts[0].limit_nanos),
+            (Some(106_000_000_000), Some(100_000_000_000))
+        );
         // The next day starts again.
-        assert_eq!(titles(apply(&budgets, &roles, &mut state, &at(86_400 + 10, 5_000), 0)), ["50"]);
+        assert_eq!(
+            titles(apply(
+                &budgets,
+                &roles,
+                &mut state,
+                &at(86_400 + 10, 5_000),
+                0
+            )),
+            ["50"]
+        );
     }
 
     #[test]
@@ -364,8 +520,17 @@ mod tests {
         let alerts = apply(&budgets, &roles, &mut state, &at(7_199, 6_000), 0);
         assert_eq!(alerts.len(), 1);
         assert_eq!(alerts[0].kind, AlertKind::BudgetBurnRate);
-        assert!(alerts[0].message.starts_with("Spent $70.00 of $1,000.00 so far"), "{}", alerts[0].message);
-        assert!(apply(&budgets, &roles, &mut state, &at(7_300, 6_000), 0).is_empty(), "once per period");
+        assert!(
+            alerts[0]
+                .message
+                .starts_with("Spent $70.00 of $1,000.00 so far"),
+            "{}",
+            alerts[0].message
+        );
+        assert!(
+            apply(&budgets, &roles, &mut state, &at(7_300, 6_000), 0).is_empty(),
+            "once per period"
+        );
     }
 
     #[test]
@@ -382,8 +547,14 @@ mod tests {
         let alerts = apply(&[], &roles, &mut state, &at(30, 1), 0);
         assert_eq!(alerts.len(), 1);
         assert_eq!(alerts[0].kind, AlertKind::UsageReview);
-        assert_eq!(alerts[0].title, "Worth a look: u-7f3a used 3.3× the engineer benchmark in 24 h");
+        assert_eq!(
+            alerts[0].title,
+            "Worth a look: u-7f3a used 3.3× the engineer benchmark in 24 h"
+        );
         assert!(alerts[0].message.contains("not a judgement"));
-        assert!(apply(&[], &roles, &mut state, &at(40, 1), 0).is_empty(), "once per day");
+        assert!(
+            apply(&[], &roles, &mut state, &at(40, 1), 0).is_empty(),
+            "once per day"
+        );
     }
 }

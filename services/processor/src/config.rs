@@ -5,8 +5,10 @@ use serde::{Deserialize, Serialize};
 use tally_contract::config::{ServiceConfig, KAFKA_BROKERS_ENV};
 use tally_contract::kafka::KafkaConfig;
 
+use crate::budgets::{BudgetConfig, RolesConfig};
 use crate::carbon::CarbonConfig;
 use crate::pricing::{Catalogue, PriceOverride, SHIPPED_CATALOGUE_VERSION};
+use crate::windows::WindowConfig;
 use crate::ProcessorError;
 
 /// Settings of the processor.
@@ -40,6 +42,15 @@ pub struct ProcessorConfig {
     /// Energy and carbon.
     #[serde(default)]
     pub carbon: CarbonConfig,
+    /// Spend windows.
+    #[serde(default)]
+    pub windows: WindowConfig,
+    /// Team budgets.
+    #[serde(default)]
+    pub budgets: Vec<BudgetConfig>,
+    /// Roles and their expected usage, for review alerts.
+    #[serde(default)]
+    pub roles: RolesConfig,
     /// Kafka to consume from and produce to.
     #[serde(default)]
     pub kafka: KafkaConfig,
@@ -95,6 +106,9 @@ impl Default for ProcessorConfig {
             session_timeout_ms: default_session_timeout_ms(),
             pricing: PricingConfig::default(),
             carbon: CarbonConfig::default(),
+            windows: WindowConfig::default(),
+            budgets: Vec::new(),
+            roles: RolesConfig::default(),
             kafka: KafkaConfig::default(),
         }
     }
@@ -120,6 +134,33 @@ impl ProcessorConfig {
         }
         if self.commit_interval_ms == 0 || self.max_batch == 0 {
             return bad("commit_interval_ms and max_batch must be at least 1");
+        }
+        if self.windows.sizes_secs.is_empty() || self.windows.sizes_secs.iter().any(|s| *s <= 0) {
+            return bad("windows.sizes_secs must list window lengths of at least 1 second");
+        }
+        if self.windows.allowed_lateness_secs < 0 || self.windows.max_out_of_order_secs < 0 {
+            return bad("windows.allowed_lateness_secs and windows.max_out_of_order_secs must not be negative");
+        }
+        for (i, budget) in self.budgets.iter().enumerate() {
+            if budget.amount_usd.is_negative() || budget.amount_usd.is_zero() {
+                return Err(ProcessorError::Config(format!(
+                    "budgets[{i}] ({}).amount_usd must be more than 0",
+                    budget.name
+                )));
+            }
+            if budget.thresholds_percent.contains(&0) {
+                return Err(ProcessorError::Config(format!(
+                    "budgets[{i}] ({}).thresholds_percent must be at least 1",
+                    budget.name
+                )));
+            }
+        }
+        for (user, role) in &self.roles.users {
+            if !self.roles.expected_tokens_per_day.contains_key(role) {
+                return Err(ProcessorError::Config(format!(
+                    "roles.users.{user}: role {role:?} has no roles.expected_tokens_per_day entry"
+                )));
+            }
         }
         Ok(())
     }

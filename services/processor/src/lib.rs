@@ -1,8 +1,10 @@
-//! The stream processor: consume `LlmCall`s → price them ([`pricing`]) and rate their energy
-//! and CO2e ([`carbon`]) → produce `EnrichedLlmCall`s, exactly once ([`pipeline`]).
+//! The stream processor, two stages run exactly once ([`pipeline`], [`stages`]):
+//! `LlmCall`s → priced ([`pricing`]) and carbon-rated ([`carbon`]) `EnrichedLlmCall`s; and
+//! enriched calls → event-time spend windows ([`windows`]) and budget and usage alerts
+//! ([`budgets`]).
 //!
-//! Pure logic ([`decimal`], [`pricing`], [`carbon`], [`enrich`]) has no I/O; the pipeline is
-//! the thin Kafka layer around it.
+//! Pure logic ([`decimal`], [`pricing`], [`carbon`], [`enrich`], [`windows`], [`budgets`]) has
+//! no I/O; the pipeline is the thin Kafka layer around it.
 pub mod budgets;
 pub mod carbon;
 mod config;
@@ -11,9 +13,12 @@ pub mod enrich;
 mod error;
 pub mod pipeline;
 pub mod pricing;
+pub mod stages;
+mod state_serde;
 pub mod windows;
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use config::{PricingConfig, ProcessorConfig};
@@ -29,7 +34,24 @@ pub async fn run(config: ProcessorConfig) -> Result<(), ProcessorError> {
         models = enricher.catalogue().len(),
         "price catalogue loaded"
     );
-    let (stop, stats, handle) = pipeline::spawn(config, enricher);
+    let stop = Arc::new(AtomicBool::new(false));
+    let stats = Arc::new(pipeline::Stats::default());
+    let handles = vec![
+        pipeline::spawn(
+            config.clone(),
+            Box::new(stages::EnrichStage { enricher }),
+            stop.clone(),
+            stats.clone(),
+        ),
+        pipeline::spawn(
+            config,
+            Box::new(stages::AggregateStage {
+                state: Default::default(),
+            }),
+            stop.clone(),
+            stats.clone(),
+        ),
+    ];
     let mut report = tokio::time::interval(Duration::from_secs(10));
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
@@ -37,7 +59,7 @@ pub async fn run(config: ProcessorConfig) -> Result<(), ProcessorError> {
         tokio::select! {
             _ = &mut shutdown => break,
             _ = report.tick() => {
-                if handle.is_finished() {
+                if handles.iter().any(|h| h.is_finished()) {
                     break;
                 }
                 tracing::info!(
@@ -45,6 +67,9 @@ pub async fn run(config: ProcessorConfig) -> Result<(), ProcessorError> {
                     enriched = stats.enriched.load(Ordering::Relaxed),
                     unpriced = stats.unpriced.load(Ordering::Relaxed),
                     dead_letters = stats.dead_letters.load(Ordering::Relaxed),
+                    windows_emitted = stats.windows_emitted.load(Ordering::Relaxed),
+                    alerts = stats.alerts.load(Ordering::Relaxed),
+                    late_events = stats.late_events.load(Ordering::Relaxed),
                     transactions = stats.transactions.load(Ordering::Relaxed),
                     restarts = stats.restarts.load(Ordering::Relaxed),
                     "processor progress"
@@ -53,10 +78,17 @@ pub async fn run(config: ProcessorConfig) -> Result<(), ProcessorError> {
         }
     }
     stop.store(true, Ordering::SeqCst);
-    tokio::task::spawn_blocking(move || handle.join())
-        .await
-        .map_err(|e| ProcessorError::Config(format!("the enrich stage panicked: {e}")))?
-        .map_err(|_| ProcessorError::Config("the enrich stage panicked".into()))?
+    let mut first_error = None;
+    for handle in handles {
+        let result = tokio::task::spawn_blocking(move || handle.join())
+            .await
+            .map_err(|e| ProcessorError::Config(format!("a stage panicked: {e}")))?
+            .unwrap_or_else(|_| Err(ProcessorError::Config("a stage panicked".into())));
+        if let Err(error) = result {
+            first_error.get_or_insert(error);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
 }
 
 async fn shutdown_signal() {

@@ -1,18 +1,19 @@
-//! Consume → enrich → produce, exactly once, with Kafka transactions.
+//! Consume → transform → produce, exactly once, with Kafka transactions: the runner every
+//! processor stage shares. A stage ([`Stage`]) only says what it reads and what one batch
+//! becomes; this module owns the consumer, the transactional producer and the failure rules.
 //!
-//! One cycle: read up to `max_batch` `LlmCall`s (or for `commit_interval_ms`), begin a
-//! transaction, produce one `EnrichedLlmCall` per call to `tally.llm_calls_enriched.v1` (or a
-//! `DeadLetter` with the reason to `tally.dead_letter.v1`), add the consumed offsets to the
-//! transaction (`send_offsets_to_transaction`, with the group's metadata so a zombie is
-//! fenced), commit. Readers use `isolation.level=read_committed`, so they see each record
-//! exactly once whatever crashes in between: an aborted or unfinished transaction is never
-//! visible, and its input is read again from the committed offsets.
+//! One cycle: read up to `max_batch` records (or for `commit_interval_ms`), begin a
+//! transaction, let the stage produce its outputs, add the consumed offsets to the transaction
+//! (`send_offsets_to_transaction`, with the group's metadata, so a zombie is fenced), commit.
+//! Readers use `isolation.level=read_committed`, so they see each output exactly once whatever
+//! crashes in between: an aborted or unfinished transaction is never visible, and its input is
+//! read again from the committed offsets.
 //!
-//! Any failure aborts the transaction and starts the session again from the committed
-//! offsets (new consumer, same transactional id, which also fences a previous life of this
-//! instance). A rebalance drops the batch being read: the partitions restart from their
-//! committed offsets wherever they are assigned. Enriched calls are keyed `tenant/team`, so a
-//! team's calls (and each of its sessions, in order) are on one partition for the stages after.
+//! Any failure aborts the transaction and starts the session again from the committed offsets
+//! (new consumer, same transactional id, which also fences a previous life of this instance),
+//! and the stage restores its state. A rebalance drops the batch being read: every assigned
+//! partition restarts from its committed offset, and the stage restores its state for them.
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -22,24 +23,143 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use tally_contract::records::{DeadLetter, LlmCall, Micros};
+use tally_contract::records::{DeadLetter, Micros};
 use tally_contract::topics::Topic;
-use tally_contract::{decode, encode};
+use tally_contract::{encode, AvroRecord};
 
-use crate::enrich::Enricher;
 use crate::{ProcessorConfig, ProcessorError};
 
 const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Counters of the enrich stage, for logs and tests.
+/// Counters of the processor's stages, for logs and tests.
 #[derive(Debug, Default)]
 pub struct Stats {
     pub consumed: AtomicU64,
     pub enriched: AtomicU64,
     pub unpriced: AtomicU64,
     pub dead_letters: AtomicU64,
+    pub windows_emitted: AtomicU64,
+    pub alerts: AtomicU64,
+    pub late_events: AtomicU64,
     pub transactions: AtomicU64,
     pub restarts: AtomicU64,
+}
+
+/// One processor stage: what it reads, and what a batch of records becomes.
+pub trait Stage: Send {
+    /// Name for logs and the transactional id (`<group>-<name>-<instance>`).
+    fn name(&self) -> &'static str;
+
+    /// The topic it consumes.
+    fn input(&self, config: &ProcessorConfig) -> String;
+
+    /// Called when the assignment is known (at start and after every rebalance), before any
+    /// record of it is processed: restore the state of these partitions. Stateless by default.
+    fn on_assignment(
+        &mut self,
+        _partitions: &[i32],
+        _config: &ProcessorConfig,
+    ) -> Result<(), ProcessorError> {
+        Ok(())
+    }
+
+    /// Produces the outputs of one batch inside the open transaction.
+    fn process(
+        &mut self,
+        batch: &[OwnedMessage],
+        out: &Outputs<'_>,
+        stats: &Stats,
+    ) -> Result<(), ProcessorError>;
+}
+
+/// The open transaction's producer, as a stage sees it.
+pub struct Outputs<'a> {
+    producer: &'a BaseProducer,
+    config: &'a ProcessorConfig,
+    now: Micros,
+}
+
+impl Outputs<'_> {
+    /// The processor's settings.
+    pub fn config(&self) -> &ProcessorConfig {
+        self.config
+    }
+
+    /// Wall-clock time of this transaction, epoch microseconds.
+    pub fn now(&self) -> Micros {
+        self.now
+    }
+
+    /// Produces an Avro record to one of tally's topics.
+    pub fn record<T: AvroRecord>(
+        &self,
+        topic: Topic,
+        key: &str,
+        record: &T,
+    ) -> Result<(), ProcessorError> {
+        let bytes = encode(record)?;
+        self.raw(
+            &self.config.kafka.topic(topic),
+            None,
+            key.as_bytes(),
+            Some(&bytes),
+        )
+    }
+
+    /// Sends a record that failed, with the reason, to the dead-letter topic.
+    pub fn dead_letter(
+        &self,
+        message: &OwnedMessage,
+        kind: &str,
+        reason: String,
+    ) -> Result<(), ProcessorError> {
+        let letter = DeadLetter {
+            original: message.payload().unwrap_or_default().to_vec(),
+            key: message.key().map(<[u8]>::to_vec),
+            topic: message.topic().to_string(),
+            partition: message.partition(),
+            offset: message.offset(),
+            stage: "processor".into(),
+            error_kind: kind.into(),
+            error: reason,
+            failed_at: self.now,
+        };
+        let bytes = encode(&letter)?;
+        let topic = self.config.kafka.topic(Topic::DeadLetter);
+        self.raw(
+            &topic,
+            None,
+            message.key().unwrap_or_default(),
+            Some(&bytes),
+        )
+    }
+
+    /// Produces raw bytes (`None` is a tombstone) to any topic, optionally to one partition.
+    pub fn raw(
+        &self,
+        topic: &str,
+        partition: Option<i32>,
+        key: &[u8],
+        payload: Option<&[u8]>,
+    ) -> Result<(), ProcessorError> {
+        let mut record = BaseRecord::<[u8], [u8]>::to(topic).key(key);
+        if let Some(payload) = payload {
+            record = record.payload(payload);
+        }
+        if let Some(partition) = partition {
+            record = record.partition(partition);
+        }
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    self.producer.poll(Duration::from_millis(10));
+                }
+                Err((error, _)) => return Err(kafka("produce")(error)),
+            }
+        }
+    }
 }
 
 /// Notes that a rebalance happened while a batch was being read.
@@ -57,50 +177,51 @@ impl ConsumerContext for RebalanceFlag {
     }
 }
 
-fn kafka(operation: &'static str) -> impl Fn(KafkaError) -> ProcessorError {
+pub(crate) fn kafka(operation: &'static str) -> impl Fn(KafkaError) -> ProcessorError {
     move |e| ProcessorError::Kafka {
         operation,
         reason: e.to_string(),
     }
 }
 
-/// Runs the enrich stage until `stop` is set, restarting a failed session from the committed
-/// offsets.
-pub fn run_enrich_stage(
+/// Runs a stage until `stop` is set, restarting a failed session from the committed offsets.
+pub fn run_stage(
     config: &ProcessorConfig,
-    enricher: &Enricher,
+    stage: &mut dyn Stage,
     stop: &AtomicBool,
     stats: &Stats,
 ) -> Result<(), ProcessorError> {
     loop {
-        match enrich_session(config, enricher, stop, stats) {
+        match session(config, stage, stop, stats) {
             Ok(()) => return Ok(()),
-            Err(error) if stop.load(Ordering::SeqCst) => return Err(error),
+            Err(error) if stop.load(Ordering::SeqCst) || !error.is_retryable() => {
+                return Err(error)
+            }
             Err(error) => {
                 stats.restarts.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(%error, "enrich session failed; starting again from the committed offsets");
+                tracing::warn!(stage = stage.name(), %error, "session failed; starting again from the committed offsets");
                 std::thread::sleep(Duration::from_secs(1));
             }
         }
     }
 }
 
-fn enrich_session(
+fn session(
     config: &ProcessorConfig,
-    enricher: &Enricher,
+    stage: &mut dyn Stage,
     stop: &AtomicBool,
     stats: &Stats,
 ) -> Result<(), ProcessorError> {
-    let input = config.kafka.topic(Topic::LlmCalls);
-    let output = config.kafka.topic(Topic::LlmCallsEnriched);
-    let dead_letter = config.kafka.topic(Topic::DeadLetter);
+    let input = stage.input(config);
+    let group = format!("{}-{}", config.group_id, stage.name());
+    let transactional_id = format!("{}-{}", group, config.instance_id);
     let consumer: BaseConsumer<RebalanceFlag> = config
         .kafka
         .client_config()
-        .set("group.id", &config.group_id)
+        .set("group.id", &group)
         .set(
             "client.id",
-            format!("tally-processor-{}", config.instance_id),
+            format!("tally-{}-{}", stage.name(), config.instance_id),
         )
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
@@ -116,7 +237,7 @@ fn enrich_session(
     let producer: BaseProducer = config
         .kafka
         .client_config()
-        .set("transactional.id", config.transactional_id())
+        .set("transactional.id", &transactional_id)
         .set(
             "transaction.timeout.ms",
             config.transaction_timeout_ms.to_string(),
@@ -124,40 +245,49 @@ fn enrich_session(
         .set("enable.idempotence", "true")
         .set("compression.type", "zstd")
         .set("linger.ms", "5")
+        .set("message.max.bytes", (64 * 1024 * 1024).to_string())
         .create()
         .map_err(kafka("create producer"))?;
     producer
         .init_transactions(TRANSACTION_TIMEOUT)
         .map_err(kafka("init transactions"))?;
-    tracing::info!(transactional_id = %config.transactional_id(), %input, %output, "enrich stage running");
+    tracing::info!(stage = stage.name(), %transactional_id, %input, "stage running");
+    let mut assigned: Option<Vec<i32>> = None;
 
     while !stop.load(Ordering::SeqCst) {
         let batch = read_batch(&consumer, config)?;
+        let assignment = current_assignment(&consumer, &input)?;
+        if assigned.as_ref() != Some(&assignment) {
+            // Records of this batch were read under the new assignment only if no rebalance
+            // happened while reading (read_batch drops the batch when one did).
+            stage.on_assignment(&assignment, config)?;
+            assigned = Some(assignment);
+        }
         if batch.is_empty() {
             continue;
         }
         producer
             .begin_transaction()
             .map_err(kafka("begin transaction"))?;
-        let outcome = produce_batch(&producer, enricher, &batch, &output, &dead_letter, stats)
-            .and_then(|()| {
-                let metadata = consumer
-                    .group_metadata()
-                    .ok_or_else(|| ProcessorError::Kafka {
-                        operation: "group metadata",
-                        reason: "the consumer has no group metadata".into(),
-                    })?;
-                producer
-                    .send_offsets_to_transaction(
-                        &next_offsets(&batch)?,
-                        &metadata,
-                        TRANSACTION_TIMEOUT,
-                    )
-                    .map_err(kafka("send offsets to transaction"))?;
-                producer
-                    .commit_transaction(TRANSACTION_TIMEOUT)
-                    .map_err(kafka("commit transaction"))
-            });
+        let outputs = Outputs {
+            producer: &producer,
+            config,
+            now: now_micros(),
+        };
+        let outcome = stage.process(&batch, &outputs, stats).and_then(|()| {
+            let metadata = consumer
+                .group_metadata()
+                .ok_or_else(|| ProcessorError::Kafka {
+                    operation: "group metadata",
+                    reason: "the consumer has no group metadata".into(),
+                })?;
+            producer
+                .send_offsets_to_transaction(&next_offsets(&batch)?, &metadata, TRANSACTION_TIMEOUT)
+                .map_err(kafka("send offsets to transaction"))?;
+            producer
+                .commit_transaction(TRANSACTION_TIMEOUT)
+                .map_err(kafka("commit transaction"))
+        });
         if let Err(error) = outcome {
             let _ = producer.abort_transaction(TRANSACTION_TIMEOUT);
             return Err(error);
@@ -167,8 +297,26 @@ fn enrich_session(
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
         stats.transactions.fetch_add(1, Ordering::Relaxed);
     }
-    tracing::info!("enrich stage stopped after its last committed transaction");
+    tracing::info!(
+        stage = stage.name(),
+        "stopped after the last committed transaction"
+    );
     Ok(())
+}
+
+fn current_assignment(
+    consumer: &BaseConsumer<RebalanceFlag>,
+    topic: &str,
+) -> Result<Vec<i32>, ProcessorError> {
+    let list = consumer.assignment().map_err(kafka("assignment"))?;
+    let mut partitions: Vec<i32> = list
+        .elements()
+        .iter()
+        .filter(|e| e.topic() == topic)
+        .map(|e| e.partition())
+        .collect();
+    partitions.sort_unstable();
+    Ok(partitions)
 }
 
 /// Reads until the batch is full or the commit interval is over; a rebalance drops it.
@@ -183,92 +331,25 @@ fn read_batch(
         if now >= deadline {
             break;
         }
-        match consumer.poll(deadline - now) {
+        let polled = consumer.poll(deadline - now);
+        // A rebalance runs inside poll: what was read before it is dropped (its partitions
+        // restart from their committed offsets), but a message this poll returns is already
+        // from the new assignment, past its committed offset, and is kept.
+        if consumer.context().happened.swap(false, Ordering::SeqCst) {
+            batch.clear();
+        }
+        match polled {
             Some(Ok(message)) => batch.push(message.detach()),
             Some(Err(error)) => tracing::warn!(%error, "consumer error"),
             None => {}
-        }
-        if consumer.context().happened.swap(false, Ordering::SeqCst) {
-            batch.clear();
         }
     }
     Ok(batch)
 }
 
-fn produce_batch(
-    producer: &BaseProducer,
-    enricher: &Enricher,
-    batch: &[OwnedMessage],
-    output: &str,
-    dead_letter: &str,
-    stats: &Stats,
-) -> Result<(), ProcessorError> {
-    let now = now_micros();
-    for message in batch {
-        let payload = message.payload().unwrap_or_default();
-        let enriched = decode::<LlmCall>(payload)
-            .map_err(|e| ("decode", e.to_string()))
-            .and_then(|call| enricher.enrich(call, now).map_err(|e| ("invalid", e.0)));
-        match enriched {
-            Ok(enriched) => {
-                let key = format!("{}/{}", enriched.call.tenant, enriched.call.team);
-                let bytes = encode(&enriched).map_err(ProcessorError::Contract)?;
-                send(producer, output, key.as_bytes(), &bytes)?;
-                stats.enriched.fetch_add(1, Ordering::Relaxed);
-                if enriched.unpriced {
-                    stats.unpriced.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(model = %enriched.call.model, "unpriced call");
-                }
-            }
-            Err((kind, reason)) => {
-                let letter = DeadLetter {
-                    original: payload.to_vec(),
-                    key: message.key().map(<[u8]>::to_vec),
-                    topic: message.topic().to_string(),
-                    partition: message.partition(),
-                    offset: message.offset(),
-                    stage: "processor".into(),
-                    error_kind: kind.into(),
-                    error: reason,
-                    failed_at: now,
-                };
-                let bytes = encode(&letter).map_err(ProcessorError::Contract)?;
-                send(
-                    producer,
-                    dead_letter,
-                    message.key().unwrap_or_default(),
-                    &bytes,
-                )?;
-                stats.dead_letters.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-    }
-    Ok(())
-}
-
-fn send(
-    producer: &BaseProducer,
-    topic: &str,
-    key: &[u8],
-    payload: &[u8],
-) -> Result<(), ProcessorError> {
-    let mut record = BaseRecord::to(topic).key(key).payload(payload);
-    loop {
-        match producer.send(record) {
-            Ok(()) => return Ok(()),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                record = back;
-                producer.poll(Duration::from_millis(10));
-            }
-            Err((error, _)) => return Err(kafka("produce")(error)),
-        }
-    }
-}
-
 /// The offset after the last message of each partition in the batch.
 fn next_offsets(batch: &[OwnedMessage]) -> Result<TopicPartitionList, ProcessorError> {
-    let mut last: std::collections::BTreeMap<(String, i32), i64> =
-        std::collections::BTreeMap::new();
+    let mut last: BTreeMap<(String, i32), i64> = BTreeMap::new();
     for message in batch {
         let entry = last
             .entry((message.topic().to_string(), message.partition()))
@@ -289,22 +370,15 @@ fn now_micros() -> Micros {
         .map_or(0, |d| d.as_micros() as Micros)
 }
 
-/// Starts the stage on a thread of its own; returns the stop switch, the counters and the
-/// thread to join.
+/// Starts a stage on a thread of its own.
 pub fn spawn(
     config: ProcessorConfig,
-    enricher: Enricher,
-) -> (
-    Arc<AtomicBool>,
-    Arc<Stats>,
-    std::thread::JoinHandle<Result<(), ProcessorError>>,
-) {
-    let stop = Arc::new(AtomicBool::new(false));
-    let stats = Arc::new(Stats::default());
-    let (thread_stop, thread_stats) = (stop.clone(), stats.clone());
-    let handle = std::thread::Builder::new()
-        .name("enrich".into())
-        .spawn(move || run_enrich_stage(&config, &enricher, &thread_stop, &thread_stats))
-        .expect("a thread can be spawned");
-    (stop, stats, handle)
+    mut stage: Box<dyn Stage>,
+    stop: Arc<AtomicBool>,
+    stats: Arc<Stats>,
+) -> std::thread::JoinHandle<Result<(), ProcessorError>> {
+    std::thread::Builder::new()
+        .name(stage.name().into())
+        .spawn(move || run_stage(&config, stage.as_mut(), &stop, &stats))
+        .expect("a thread can be spawned")
 }

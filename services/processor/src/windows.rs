@@ -65,6 +65,7 @@ impl WindowTotals {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct WindowState {
     pub watermark: Micros,
+    #[serde(with = "crate::state_serde")]
     pub windows: BTreeMap<WindowKey, WindowTotals>,
 }
 
@@ -115,7 +116,12 @@ pub struct WindowOutput {
 }
 
 /// Applies calls to a partition's window state.
-pub fn apply(config: &WindowConfig, state: &mut WindowState, call: &EnrichedLlmCall, now: Micros) -> WindowOutput {
+pub fn apply(
+    config: &WindowConfig,
+    state: &mut WindowState,
+    call: &EnrichedLlmCall,
+    now: Micros,
+) -> WindowOutput {
     let mut output = WindowOutput::default();
     let at = call.call.occurred_at;
     let lateness = config.allowed_lateness_secs * MICROS_PER_SECOND;
@@ -137,8 +143,11 @@ pub fn apply(config: &WindowConfig, state: &mut WindowState, call: &EnrichedLlmC
             };
             let totals = state.windows.entry(key.clone()).or_default();
             totals.add(call);
-            if let Some(revision) = totals.emitted_revision {
-                totals.emitted_revision = Some(revision + 1);
+            // A window whose end the watermark already passed is emitted at once: revised if it
+            // was emitted before, first emitted if this late call created it.
+            if start + length <= state.watermark {
+                let revision = totals.emitted_revision.map_or(0, |r| r + 1);
+                totals.emitted_revision = Some(revision);
                 output.emitted.push(to_record(&key, totals, now));
             }
             output.changed.push(key);
@@ -151,33 +160,66 @@ pub fn apply(config: &WindowConfig, state: &mut WindowState, call: &EnrichedLlmC
     output
 }
 
-/// Moves the watermark forward: emits windows that ended, drops those past lateness.
-pub fn advance(config: &WindowConfig, state: &mut WindowState, watermark: Micros, now: Micros, output: &mut WindowOutput) {
+/// Moves the watermark forward: emits windows that ended since the last watermark, drops
+/// those past lateness. Looks only at windows whose state changes (key ranges by size and
+/// start), so its cost does not grow with the number of open windows.
+pub fn advance(
+    config: &WindowConfig,
+    state: &mut WindowState,
+    watermark: Micros,
+    now: Micros,
+    output: &mut WindowOutput,
+) {
+    let previous = state.watermark;
     state.watermark = watermark;
     let lateness = config.allowed_lateness_secs * MICROS_PER_SECOND;
-    let mut expired = Vec::new();
-    for (key, totals) in state.windows.iter_mut() {
-        let end = key.window_start + key.window_seconds * MICROS_PER_SECOND;
-        if end <= watermark && totals.emitted_revision.is_none() {
-            totals.emitted_revision = Some(0);
-            output.emitted.push(to_record(key, totals, now));
-            output.changed.push(key.clone());
+    for &size in &config.sizes_secs {
+        let length = size * MICROS_PER_SECOND;
+        // Ended in (previous, watermark]: start in (previous - length, watermark - length].
+        let ended = bound(size, previous - length + 1)..bound(size, watermark - length + 1);
+        for (key, totals) in state.windows.range_mut(ended) {
+            if totals.emitted_revision.is_none() {
+                totals.emitted_revision = Some(0);
+                output.emitted.push(to_record(key, totals, now));
+                output.changed.push(key.clone());
+            }
         }
-        if end + lateness <= watermark {
-            expired.push(key.clone());
+        // Past lateness: start + length + lateness <= watermark.
+        let expired: Vec<WindowKey> = state
+            .windows
+            .range(bound(size, Micros::MIN)..bound(size, watermark - length - lateness + 1))
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in expired {
+            state.windows.remove(&key);
+            output.changed.push(key);
         }
     }
-    for key in expired {
-        state.windows.remove(&key);
-        output.changed.push(key);
+}
+
+/// The smallest key of a window size at a start: every key of that start sorts at or after it.
+fn bound(window_seconds: i64, window_start: Micros) -> WindowKey {
+    WindowKey {
+        window_seconds,
+        window_start,
+        tenant: String::new(),
+        team: String::new(),
+        dimension: String::new(),
+        dimension_value: String::new(),
     }
 }
 
 fn dimensions(call: &EnrichedLlmCall) -> [(SpendDimension, String); 3] {
     [
         (SpendDimension::Model, call.call.model.clone()),
-        (SpendDimension::User, call.call.user.clone().unwrap_or_default()),
-        (SpendDimension::Workflow, call.call.workflow.clone().unwrap_or_default()),
+        (
+            SpendDimension::User,
+            call.call.user.clone().unwrap_or_default(),
+        ),
+        (
+            SpendDimension::Workflow,
+            call.call.workflow.clone().unwrap_or_default(),
+        ),
     ]
 }
 
@@ -210,9 +252,15 @@ fn to_record(key: &WindowKey, totals: &WindowTotals, now: Micros) -> SpendWindow
 pub(crate) mod tests {
     use super::*;
 
-    pub(crate) fn enriched(event_id: &str, at_secs: i64, model: &str, cost: Option<i64>) -> EnrichedLlmCall {
+    pub(crate) fn enriched(
+        event_id: &str,
+        at_secs: i64,
+        model: &str,
+        cost: Option<i64>,
+    ) -> EnrichedLlmCall {
         let mut value: EnrichedLlmCall =
-            serde_json::from_str(include_str!("../../../tests/golden/EnrichedLlmCall.json")).unwrap();
+            serde_json::from_str(include_str!("../../../tests/golden/EnrichedLlmCall.json"))
+                .unwrap();
         value.call.event_id = event_id.into();
         value.call.occurred_at = at_secs * MICROS_PER_SECOND;
         value.call.model = model.into();
@@ -225,7 +273,11 @@ pub(crate) mod tests {
     }
 
     fn minute_only() -> WindowConfig {
-        WindowConfig { sizes_secs: vec![60], allowed_lateness_secs: 120, max_out_of_order_secs: 0 }
+        WindowConfig {
+            sizes_secs: vec![60],
+            allowed_lateness_secs: 120,
+            max_out_of_order_secs: 0,
+        }
     }
 
     fn model_windows(output: &WindowOutput) -> Vec<(i64, i32, i64, i64)> {
@@ -233,7 +285,14 @@ pub(crate) mod tests {
             .emitted
             .iter()
             .filter(|w| w.dimension == SpendDimension::Model)
-            .map(|w| (w.window_start / MICROS_PER_SECOND, w.revision, w.calls, w.cost_nanos))
+            .map(|w| {
+                (
+                    w.window_start / MICROS_PER_SECOND,
+                    w.revision,
+                    w.calls,
+                    w.cost_nanos,
+                )
+            })
             .collect()
     }
 
@@ -241,11 +300,28 @@ pub(crate) mod tests {
     fn a_window_is_emitted_once_the_watermark_passes_its_end() {
         let config = minute_only();
         let mut state = WindowState::default();
-        assert!(apply(&config, &mut state, &enriched("a", 10, "m", Some(5)), 0).emitted.is_empty());
-        assert!(apply(&config, &mut state, &enriched("b", 59, "m", None), 0).emitted.is_empty());
+        assert!(
+            apply(&config, &mut state, &enriched("a", 10, "m", Some(5)), 0)
+                .emitted
+                .is_empty()
+        );
+        assert!(apply(&config, &mut state, &enriched("b", 59, "m", None), 0)
+            .emitted
+            .is_empty());
         let out = apply(&config, &mut state, &enriched("c", 60, "m", Some(7)), 0);
-        assert_eq!(model_windows(&out), [(0, 0, 2, 5)], "[0, 60) closes at 60 with 2 calls, one unpriced");
-        assert_eq!(out.emitted.iter().find(|w| w.dimension == SpendDimension::Model).unwrap().unpriced_calls, 1);
+        assert_eq!(
+            model_windows(&out),
+            [(0, 0, 2, 5)],
+            "[0, 60) closes at 60 with 2 calls, one unpriced"
+        );
+        assert_eq!(
+            out.emitted
+                .iter()
+                .find(|w| w.dimension == SpendDimension::Model)
+                .unwrap()
+                .unpriced_calls,
+            1
+        );
         assert_eq!(out.emitted.len(), 3, "model, user and workflow windows");
     }
 
@@ -255,19 +331,75 @@ pub(crate) mod tests {
         let mut state = WindowState::default();
         apply(&config, &mut state, &enriched("a", 10, "m", Some(5)), 0);
         apply(&config, &mut state, &enriched("b", 70, "m", Some(1)), 0); // closes [0,60)
-        let out = apply(&config, &mut state, &enriched("late", 30, "m", Some(100)), 0);
-        assert_eq!(model_windows(&out), [(0, 1, 2, 105)], "revision 1 with the late call");
+        let out = apply(
+            &config,
+            &mut state,
+            &enriched("late", 30, "m", Some(100)),
+            0,
+        );
+        assert_eq!(
+            model_windows(&out),
+            [(0, 1, 2, 105)],
+            "revision 1 with the late call"
+        );
         assert!(!out.late);
         let out = apply(&config, &mut state, &enriched("far", 180, "m", Some(1)), 0); // watermark 180 = 60 + 120
-        assert!(state.windows.keys().all(|k| k.window_start != 0), "[0,60) dropped after lateness");
+        assert!(
+            state.windows.keys().all(|k| k.window_start != 0),
+            "[0,60) dropped after lateness"
+        );
         assert!(model_windows(&out).contains(&(60, 0, 1, 1)));
-        let out = apply(&config, &mut state, &enriched("too-late", 20, "m", Some(1)), 0);
+        let out = apply(
+            &config,
+            &mut state,
+            &enriched("too-late", 20, "m", Some(1)),
+            0,
+        );
         assert!(out.late && out.emitted.is_empty());
     }
 
     #[test]
+    fn a_late_call_for_a_window_nobody_opened_emits_it_at_once() {
+        let config = minute_only();
+        let mut state = WindowState::default();
+        apply(&config, &mut state, &enriched("a", 130, "m", Some(1)), 0); // watermark 130
+        let out = apply(
+            &config,
+            &mut state,
+            &enriched("late", 70, "other", Some(9)),
+            0,
+        );
+        let windows: Vec<_> = out
+            .emitted
+            .iter()
+            .filter(|w| w.dimension == SpendDimension::Model)
+            .map(|w| {
+                (
+                    w.window_start / MICROS_PER_SECOND,
+                    w.revision,
+                    w.dimension_value.clone(),
+                )
+            })
+            .collect();
+        assert_eq!(windows, [(60, 0, "other".to_string())]);
+    }
+
+    #[test]
+    fn state_survives_a_json_round_trip() {
+        let config = minute_only();
+        let mut state = WindowState::default();
+        apply(&config, &mut state, &enriched("a", 10, "m", Some(5)), 0);
+        let json = serde_json::to_string(&state).unwrap();
+        assert_eq!(serde_json::from_str::<WindowState>(&json).unwrap(), state);
+    }
+
+    #[test]
     fn out_of_order_events_within_the_delay_are_not_late() {
-        let config = WindowConfig { sizes_secs: vec![60], allowed_lateness_secs: 0, max_out_of_order_secs: 10 };
+        let config = WindowConfig {
+            sizes_secs: vec![60],
+            allowed_lateness_secs: 0,
+            max_out_of_order_secs: 10,
+        };
         let mut state = WindowState::default();
         apply(&config, &mut state, &enriched("a", 65, "m", Some(1)), 0); // watermark 55
         let out = apply(&config, &mut state, &enriched("b", 50, "m", Some(2)), 0);

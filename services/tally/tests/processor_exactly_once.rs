@@ -1,6 +1,8 @@
 //! `tally process` against the real broker: 100,000 generated calls with known totals, the
 //! processor killed with SIGKILL mid-stream and restarted, and two instances in one group
-//! with one killed: every call is enriched exactly once and the totals are exact.
+//! with one killed: every call is enriched exactly once, the totals are exact, the final
+//! spend windows (highest revision of each) add up to the same totals at every size and
+//! dimension, and each budget threshold alerts exactly once.
 use std::collections::HashSet;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -8,8 +10,12 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::Message;
+use std::collections::BTreeMap;
 use tally_contract::kafka::{create_topics, KafkaConfig, TopicLayout};
-use tally_contract::records::{CallStatus, EnrichedLlmCall, LlmCall, ServiceTier};
+
+use tally_contract::records::{
+    Alert, CallStatus, EnrichedLlmCall, LlmCall, ServiceTier, SpendDimension, SpendWindow,
+};
 use tally_contract::topics::{llm_call_key, Topic};
 use tally_contract::{decode, encode};
 use tally_processor::carbon::CarbonConfig;
@@ -25,6 +31,12 @@ const MODELS: [(&str, &str); 6] = [
     ("openai", "o3"),
     ("acme", "mystery-model"),
 ];
+/// 2025-11-23T10:20:00Z: the calls are 1 ms apart, so even the backlog a restart leaves
+/// (read partition by partition) stays within the default 5 minutes of allowed lateness.
+const BASE_MICROS: i64 = 1_763_893_200_000_000;
+/// One call per team three days later moves every partition's watermark past all windows.
+const TEAMS: u64 = 7;
+
 const REGIONS: [Option<&str>; 5] = [
     Some("us-east-1"),
     Some("europe-west4"),
@@ -48,10 +60,11 @@ fn generate(count: usize, seed: u64) -> Vec<LlmCall> {
             let mut call = template.clone();
             let (provider, model) = MODELS[next(MODELS.len() as u64) as usize];
             call.event_id = format!("gen-{seed}-{i}");
+            call.occurred_at = BASE_MICROS + i as i64 * 1_000;
             call.provider = provider.into();
             call.model = model.into();
             call.response_model = None;
-            call.team = format!("team-{}", next(7));
+            call.team = format!("team-{}", next(TEAMS));
             call.session_id = Some(format!("s-{}", next(500)));
             call.region = REGIONS[next(REGIONS.len() as u64) as usize].map(String::from);
             call.service_tier = ServiceTier::ALL[next(4) as usize];
@@ -66,6 +79,19 @@ fn generate(count: usize, seed: u64) -> Vec<LlmCall> {
             } else {
                 CallStatus::Ok
             };
+            call
+        })
+        .collect()
+}
+
+/// A last call per team, three days later, so every window of the stream closes.
+fn sentinels(template: &LlmCall) -> Vec<LlmCall> {
+    (0..TEAMS)
+        .map(|team| {
+            let mut call = template.clone();
+            call.event_id = format!("sentinel-{team}");
+            call.team = format!("team-{team}");
+            call.occurred_at = BASE_MICROS + 3 * 86_400_000_000;
             call
         })
         .collect()
@@ -129,14 +155,29 @@ async fn produce(kafka: &KafkaConfig, calls: &[LlmCall]) {
     }
 }
 
+/// A budget small enough that all three thresholds fire early in the stream.
+const BUDGET_TOML: &str = r#"
+[[budgets]]
+name = "llm"
+tenant = "acme"
+team = "team-0"
+period = "month"
+amount_usd = "100"
+burn_rate_alert = false
+"#;
+
 struct Processor {
     child: Child,
 }
 
 impl Processor {
     fn start(kafka: &KafkaConfig, group: &str, instance: &str) -> Processor {
+        let config = std::env::temp_dir().join(format!("{group}.toml"));
+        std::fs::write(&config, BUDGET_TOML).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_tally"))
             .arg("process")
+            .arg("--config")
+            .arg(&config)
             .env("TALLY_KAFKA_BROKERS", &kafka.brokers)
             .env("TALLY__KAFKA__TOPIC_PREFIX", &kafka.topic_prefix)
             .env("TALLY__GROUP_ID", group)
@@ -145,7 +186,10 @@ impl Processor {
             .env("TALLY__MAX_BATCH", "5000")
             .env("TALLY__TRANSACTION_TIMEOUT_MS", "10000")
             .env("TALLY__SESSION_TIMEOUT_MS", "6000")
-            .env("TALLY_LOG", "warn")
+            .env(
+                "TALLY_LOG",
+                std::env::var("TALLY_TEST_PROCESSOR_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::null())
             .spawn()
             .expect("tally process starts");
@@ -216,9 +260,19 @@ async fn read_enriched(
     (totals, duplicates)
 }
 
-/// Topics, the calls and their expected totals; the first half is produced now and the
-/// second half while the processors run, so a kill lands mid-stream.
-async fn setup(count: usize, seed: u64) -> (KafkaConfig, Totals, tokio::task::JoinHandle<()>) {
+/// Topics, the calls' expected totals and the sentinel calls; the first half of the calls is
+/// produced now and the second half while the processors run, so a kill lands mid-stream.
+/// The sentinels are produced once every call is enriched, so they come last on every
+/// partition and close every window.
+async fn setup(
+    count: usize,
+    seed: u64,
+) -> (
+    KafkaConfig,
+    Totals,
+    Vec<LlmCall>,
+    tokio::task::JoinHandle<()>,
+) {
     require_kafka();
     let kafka = KafkaConfig {
         topic_prefix: format!("{}.", unique_name("eo")),
@@ -235,6 +289,7 @@ async fn setup(count: usize, seed: u64) -> (KafkaConfig, Totals, tokio::task::Jo
     .unwrap();
     let calls = generate(count, seed);
     let expected = expected_totals(&calls);
+    let last = sentinels(&calls[0]);
     assert!(
         expected.unpriced > 0 && expected.unpriced < count as u64,
         "the stream mixes priced and unknown models"
@@ -248,7 +303,122 @@ async fn setup(count: usize, seed: u64) -> (KafkaConfig, Totals, tokio::task::Jo
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     });
-    (kafka, expected, rest)
+    (kafka, expected, last, rest)
+}
+
+/// Spend windows (highest revision of each, as downstream keeps) and alerts, read until the
+/// daily model windows add up to `windowed` (or two minutes pass), then for a few seconds more
+/// so that a duplicate or a stray revision would show.
+async fn read_windows_and_alerts(
+    kafka: &KafkaConfig,
+    windowed: &Totals,
+) -> (Vec<SpendWindow>, Vec<Alert>) {
+    let consumer: StreamConsumer = kafka
+        .client_config()
+        .set("group.id", unique_name("window-reader"))
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        .create()
+        .unwrap();
+    consumer
+        .subscribe(&[
+            &kafka.topic(Topic::SpendWindows),
+            &kafka.topic(Topic::Alerts),
+        ])
+        .unwrap();
+    let mut latest: BTreeMap<(i64, i64, String, String, String, String), SpendWindow> =
+        BTreeMap::new();
+    let mut alerts = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut settle_until: Option<Instant> = None;
+    loop {
+        let now = Instant::now();
+        let until = settle_until.unwrap_or(deadline);
+        if now >= until {
+            break;
+        }
+        let Ok(message) = tokio::time::timeout(until - now, consumer.recv()).await else {
+            break;
+        };
+        let message = message.unwrap();
+        if message.topic() == kafka.topic(Topic::Alerts) {
+            alerts.push(decode::<Alert>(message.payload().unwrap()).unwrap());
+            continue;
+        }
+        let window: SpendWindow = decode(message.payload().unwrap()).unwrap();
+        let key = (
+            window.window_seconds,
+            window.window_start,
+            window.tenant.clone(),
+            window.team.clone(),
+            window.dimension.to_string(),
+            window.dimension_value.clone(),
+        );
+        match latest.get(&key) {
+            Some(seen) if seen.revision >= window.revision => {}
+            _ => {
+                latest.insert(key, window);
+            }
+        }
+        if settle_until.is_none() {
+            let windows: Vec<SpendWindow> = latest.values().cloned().collect();
+            if &window_totals(&windows, 86_400, SpendDimension::Model) == windowed {
+                settle_until = Some(Instant::now() + Duration::from_secs(5));
+            }
+        }
+    }
+    (latest.into_values().collect(), alerts)
+}
+
+fn window_totals(windows: &[SpendWindow], seconds: i64, dimension: SpendDimension) -> Totals {
+    let mut totals = Totals::default();
+    for w in windows
+        .iter()
+        .filter(|w| w.window_seconds == seconds && w.dimension == dimension)
+    {
+        totals.calls += w.calls as u64;
+        totals.unpriced += w.unpriced_calls as u64;
+        totals.cost_nanos += w.cost_nanos as i128;
+        totals.input_tokens += w.input_tokens as i128;
+        totals.energy_uwh += w.energy_uwh_central as i128;
+        totals.co2e_ug += w.co2e_ug_central as i128;
+    }
+    totals
+}
+
+async fn assert_windows_and_alerts(kafka: &KafkaConfig, windowed: &Totals) {
+    let (windows, alerts) = read_windows_and_alerts(kafka, windowed).await;
+    let mut wrong = Vec::new();
+    for seconds in [60, 3_600, 86_400] {
+        for dimension in SpendDimension::ALL {
+            let totals = window_totals(&windows, seconds, *dimension);
+            if &totals != windowed {
+                wrong.push(format!(
+                    "{seconds} s windows by {dimension}: {} calls",
+                    totals.calls
+                ));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "window totals differ from {} calls: {wrong:#?}",
+        windowed.calls
+    );
+    let mut ids: Vec<&str> = alerts.iter().map(|a| a.alert_id.as_str()).collect();
+    ids.sort_unstable();
+    let thresholds: Vec<&str> = alerts
+        .iter()
+        .filter_map(|a| a.labels.get("threshold_percent").map(String::as_str))
+        .collect();
+    assert_eq!(ids.len(), 3, "each threshold alerted exactly once: {ids:?}");
+    assert!(
+        ids.windows(2).all(|w| w[0] != w[1]),
+        "no alert twice: {ids:?}"
+    );
+    assert!(
+        thresholds.contains(&"50") && thresholds.contains(&"80") && thresholds.contains(&"100")
+    );
 }
 
 fn cleanup(kafka: &KafkaConfig) {
@@ -258,7 +428,7 @@ fn cleanup(kafka: &KafkaConfig) {
 #[tokio::test(flavor = "multi_thread")]
 async fn sigkill_mid_stream_then_restart_counts_every_call_exactly_once() {
     const COUNT: usize = 100_000;
-    let (kafka, expected, rest) = setup(COUNT, 7).await;
+    let (kafka, expected, last, rest) = setup(COUNT, 7).await;
     let group = unique_name("processor");
     let mut processor = Some(Processor::start(&kafka, &group, "a"));
     let mut restarted = None;
@@ -276,6 +446,8 @@ async fn sigkill_mid_stream_then_restart_counts_every_call_exactly_once() {
     rest.await.unwrap();
     assert_eq!(duplicates, 0, "no call enriched twice");
     assert_eq!(totals, expected, "no call lost, totals exact");
+    produce(&kafka, &last).await;
+    assert_windows_and_alerts(&kafka, &expected).await;
     drop(restarted);
     cleanup(&kafka);
 }
@@ -283,10 +455,10 @@ async fn sigkill_mid_stream_then_restart_counts_every_call_exactly_once() {
 #[tokio::test(flavor = "multi_thread")]
 async fn two_instances_share_the_work_and_the_survivor_takes_over() {
     const COUNT: usize = 40_000;
-    let (kafka, expected, rest) = setup(COUNT, 11).await;
+    let (kafka, expected, last, rest) = setup(COUNT, 11).await;
     let group = unique_name("processor");
     let mut first = Some(Processor::start(&kafka, &group, "a"));
-    let _second = Processor::start(&kafka, &group, "b");
+    let second = Processor::start(&kafka, &group, "b");
     let (totals, duplicates) = read_enriched(&kafka, COUNT, Duration::from_secs(5), |seen| {
         if seen >= COUNT / 4 && first.is_some() {
             first.take().unwrap().kill();
@@ -298,5 +470,8 @@ async fn two_instances_share_the_work_and_the_survivor_takes_over() {
     rest.await.unwrap();
     assert_eq!(duplicates, 0);
     assert_eq!(totals, expected);
+    produce(&kafka, &last).await;
+    assert_windows_and_alerts(&kafka, &expected).await;
+    drop(second);
     cleanup(&kafka);
 }
