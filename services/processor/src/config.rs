@@ -237,6 +237,21 @@ rates = { input_cost_per_token = "1e-06", output_cost_per_token = "2e-06" }
     }
 
     #[test]
+    fn the_example_file_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("processor.example.toml");
+        Jail::expect_with(|_| {
+            let config: ProcessorConfig = load(Some(&path)).unwrap();
+            config.validate().unwrap();
+            assert_eq!(config.budgets[0].amount_usd, "50000".parse().unwrap());
+            assert_eq!(config.windows, crate::windows::WindowConfig::default());
+            let catalogue = config.catalogue().unwrap();
+            assert!(catalogue.version().contains("+overrides-"));
+            crate::carbon::CarbonModel::new(config.carbon.clone()).unwrap();
+            Ok(())
+        });
+    }
+
+    #[test]
     fn invalid_settings_are_named() {
         let config = ProcessorConfig {
             group_id: " ".into(),
