@@ -3,7 +3,8 @@
 #
 # 1. Starts a real Kafka broker and a real ClickHouse server on loopback (scripts/services.sh),
 #    unless TALLY_KAFKA_BROKERS / TALLY_CLICKHOUSE_URL name servers of yours, and makes the
-#    OpenTelemetry SDK venv the ingest tests use as a real OTLP client (scripts/otel-venv.sh).
+#    Python venvs of the real OpenTelemetry SDK (the ingest tests' OTLP client) and of
+#    EcoLogits (the carbon oracle): scripts/otel-venv.sh, scripts/ecologits-venv.sh.
 # 2. cargo fmt --check and cargo clippy -D warnings (skip with --no-lint).
 # 3. cargo test --workspace: unit, golden-file and integration tests. Integration tests fail,
 #    never skip, when a server does not answer.
@@ -48,10 +49,12 @@ trap stop_services_now EXIT
 step "services: real Kafka and real ClickHouse on loopback"
 scripts/services.sh start
 
-step "test tools: the OpenTelemetry Python SDK for the ingest tests' real OTLP client"
+step "test tools: the OpenTelemetry SDK (a real OTLP client) and EcoLogits (the carbon oracle)"
 TALLY_OTEL_PYTHON=$(scripts/otel-venv.sh)
-export TALLY_OTEL_PYTHON
+TALLY_ECOLOGITS_PYTHON=$(scripts/ecologits-venv.sh)
+export TALLY_OTEL_PYTHON TALLY_ECOLOGITS_PYTHON
 echo "$TALLY_OTEL_PYTHON"
+echo "$TALLY_ECOLOGITS_PYTHON"
 
 if [ $lint = 1 ]; then
   step "cargo fmt --check"

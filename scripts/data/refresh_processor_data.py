@@ -105,11 +105,13 @@ def energy_rows(ecologits: zipfile.ZipFile):
     by_name = {}
     for model in models["models"]:
         low_b, high_b, total_low, total_high = params(model["architecture"])
-        tps = (model.get("deployment") or {}).get("tps")
+        tps = (model.get("deployment") or {}).get("tps")  # measured tokens/s, if EcoLogits has it
         low = wh_per_output_token(low_b, total_low, tps)
         high = wh_per_output_token(high_b, total_high, tps)
         central = wh_per_output_token((low_b + high_b) / 2, (total_low + total_high) / 2, tps)
-        row = [model["name"], model["provider"], low_b, high_b, total_high, f"{low:.6e}", f"{central:.6e}", f"{high:.6e}"]
+        deployment = model.get("deployment") or {}
+        row = [model["name"], model["provider"], low_b, high_b, total_high, f"{low:.6e}", f"{central:.6e}", f"{high:.6e}",
+               total_low, deployment.get("tps") or "", deployment.get("ttft") or ""]
         rows.append(row)
         by_name[(model["provider"], model["name"])] = row
     # Size classes, for models the table does not know: (active, total) billions of parameters.
@@ -117,9 +119,9 @@ def energy_rows(ecologits: zipfile.ZipFile):
     centrals = {}
     for name, (active, total) in classes.items():
         centrals[name] = wh_per_output_token(active, total, None)
-        rows.append([f"class:{name}", "tally", active, active, total] + [f"{centrals[name]:.6e}"] * 3)
+        rows.append([f"class:{name}", "tally", active, active, total] + [f"{centrals[name]:.6e}"] * 3 + [total, "", ""])
     rows.append(["class:unknown", "tally", 8, 200, 1000,
-                 f"{centrals['small']:.6e}", f"{centrals['medium']:.6e}", f"{centrals['large']:.6e}"])
+                 f"{centrals['small']:.6e}", f"{centrals['medium']:.6e}", f"{centrals['large']:.6e}", 8, "", ""])
     for alias in models["aliases"]:
         target = by_name.get((alias["provider"], alias["alias"])) or by_name.get((alias["provider"], alias["name"]))
         if target and alias["name"] != target[0]:
@@ -164,7 +166,8 @@ def main() -> int:
     with open(DATA / "energy_coefficients.csv", "w", newline="") as out:
         writer = csv.writer(out)
         writer.writerow(["model", "provider", "active_params_b_low", "active_params_b_high", "total_params_b",
-                         "wh_per_output_token_low", "wh_per_output_token_central", "wh_per_output_token_high"])
+                         "wh_per_output_token_low", "wh_per_output_token_central", "wh_per_output_token_high",
+                         "total_params_b_low", "tps", "ttft"])
         writer.writerows(energy_rows(ecologits))
     print(f"wrote {DATA}: world mean {world:.1f} g/kWh")
     return 0

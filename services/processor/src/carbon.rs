@@ -37,6 +37,8 @@ pub const COEFFICIENTS_VERSION: &str = "ecologits-0.11.3-derived@2026-11-23";
 pub const GRID_DATASET_VERSION: &str = "codecarbon-3.3.2-annual@2026-11-23";
 /// Version of the `simple` method's formula.
 pub const SIMPLE_METHOD_VERSION: &str = "simple-1";
+/// Version of the `ecologits` method: EcoLogits 0.11's request energy model.
+pub const ECOLOGITS_METHOD_VERSION: &str = "ecologits-0.11";
 
 const MICROS_PER_HOUR: Micros = 3_600_000_000;
 
@@ -44,7 +46,7 @@ const MICROS_PER_HOUR: Micros = 3_600_000_000;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CarbonConfig {
-    /// Energy method: `simple`. (`ecologits` is not available yet.)
+    /// Energy method: `simple` or `ecologits`.
     #[serde(default = "default_method")]
     pub method: String,
     /// One all-in figure for every token, Wh per 1,000 tokens (PUE included); replaces the
@@ -132,11 +134,26 @@ pub struct CarbonEstimate {
     pub method_version: String,
 }
 
+/// What the shipped table knows of one model (EcoLogits 0.11 estimates).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelParams {
+    /// IT energy per output token, Wh, low / central / high (the `simple` method).
+    pub wh_per_output_token: [Decimal; 3],
+    /// Active parameters, billions, low and high.
+    pub active_b: (f64, f64),
+    /// Total parameters, billions, low and high.
+    pub total_b: (f64, f64),
+    /// Measured tokens per second, if known.
+    pub tps: Option<f64>,
+    /// Measured time to first token, seconds, if known.
+    pub ttft: Option<f64>,
+}
+
 /// The coefficient tables and grid data, loaded once.
 #[derive(Debug, Clone)]
 pub struct CarbonModel {
     config: CarbonConfig,
-    coefficients: HashMap<String, [Decimal; 3]>,
+    coefficients: HashMap<String, ModelParams>,
     annual: HashMap<String, Decimal>,
     hourly: HashMap<(String, Micros), Decimal>,
     world: Decimal,
@@ -147,11 +164,11 @@ pub struct CarbonModel {
 impl CarbonModel {
     /// Loads the shipped tables and the configured feed; errors name the setting or the line.
     pub fn new(config: CarbonConfig) -> Result<CarbonModel, String> {
-        if config.method != "simple" {
-            return Err(format!(
-                "carbon.method {:?} is not available; use \"simple\" (the ecologits method is not built yet)",
-                config.method
-            ));
+        if config.method != "simple" && config.method != "ecologits" {
+            return Err(format!("carbon.method {:?} is not simple or ecologits", config.method));
+        }
+        if config.method == "ecologits" && config.wh_per_1k_tokens.is_some() {
+            return Err("carbon.wh_per_1k_tokens belongs to the simple method, not ecologits".into());
         }
         let coefficients = load_coefficients(SHIPPED_COEFFICIENTS)?;
         let annual = load_annual(SHIPPED_GRID)?;
@@ -187,9 +204,10 @@ impl CarbonModel {
             (None, Some(hourly)) => format!("{hourly}+{GRID_DATASET_VERSION}"),
             (None, None) => GRID_DATASET_VERSION.to_string(),
         };
-        let method_version = match config.wh_per_1k_tokens {
-            Some(wh) => format!("{SIMPLE_METHOD_VERSION}+configured:{wh}Wh/1k-tokens"),
-            None => format!("{SIMPLE_METHOD_VERSION}+{COEFFICIENTS_VERSION}"),
+        let method_version = match (config.method.as_str(), config.wh_per_1k_tokens) {
+            ("ecologits", _) => format!("{ECOLOGITS_METHOD_VERSION}+{COEFFICIENTS_VERSION}"),
+            (_, Some(wh)) => format!("{SIMPLE_METHOD_VERSION}+configured:{wh}Wh/1k-tokens"),
+            (_, None) => format!("{SIMPLE_METHOD_VERSION}+{COEFFICIENTS_VERSION}"),
         };
         Ok(CarbonModel {
             config,
@@ -202,23 +220,20 @@ impl CarbonModel {
         })
     }
 
-    /// Wh per output token (IT energy, no PUE), low / central / high, for a call's model.
-    fn output_coefficients(&self, call: &LlmCall) -> [Decimal; 3] {
-        let models = call
-            .response_model
-            .iter()
-            .chain(std::iter::once(&call.model));
+    /// What the table knows of a call's model, or its size class.
+    fn params(&self, call: &LlmCall) -> &ModelParams {
+        let models = call.response_model.iter().chain(std::iter::once(&call.model));
         for model in models {
             if let Some(class) = self.config.size_classes.get(model) {
-                return self.coefficients[&format!("class:{class}")];
+                return &self.coefficients[&format!("class:{class}")];
             }
             for candidate in candidates(&call.provider, model) {
                 if let Some(found) = self.coefficients.get(&candidate) {
-                    return *found;
+                    return found;
                 }
             }
         }
-        self.coefficients["class:unknown"]
+        &self.coefficients["class:unknown"]
     }
 
     fn pue(&self, provider: &str) -> [Decimal; 3] {
@@ -271,8 +286,21 @@ impl CarbonModel {
                 let tokens = input.checked_add(output).map_err(|e| e.to_string())?;
                 [tokens.checked_mul(per_token).map_err(|e| e.to_string())?; 3]
             }
+            None if self.config.method == "ecologits" => {
+                let pue = self.pue(&call.provider).map(Decimal::to_f64);
+                let params = self.params(call);
+                let latency = call.latency_ms.map(|ms| ms as f64 / 1000.0);
+                let wh = ecologits_energy_wh(params, call.output_tokens as f64, latency, pue);
+                let mut energies = [Decimal::ZERO; 3];
+                for i in 0..3 {
+                    // The model is in floating point (it has exponentials); its result is kept
+                    // to a nano-watt-hour before the exact steps that follow.
+                    energies[i] = Decimal::new((wh[i] * 1e9).round() as i128, 9);
+                }
+                energies
+            }
             None => {
-                let out_wh = self.output_coefficients(call);
+                let out_wh = self.params(call).wh_per_output_token;
                 let pue = self.pue(&call.provider);
                 let ratio = self.config.input_token_energy_ratio;
                 let mut energies = [Decimal::ZERO; 3];
@@ -303,29 +331,75 @@ impl CarbonModel {
             grid_g_per_kwh: grid,
             grid_source,
             grid_dataset_version: self.grid_version.clone(),
-            method: "simple",
+            method: if self.config.method == "ecologits" { "ecologits" } else { "simple" },
             method_version: self.method_version.clone(),
         })
     }
 }
 
-fn load_coefficients(text: &str) -> Result<HashMap<String, [Decimal; 3]>, String> {
+fn load_coefficients(text: &str) -> Result<HashMap<String, ModelParams>, String> {
     let mut reader = csv::Reader::from_reader(text.as_bytes());
     let mut out = HashMap::new();
     for (line, row) in reader.records().enumerate() {
-        let row = row.map_err(|e| format!("energy_coefficients.csv line {}: {e}", line + 2))?;
-        let parse = |i: usize| -> Result<Decimal, String> {
-            row.get(i)
-                .unwrap_or("")
-                .parse()
-                .map_err(|e| format!("energy_coefficients.csv line {}: {e}", line + 2))
+        let at = |e: String| format!("energy_coefficients.csv line {}: {e}", line + 2);
+        let row = row.map_err(|e| at(e.to_string()))?;
+        let decimal = |i: usize| -> Result<Decimal, String> { row.get(i).unwrap_or("").parse().map_err(at) };
+        let float = |i: usize| -> Result<f64, String> {
+            row.get(i).unwrap_or("").parse().map_err(|e: std::num::ParseFloatError| at(e.to_string()))
         };
-        let values = [parse(5)?, parse(6)?, parse(7)?];
+        let optional = |i: usize| row.get(i).and_then(|v| v.parse::<f64>().ok());
+        let params = ModelParams {
+            wh_per_output_token: [decimal(5)?, decimal(6)?, decimal(7)?],
+            active_b: (float(2)?, float(3)?),
+            total_b: (float(8)?, float(4)?),
+            tps: optional(9),
+            ttft: optional(10),
+        };
         // Keep the first row for a name (the table lists models before their aliases).
-        out.entry(row.get(0).unwrap_or("").to_lowercase())
-            .or_insert(values);
+        out.entry(row.get(0).unwrap_or("").to_lowercase()).or_insert(params);
     }
     Ok(out)
+}
+
+// EcoLogits 0.11 constants (ecologits/impacts/llm.py).
+const GPU_ENERGY_ALPHA: f64 = 1.1665273170451914e-06;
+const GPU_ENERGY_BETA: f64 = -0.011205921025579175;
+const GPU_ENERGY_GAMMA: f64 = 4.052928146734005e-05;
+const LATENCY_ALPHA: f64 = 0.0006785088094353663;
+const LATENCY_BETA: f64 = 0.0003119310311688259;
+const LATENCY_GAMMA: f64 = 0.019473717579473387;
+const GPU_MEMORY_GB: f64 = 80.0;
+const SERVER_GPUS: f64 = 8.0;
+const SERVER_POWER_KW: f64 = 1.2;
+const BATCH_SIZE: f64 = 64.0;
+
+/// EcoLogits 0.11's request energy, Wh, low / central / high: GPU energy of the output tokens
+/// from the active parameters, the server's share over the generation latency (the measured
+/// request latency when shorter), GPUs from the memory the total parameters need, × PUE.
+/// Input tokens are not part of EcoLogits' model.
+pub fn ecologits_energy_wh(params: &ModelParams, output_tokens: f64, request_latency: Option<f64>, pue: [f64; 3]) -> [f64; 3] {
+    let one = |active: f64, total: f64, pue: f64| -> f64 {
+        let gpu_kwh_per_token =
+            (GPU_ENERGY_ALPHA * (GPU_ENERGY_BETA * BATCH_SIZE).exp() * active + GPU_ENERGY_GAMMA) / 1000.0;
+        let gpu_kwh = output_tokens * gpu_kwh_per_token;
+        let latency_per_token = match params.tps {
+            Some(tps) => 1.0 / tps,
+            None => LATENCY_ALPHA * active + LATENCY_BETA * BATCH_SIZE + LATENCY_GAMMA,
+        };
+        let gpu_latency = output_tokens * latency_per_token + params.ttft.unwrap_or(0.0);
+        let latency = request_latency.map_or(gpu_latency, |measured| measured.min(gpu_latency));
+        let memory = 1.2 * total * 16.0 / 8.0;
+        let gpus = 2f64.powf((memory / GPU_MEMORY_GB).ceil().log2().ceil());
+        let server_kwh = latency / 3600.0 * SERVER_POWER_KW * (gpus / SERVER_GPUS) / BATCH_SIZE;
+        pue * (server_kwh + gpus * gpu_kwh) * 1000.0
+    };
+    let (active_low, active_high) = params.active_b;
+    let (total_low, total_high) = params.total_b;
+    [
+        one(active_low, total_low, pue[0]),
+        one((active_low + active_high) / 2.0, (total_low + total_high) / 2.0, pue[1]),
+        one(active_high, total_high, pue[2]),
+    ]
 }
 
 fn load_annual(text: &str) -> Result<HashMap<String, Decimal>, String> {
@@ -554,15 +628,8 @@ mod tests {
         );
         assert_eq!(small.energy_uwh[0], small.energy_uwh[2]);
         assert_eq!(small.energy_uwh[1], 89_153, "1000 × 7.429382e-05 Wh × 1.2");
-        let err = CarbonModel::new(CarbonConfig {
-            method: "ecologits".into(),
-            ..CarbonConfig::default()
-        })
-        .unwrap_err();
-        assert!(
-            err.contains("carbon.method \"ecologits\" is not available"),
-            "{err}"
-        );
+        let err = CarbonModel::new(CarbonConfig { method: "guess".into(), ..CarbonConfig::default() }).unwrap_err();
+        assert!(err.contains("carbon.method \"guess\" is not simple or ecologits"), "{err}");
         let err = CarbonModel::new(CarbonConfig {
             size_classes: [("x".to_string(), "huge".to_string())].into(),
             ..CarbonConfig::default()
