@@ -165,10 +165,15 @@ impl CarbonModel {
     /// Loads the shipped tables and the configured feed; errors name the setting or the line.
     pub fn new(config: CarbonConfig) -> Result<CarbonModel, String> {
         if config.method != "simple" && config.method != "ecologits" {
-            return Err(format!("carbon.method {:?} is not simple or ecologits", config.method));
+            return Err(format!(
+                "carbon.method {:?} is not simple or ecologits",
+                config.method
+            ));
         }
         if config.method == "ecologits" && config.wh_per_1k_tokens.is_some() {
-            return Err("carbon.wh_per_1k_tokens belongs to the simple method, not ecologits".into());
+            return Err(
+                "carbon.wh_per_1k_tokens belongs to the simple method, not ecologits".into(),
+            );
         }
         let coefficients = load_coefficients(SHIPPED_COEFFICIENTS)?;
         let annual = load_annual(SHIPPED_GRID)?;
@@ -222,7 +227,10 @@ impl CarbonModel {
 
     /// What the table knows of a call's model, or its size class.
     fn params(&self, call: &LlmCall) -> &ModelParams {
-        let models = call.response_model.iter().chain(std::iter::once(&call.model));
+        let models = call
+            .response_model
+            .iter()
+            .chain(std::iter::once(&call.model));
         for model in models {
             if let Some(class) = self.config.size_classes.get(model) {
                 return &self.coefficients[&format!("class:{class}")];
@@ -331,7 +339,11 @@ impl CarbonModel {
             grid_g_per_kwh: grid,
             grid_source,
             grid_dataset_version: self.grid_version.clone(),
-            method: if self.config.method == "ecologits" { "ecologits" } else { "simple" },
+            method: if self.config.method == "ecologits" {
+                "ecologits"
+            } else {
+                "simple"
+            },
             method_version: self.method_version.clone(),
         })
     }
@@ -343,9 +355,13 @@ fn load_coefficients(text: &str) -> Result<HashMap<String, ModelParams>, String>
     for (line, row) in reader.records().enumerate() {
         let at = |e: String| format!("energy_coefficients.csv line {}: {e}", line + 2);
         let row = row.map_err(|e| at(e.to_string()))?;
-        let decimal = |i: usize| -> Result<Decimal, String> { row.get(i).unwrap_or("").parse().map_err(at) };
+        let decimal =
+            |i: usize| -> Result<Decimal, String> { row.get(i).unwrap_or("").parse().map_err(at) };
         let float = |i: usize| -> Result<f64, String> {
-            row.get(i).unwrap_or("").parse().map_err(|e: std::num::ParseFloatError| at(e.to_string()))
+            row.get(i)
+                .unwrap_or("")
+                .parse()
+                .map_err(|e: std::num::ParseFloatError| at(e.to_string()))
         };
         let optional = |i: usize| row.get(i).and_then(|v| v.parse::<f64>().ok());
         let params = ModelParams {
@@ -356,7 +372,8 @@ fn load_coefficients(text: &str) -> Result<HashMap<String, ModelParams>, String>
             ttft: optional(10),
         };
         // Keep the first row for a name (the table lists models before their aliases).
-        out.entry(row.get(0).unwrap_or("").to_lowercase()).or_insert(params);
+        out.entry(row.get(0).unwrap_or("").to_lowercase())
+            .or_insert(params);
     }
     Ok(out)
 }
@@ -377,10 +394,16 @@ const BATCH_SIZE: f64 = 64.0;
 /// from the active parameters, the server's share over the generation latency (the measured
 /// request latency when shorter), GPUs from the memory the total parameters need, × PUE.
 /// Input tokens are not part of EcoLogits' model.
-pub fn ecologits_energy_wh(params: &ModelParams, output_tokens: f64, request_latency: Option<f64>, pue: [f64; 3]) -> [f64; 3] {
+pub fn ecologits_energy_wh(
+    params: &ModelParams,
+    output_tokens: f64,
+    request_latency: Option<f64>,
+    pue: [f64; 3],
+) -> [f64; 3] {
     let one = |active: f64, total: f64, pue: f64| -> f64 {
-        let gpu_kwh_per_token =
-            (GPU_ENERGY_ALPHA * (GPU_ENERGY_BETA * BATCH_SIZE).exp() * active + GPU_ENERGY_GAMMA) / 1000.0;
+        let gpu_kwh_per_token = (GPU_ENERGY_ALPHA * (GPU_ENERGY_BETA * BATCH_SIZE).exp() * active
+            + GPU_ENERGY_GAMMA)
+            / 1000.0;
         let gpu_kwh = output_tokens * gpu_kwh_per_token;
         let latency_per_token = match params.tps {
             Some(tps) => 1.0 / tps,
@@ -397,7 +420,11 @@ pub fn ecologits_energy_wh(params: &ModelParams, output_tokens: f64, request_lat
     let (total_low, total_high) = params.total_b;
     [
         one(active_low, total_low, pue[0]),
-        one((active_low + active_high) / 2.0, (total_low + total_high) / 2.0, pue[1]),
+        one(
+            (active_low + active_high) / 2.0,
+            (total_low + total_high) / 2.0,
+            pue[1],
+        ),
         one(active_high, total_high, pue[2]),
     ]
 }
@@ -628,8 +655,15 @@ mod tests {
         );
         assert_eq!(small.energy_uwh[0], small.energy_uwh[2]);
         assert_eq!(small.energy_uwh[1], 89_153, "1000 × 7.429382e-05 Wh × 1.2");
-        let err = CarbonModel::new(CarbonConfig { method: "guess".into(), ..CarbonConfig::default() }).unwrap_err();
-        assert!(err.contains("carbon.method \"guess\" is not simple or ecologits"), "{err}");
+        let err = CarbonModel::new(CarbonConfig {
+            method: "guess".into(),
+            ..CarbonConfig::default()
+        })
+        .unwrap_err();
+        assert!(
+            err.contains("carbon.method \"guess\" is not simple or ecologits"),
+            "{err}"
+        );
         let err = CarbonModel::new(CarbonConfig {
             size_classes: [("x".to_string(), "huge".to_string())].into(),
             ..CarbonConfig::default()

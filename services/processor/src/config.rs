@@ -36,6 +36,9 @@ pub struct ProcessorConfig {
     /// Consumer group session timeout, milliseconds.
     #[serde(default = "default_session_timeout_ms")]
     pub session_timeout_ms: u64,
+    /// Address of a Prometheus `/metrics` endpoint (`127.0.0.1:9464`); none by default.
+    #[serde(default)]
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// Prices.
     #[serde(default)]
     pub pricing: PricingConfig,
@@ -104,6 +107,7 @@ impl Default for ProcessorConfig {
             max_batch: default_max_batch(),
             transaction_timeout_ms: default_transaction_timeout_ms(),
             session_timeout_ms: default_session_timeout_ms(),
+            metrics_listen: None,
             pricing: PricingConfig::default(),
             carbon: CarbonConfig::default(),
             windows: WindowConfig::default(),

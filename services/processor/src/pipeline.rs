@@ -45,6 +45,59 @@ pub struct Stats {
     pub restarts: AtomicU64,
 }
 
+impl Stats {
+    /// Prometheus text exposition of the counters.
+    pub fn render(&self) -> String {
+        let counters: [(&str, &str, &AtomicU64); 9] = [
+            (
+                "consumed",
+                "Records consumed and committed, both stages.",
+                &self.consumed,
+            ),
+            ("enriched", "Calls priced and carbon-rated.", &self.enriched),
+            (
+                "unpriced",
+                "Calls whose model matched no catalogue entry (cost unknown, not 0).",
+                &self.unpriced,
+            ),
+            (
+                "dead_letters",
+                "Records sent to the dead-letter topic.",
+                &self.dead_letters,
+            ),
+            (
+                "windows_emitted",
+                "Spend window records emitted, revisions included.",
+                &self.windows_emitted,
+            ),
+            ("alerts", "Budget and usage alerts emitted.", &self.alerts),
+            (
+                "late_events",
+                "Calls later than the allowed lateness of a window (still enriched).",
+                &self.late_events,
+            ),
+            (
+                "transactions",
+                "Transactions committed.",
+                &self.transactions,
+            ),
+            (
+                "restarts",
+                "Stage sessions restarted after a failure.",
+                &self.restarts,
+            ),
+        ];
+        let mut out = String::new();
+        for (name, help, value) in counters {
+            out.push_str(&format!(
+                "# HELP tally_processor_{name}_total {help}\n# TYPE tally_processor_{name}_total counter\ntally_processor_{name}_total {}\n",
+                value.load(Ordering::Relaxed)
+            ));
+        }
+        out
+    }
+}
+
 /// One processor stage: what it reads, and what a batch of records becomes.
 pub trait Stage: Send {
     /// Name for logs and the transactional id (`<group>-<name>-<instance>`).

@@ -29,13 +29,20 @@ fn oracle_python() -> PathBuf {
         return PathBuf::from(python);
     }
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/ecologits-venv.sh");
-    let output = Command::new(script).output().expect("scripts/ecologits-venv.sh runs");
-    assert!(output.status.success(), "ecologits-venv.sh: {}", String::from_utf8_lossy(&output.stderr));
+    let output = Command::new(script)
+        .output()
+        .expect("scripts/ecologits-venv.sh runs");
+    assert!(
+        output.status.success(),
+        "ecologits-venv.sh: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     PathBuf::from(String::from_utf8(output.stdout).unwrap().trim())
 }
 
 fn oracle(cases: &Value) -> Vec<Value> {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/carbon/ecologits_oracle.py");
+    let script =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/carbon/ecologits_oracle.py");
     let mut child = Command::new(oracle_python())
         .arg(script)
         .stdin(Stdio::piped())
@@ -43,7 +50,12 @@ fn oracle(cases: &Value) -> Vec<Value> {
         .stderr(Stdio::null())
         .spawn()
         .expect("the oracle runs");
-    child.stdin.take().unwrap().write_all(cases.to_string().as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(cases.to_string().as_bytes())
+        .unwrap();
     let output = child.wait_with_output().unwrap();
     assert!(output.status.success(), "the oracle failed");
     serde_json::from_slice(&output.stdout).expect("the oracle prints JSON")
@@ -62,16 +74,25 @@ fn call(provider: &str, model: &str, output_tokens: i64, latency_s: f64) -> LlmC
 
 #[test]
 fn energy_agrees_with_the_ecologits_package() {
-    let model = CarbonModel::new(CarbonConfig { method: "ecologits".into(), ..CarbonConfig::default() }).unwrap();
+    let model = CarbonModel::new(CarbonConfig {
+        method: "ecologits".into(),
+        ..CarbonConfig::default()
+    })
+    .unwrap();
     let mut cases = Vec::new();
     let mut ours = Vec::new();
     for (ecologits_provider, provider, name) in MODELS {
         for tokens in OUTPUT_TOKENS {
             for latency in LATENCIES_S {
                 cases.push(json!({"provider": ecologits_provider, "model": name, "output_tokens": tokens, "latency_s": latency}));
-                let estimate = model.estimate(&call(provider, name, tokens, latency)).unwrap();
+                let estimate = model
+                    .estimate(&call(provider, name, tokens, latency))
+                    .unwrap();
                 assert_eq!(estimate.method, "ecologits");
-                ours.push((format!("{name} {tokens} tokens {latency} s"), estimate.energy_uwh));
+                ours.push((
+                    format!("{name} {tokens} tokens {latency} s"),
+                    estimate.energy_uwh,
+                ));
             }
         }
     }
@@ -79,16 +100,31 @@ fn energy_agrees_with_the_ecologits_package() {
     assert_eq!(theirs.len(), ours.len());
     let mut checked = 0;
     for ((label, [low, central, high]), reference) in ours.iter().zip(&theirs) {
-        assert!(reference.get("error").is_none(), "{label}: EcoLogits says {reference}");
+        assert!(
+            reference.get("error").is_none(),
+            "{label}: EcoLogits says {reference}"
+        );
         let min_uwh = reference["min_wh"].as_f64().unwrap() * 1e6;
         let max_uwh = reference["max_wh"].as_f64().unwrap() * 1e6;
         // tally keeps integer micro-watt-hours: within one of EcoLogits' figure.
         let close = |ours: i64, theirs: f64| (ours as f64 - theirs).abs() <= 1.0 + theirs * 1e-9;
-        assert!(close(*low, min_uwh), "{label}: low {low} µWh, EcoLogits min {min_uwh}");
-        assert!(close(*high, max_uwh), "{label}: high {high} µWh, EcoLogits max {max_uwh}");
-        assert!(*central as f64 >= min_uwh - 1.0 && *central as f64 <= max_uwh + 1.0, "{label}: central {central} outside [{min_uwh}, {max_uwh}]");
+        assert!(
+            close(*low, min_uwh),
+            "{label}: low {low} µWh, EcoLogits min {min_uwh}"
+        );
+        assert!(
+            close(*high, max_uwh),
+            "{label}: high {high} µWh, EcoLogits max {max_uwh}"
+        );
+        assert!(
+            *central as f64 >= min_uwh - 1.0 && *central as f64 <= max_uwh + 1.0,
+            "{label}: central {central} outside [{min_uwh}, {max_uwh}]"
+        );
         checked += 1;
     }
     eprintln!("[ecologits] {checked} cases agree with ecologits 0.11.3");
-    assert_eq!(checked, MODELS.len() * OUTPUT_TOKENS.len() * LATENCIES_S.len());
+    assert_eq!(
+        checked,
+        MODELS.len() * OUTPUT_TOKENS.len() * LATENCIES_S.len()
+    );
 }

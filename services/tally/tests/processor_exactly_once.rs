@@ -166,15 +166,45 @@ amount_usd = "100"
 burn_rate_alert = false
 "#;
 
+/// Where the restarted processor serves its metrics.
+const METRICS: &str = "127.0.0.1:19464";
+
+async fn fetch_metrics() -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = tokio::net::TcpStream::connect(METRICS)
+        .await
+        .expect("the processor serves metrics");
+    socket
+        .write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = String::new();
+    socket.read_to_string(&mut response).await.unwrap();
+    response
+}
+
 struct Processor {
     child: Child,
 }
 
 impl Processor {
     fn start(kafka: &KafkaConfig, group: &str, instance: &str) -> Processor {
+        Processor::start_with_metrics(kafka, group, instance, None)
+    }
+
+    fn start_with_metrics(
+        kafka: &KafkaConfig,
+        group: &str,
+        instance: &str,
+        metrics: Option<&str>,
+    ) -> Processor {
         let config = std::env::temp_dir().join(format!("{group}.toml"));
         std::fs::write(&config, BUDGET_TOML).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_tally"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tally"));
+        if let Some(address) = metrics {
+            command.env("TALLY__METRICS_LISTEN", address);
+        }
+        let child = command
             .arg("process")
             .arg("--config")
             .arg(&config)
@@ -438,7 +468,12 @@ async fn sigkill_mid_stream_then_restart_counts_every_call_exactly_once() {
         if seen >= COUNT / 3 && processor.is_some() {
             processor.take().unwrap().kill();
             eprintln!("[eo] SIGKILL after {seen} committed calls; restarting");
-            restarted = Some(Processor::start(&kafka, &group, "a"));
+            restarted = Some(Processor::start_with_metrics(
+                &kafka,
+                &group,
+                "a",
+                Some(METRICS),
+            ));
         }
     })
     .await;
@@ -448,6 +483,17 @@ async fn sigkill_mid_stream_then_restart_counts_every_call_exactly_once() {
     assert_eq!(totals, expected, "no call lost, totals exact");
     produce(&kafka, &last).await;
     assert_windows_and_alerts(&kafka, &expected).await;
+    let metrics = fetch_metrics().await;
+    let unpriced: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("tally_processor_unpriced_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no unpriced counter in {metrics}"));
+    assert!(
+        unpriced > 0 && unpriced <= expected.unpriced,
+        "{unpriced} of {}",
+        expected.unpriced
+    );
     drop(restarted);
     cleanup(&kafka);
 }
