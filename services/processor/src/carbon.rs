@@ -496,7 +496,6 @@ pub fn load_hourly(text: &str) -> Result<HashMap<(String, Micros), Decimal>, Str
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tally_contract::records::{CallStatus, ServiceTier};
 
     pub(crate) fn call(
         provider: &str,
@@ -505,44 +504,11 @@ mod tests {
         output: i64,
         region: Option<&str>,
     ) -> LlmCall {
-        LlmCall {
-            event_id: "e".into(),
-            occurred_at: 1_795_428_000_000_000,
-            received_at: 1_795_428_000_000_000,
-            tenant: "acme".into(),
-            team: "t".into(),
-            user: None,
-            service: None,
-            environment: None,
-            workflow: None,
-            session_id: None,
-            agent: None,
-            step: None,
-            parent_id: None,
-            trace_id: None,
-            span_id: None,
-            provider: provider.into(),
-            model: model.into(),
-            response_model: None,
-            operation: "chat".into(),
-            region: region.map(String::from),
-            input_tokens: input,
-            output_tokens: output,
-            cache_read_tokens: 0,
-            cache_write_tokens: 0,
-            reasoning_tokens: 0,
-            service_tier: ServiceTier::Standard,
-            latency_ms: None,
-            status: CallStatus::Ok,
-            error_type: None,
-            finish_reason: None,
-            prompt_fingerprint: None,
-            tool_name: None,
-            tool_args_fingerprint: None,
-            ticket_id: None,
-            reported_cost_micros: None,
-            tags: Default::default(),
-        }
+        let mut call = LlmCall::new("e", 1_795_428_000_000_000, "acme", "t", provider, model);
+        call.input_tokens = input;
+        call.output_tokens = output;
+        call.region = region.map(String::from);
+        call
     }
 
     fn d(text: &str) -> Decimal {

@@ -479,48 +479,25 @@ fn strip_version_suffixes(model: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tally_contract::records::CallStatus;
 
     fn call(provider: &str, model: &str, tokens: [i64; 5], tier: ServiceTier) -> LlmCall {
-        let [input, output, cache_read, cache_write, reasoning] = tokens;
-        LlmCall {
-            event_id: "e".into(),
-            occurred_at: 1_795_428_000_000_000,
-            received_at: 1_795_428_000_000_000,
-            tenant: "acme".into(),
-            team: "payments".into(),
-            user: None,
-            service: None,
-            environment: None,
-            workflow: None,
-            session_id: None,
-            agent: None,
-            step: None,
-            parent_id: None,
-            trace_id: None,
-            span_id: None,
-            provider: provider.into(),
-            model: model.into(),
-            response_model: None,
-            operation: "chat".into(),
-            region: None,
-            input_tokens: input,
-            output_tokens: output,
-            cache_read_tokens: cache_read,
-            cache_write_tokens: cache_write,
-            reasoning_tokens: reasoning,
-            service_tier: tier,
-            latency_ms: None,
-            status: CallStatus::Ok,
-            error_type: None,
-            finish_reason: None,
-            prompt_fingerprint: None,
-            tool_name: None,
-            tool_args_fingerprint: None,
-            ticket_id: None,
-            reported_cost_micros: None,
-            tags: BTreeMap::new(),
-        }
+        let mut call = LlmCall::new(
+            "e",
+            1_795_428_000_000_000,
+            "acme",
+            "payments",
+            provider,
+            model,
+        );
+        [
+            call.input_tokens,
+            call.output_tokens,
+            call.cache_read_tokens,
+            call.cache_write_tokens,
+            call.reasoning_tokens,
+        ] = tokens;
+        call.service_tier = tier;
+        call
     }
 
     fn priced(catalogue: &Catalogue, call: &LlmCall) -> (String, CostTerms) {

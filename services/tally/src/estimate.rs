@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 use serde_json::json;
 use tally_contract::config::load;
-use tally_contract::records::{CallStatus, EnrichedLlmCall, LlmCall, ServiceTier};
+use tally_contract::records::{EnrichedLlmCall, LlmCall, ServiceTier};
 use tally_processor::decimal::Decimal;
 use tally_processor::enrich::Enricher;
 use tally_processor::ProcessorConfig;
@@ -70,44 +70,21 @@ pub fn run(args: EstimateArgs) -> Result<(), TallyError> {
     config.carbon.grid_g_per_kwh = args.grid_g_per_kwh.or(config.carbon.grid_g_per_kwh);
     let enricher = Enricher::new(config.catalogue()?, config.carbon.clone())?;
     let service_tier: ServiceTier = args.service_tier.parse().map_err(TallyError::Usage)?;
-    let call = LlmCall {
-        event_id: "estimate".into(),
-        occurred_at: now_micros(),
-        received_at: now_micros(),
-        tenant: String::new(),
-        team: String::new(),
-        user: None,
-        service: None,
-        environment: None,
-        workflow: None,
-        session_id: None,
-        agent: None,
-        step: None,
-        parent_id: None,
-        trace_id: None,
-        span_id: None,
-        provider: args.provider.clone(),
-        model: args.model.clone(),
-        response_model: None,
-        operation: "chat".into(),
-        region: args.region.clone(),
-        input_tokens: args.input_tokens,
-        output_tokens: args.output_tokens,
-        cache_read_tokens: args.cache_read_tokens,
-        cache_write_tokens: args.cache_write_tokens,
-        reasoning_tokens: args.reasoning_tokens,
-        service_tier,
-        latency_ms: None,
-        status: CallStatus::Ok,
-        error_type: None,
-        finish_reason: None,
-        prompt_fingerprint: None,
-        tool_name: None,
-        tool_args_fingerprint: None,
-        ticket_id: None,
-        reported_cost_micros: None,
-        tags: Default::default(),
-    };
+    let mut call = LlmCall::new(
+        "estimate",
+        now_micros(),
+        "",
+        "",
+        &args.provider,
+        &args.model,
+    );
+    call.region = args.region.clone();
+    call.input_tokens = args.input_tokens;
+    call.output_tokens = args.output_tokens;
+    call.cache_read_tokens = args.cache_read_tokens;
+    call.cache_write_tokens = args.cache_write_tokens;
+    call.reasoning_tokens = args.reasoning_tokens;
+    call.service_tier = service_tier;
     let enriched = enricher
         .enrich(call, now_micros())
         .map_err(|e| TallyError::Usage(e.0))?;

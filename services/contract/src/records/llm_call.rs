@@ -47,3 +47,55 @@ pub struct LlmCall {
     pub reported_cost_micros: Option<i64>,
     pub tags: BTreeMap<String, String>,
 }
+
+impl LlmCall {
+    /// A successful standard-tier call with no tokens and every optional field empty; callers
+    /// set what they know. (Tests, estimates and adapters build calls from it.)
+    pub fn new(
+        event_id: &str,
+        occurred_at: Micros,
+        tenant: &str,
+        team: &str,
+        provider: &str,
+        model: &str,
+    ) -> LlmCall {
+        LlmCall {
+            event_id: event_id.to_string(),
+            occurred_at,
+            received_at: occurred_at,
+            tenant: tenant.to_string(),
+            team: team.to_string(),
+            user: None,
+            service: None,
+            environment: None,
+            workflow: None,
+            session_id: None,
+            agent: None,
+            step: None,
+            parent_id: None,
+            trace_id: None,
+            span_id: None,
+            provider: provider.to_string(),
+            model: model.to_string(),
+            response_model: None,
+            operation: "chat".to_string(),
+            region: None,
+            input_tokens: 0,
+            output_tokens: 0,
+            cache_read_tokens: 0,
+            cache_write_tokens: 0,
+            reasoning_tokens: 0,
+            service_tier: ServiceTier::Standard,
+            latency_ms: None,
+            status: CallStatus::Ok,
+            error_type: None,
+            finish_reason: None,
+            prompt_fingerprint: None,
+            tool_name: None,
+            tool_args_fingerprint: None,
+            ticket_id: None,
+            reported_cost_micros: None,
+            tags: BTreeMap::new(),
+        }
+    }
+}

@@ -19,44 +19,14 @@ fn now_micros() -> i64 {
 
 /// What every call of these tests shares; each test changes what it exercises.
 fn expected(event_id: &str) -> LlmCall {
-    LlmCall {
-        event_id: event_id.into(),
-        occurred_at: 1_795_428_000_000_000,
-        received_at: 0,
-        tenant: "acme".into(),
-        team: "payments".into(),
-        user: None,
-        service: None,
-        environment: None,
-        workflow: None,
-        session_id: None,
-        agent: None,
-        step: None,
-        parent_id: None,
-        trace_id: None,
-        span_id: None,
-        provider: "openai".into(),
-        model: "gpt-4o".into(),
-        response_model: None,
-        operation: "chat".into(),
-        region: None,
-        input_tokens: 0,
-        output_tokens: 0,
-        cache_read_tokens: 0,
-        cache_write_tokens: 0,
-        reasoning_tokens: 0,
-        service_tier: ServiceTier::Standard,
-        latency_ms: None,
-        status: CallStatus::Ok,
-        error_type: None,
-        finish_reason: None,
-        prompt_fingerprint: None,
-        tool_name: None,
-        tool_args_fingerprint: None,
-        ticket_id: None,
-        reported_cost_micros: None,
-        tags: BTreeMap::new(),
-    }
+    LlmCall::new(
+        event_id,
+        1_795_428_000_000_000,
+        "acme",
+        "payments",
+        "openai",
+        "gpt-4o",
+    )
 }
 
 #[tokio::test]
