@@ -3,7 +3,10 @@
 //! Prices come in the format of LiteLLM's `model_prices_and_context_window.json` (dollars per
 //! token). The shipped snapshot is `data/litellm_model_prices.json` (see `data/README.md`);
 //! users may point at their own file and add overrides (negotiated prices, private models),
-//! each optionally effective-dated.
+//! each optionally effective-dated. A catalogue entry may carry `effective_from` /
+//! `effective_to` (RFC 3339) and a `model` field naming the model it prices, so several keys
+//! (`gpt-4o@2026-12`) can price one model for different periods; a call is priced with the
+//! entry in force at its `occurred_at` (of several, the one that took effect last).
 //!
 //! The formula, per call, each term rounded once, half to even, to nano-dollars:
 //!
@@ -132,24 +135,42 @@ impl Catalogue {
             else {
                 continue; // not an object: not a model entry
             };
+            let text_field = |name: &str| -> Result<Option<String>, String> {
+                fields
+                    .get(name)
+                    .map(|raw| {
+                        serde_json::from_str::<String>(raw.get()).map_err(|_| {
+                            format!("catalogue entry {key:?}, field {name}: expected a string")
+                        })
+                    })
+                    .transpose()
+            };
+            let at = format!("catalogue entry {key:?}");
+            let effective_from = parse_time(&text_field("effective_from")?, &at, "effective_from")?;
+            let effective_to = parse_time(&text_field("effective_to")?, &at, "effective_to")?;
+            let model = text_field("model")?.unwrap_or_else(|| key.clone());
             let mut rates = BTreeMap::new();
-            for (field, raw) in fields {
-                if !is_token_rate(&field) {
+            for (field, raw) in &fields {
+                if !is_token_rate(field) {
                     continue;
                 }
                 let rate: Decimal = raw
                     .get()
                     .parse()
                     .map_err(|e| format!("catalogue entry {key:?}, field {field}: {e}"))?;
-                rates.insert(field, rate);
+                rates.insert(field.clone(), rate);
             }
             let entry = PriceEntry {
                 key: key.clone(),
                 rates,
-                effective_from: None,
-                effective_to: None,
+                effective_from,
+                effective_to,
             };
-            entries.entry(key.to_lowercase()).or_default().push(entry);
+            entries.entry(model.to_lowercase()).or_default().push(entry);
+        }
+        // Of several entries in force for a model, the one that took effect last wins.
+        for list in entries.values_mut() {
+            list.sort_by_key(|e| std::cmp::Reverse(e.effective_from));
         }
         Ok(Catalogue {
             version: version.to_string(),
@@ -274,6 +295,18 @@ impl Catalogue {
             }),
         }
     }
+}
+
+/// An optional RFC 3339 time, as epoch microseconds; errors name where it was.
+fn parse_time(value: &Option<String>, at: &str, name: &str) -> Result<Option<Micros>, String> {
+    value
+        .as_ref()
+        .map(|text| {
+            time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+                .map(|t| (t.unix_timestamp_nanos() / 1_000) as Micros)
+                .map_err(|e| format!("{at}.{name}: {text:?} is not RFC 3339: {e}"))
+        })
+        .transpose()
 }
 
 fn is_token_rate(field: &str) -> bool {
@@ -721,6 +754,75 @@ mod tests {
             err.contains("pricing.overrides[0] (x): input_cost_per_tokn is not a token rate"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn catalogue_entries_can_be_effective_dated() {
+        let json = r#"{
+            "house-model": {"input_cost_per_token": 1e-06, "output_cost_per_token": 1e-06},
+            "house-model@2026-11": {"model": "house-model", "effective_from": "2026-11-01T00:00:00Z",
+                                    "input_cost_per_token": 2e-06, "output_cost_per_token": 2e-06},
+            "house-model@2026-12": {"model": "house-model", "effective_from": "2026-12-01T00:00:00Z",
+                                    "effective_to": "2027-01-01T00:00:00Z",
+                                    "input_cost_per_token": 3e-06, "output_cost_per_token": 3e-06}
+        }"#;
+        let catalogue = Catalogue::from_litellm_json(json, "house@1").unwrap();
+        let mut c = call(
+            "house",
+            "house-model",
+            [1000, 0, 0, 0, 0],
+            ServiceTier::Standard,
+        );
+        c.occurred_at = 1_790_000_000_000_000; // 2026-09
+        assert_eq!(
+            priced(&catalogue, &c),
+            (
+                "house-model".into(),
+                CostTerms {
+                    input: 1_000_000,
+                    total: 1_000_000,
+                    ..CostTerms::default()
+                }
+            )
+        );
+        c.occurred_at = 1_795_428_000_000_000; // 2026-11-23
+        assert_eq!(priced(&catalogue, &c).0, "house-model@2026-11");
+        c.occurred_at = 1_797_000_000_000_000; // 2026-12-11
+        assert_eq!(priced(&catalogue, &c).1.total, 3_000_000);
+        let bad = r#"{"m": {"effective_from": "soon", "input_cost_per_token": 1e-06}}"#;
+        let err = Catalogue::from_litellm_json(bad, "x").unwrap_err();
+        assert!(
+            err.contains("catalogue entry \"m\".effective_from: \"soon\" is not RFC 3339"),
+            "{err}"
+        );
+    }
+
+    fn shipped() -> &'static Catalogue {
+        static SHIPPED: std::sync::OnceLock<Catalogue> = std::sync::OnceLock::new();
+        SHIPPED.get_or_init(Catalogue::shipped)
+    }
+
+    proptest::proptest! {
+        /// Whatever the split of tokens: the total is the sum of the terms, no term is
+        /// negative, and moving input tokens to cache reads never costs more (for models whose
+        /// cache-read rate is below the input rate).
+        #[test]
+        fn totals_add_up_and_caching_never_costs_more(
+            input in 0i64..2_000_000, cached_share in 0u32..=100, output in 0i64..200_000, reasoning_share in 0u32..=100,
+            model in proptest::sample::select(vec!["gpt-4o", "claude-sonnet-4-5", "gemini-2.5-pro", "o3"]),
+            tier in proptest::sample::select(ServiceTier::ALL.to_vec()),
+        ) {
+            let catalogue = shipped();
+            let cached = input * cached_share as i64 / 100;
+            let reasoning = output * reasoning_share as i64 / 100;
+            let with_cache = call("openai", model, [input, output, cached, 0, reasoning], tier);
+            let without = call("openai", model, [input, output, 0, 0, reasoning], tier);
+            let (_, terms) = priced(&catalogue, &with_cache);
+            proptest::prop_assert_eq!(terms.total, terms.input + terms.cache_read + terms.cache_write + terms.output + terms.reasoning);
+            proptest::prop_assert!([terms.input, terms.cache_read, terms.cache_write, terms.output, terms.reasoning].iter().all(|t| *t >= 0));
+            let (_, uncached) = priced(&catalogue, &without);
+            proptest::prop_assert!(terms.total <= uncached.total + 5, "{} > {}", terms.total, uncached.total);
+        }
     }
 
     #[test]

@@ -384,6 +384,48 @@ pub(crate) mod tests {
         assert_eq!(windows, [(60, 0, "other".to_string())]);
     }
 
+    proptest::proptest! {
+        /// Whatever the order of arrival: once a far-later call closes everything, every call
+        /// is in exactly one final window of each size, or counted late for it.
+        #[test]
+        fn every_call_is_windowed_once_or_counted_late(times in proptest::collection::vec(0i64..1_000, 1..80)) {
+            let config = WindowConfig { sizes_secs: vec![60, 300], allowed_lateness_secs: 120, max_out_of_order_secs: 10 };
+            let mut state = WindowState::default();
+            let mut latest: BTreeMap<WindowKey, SpendWindow> = BTreeMap::new();
+            let mut late_for: BTreeMap<i64, i64> = BTreeMap::new();
+            let mut calls: Vec<EnrichedLlmCall> = times.iter().enumerate().map(|(i, t)| enriched(&i.to_string(), *t, "m", Some(1))).collect();
+            calls.push(enriched("closer", 100_000, "m", Some(1)));
+            for call in &calls {
+                let before = state.watermark;
+                for &size in &config.sizes_secs {
+                    let length = size * MICROS_PER_SECOND;
+                    let start = call.call.occurred_at.div_euclid(length) * length;
+                    if before >= start + length + config.allowed_lateness_secs * MICROS_PER_SECOND {
+                        *late_for.entry(size).or_default() += 1;
+                    }
+                }
+                for window in apply(&config, &mut state, call, 0).emitted {
+                    let key = WindowKey {
+                        window_seconds: window.window_seconds,
+                        window_start: window.window_start,
+                        tenant: window.tenant.clone(),
+                        team: window.team.clone(),
+                        dimension: window.dimension.to_string(),
+                        dimension_value: window.dimension_value.clone(),
+                    };
+                    let newer = latest.get(&key).is_none_or(|seen| seen.revision < window.revision);
+                    proptest::prop_assert!(newer, "revisions only grow");
+                    latest.insert(key, window);
+                }
+            }
+            for &size in &config.sizes_secs {
+                let windowed: i64 = latest.values().filter(|w| w.window_seconds == size && w.dimension == SpendDimension::Model).map(|w| w.calls).sum();
+                // The closer's own windows are still open; every other call is windowed or late.
+                proptest::prop_assert_eq!(windowed + late_for.get(&size).copied().unwrap_or(0), times.len() as i64, "size {}", size);
+            }
+        }
+    }
+
     #[test]
     fn state_survives_a_json_round_trip() {
         let config = minute_only();
