@@ -817,10 +817,10 @@ mod tests {
             let reasoning = output * reasoning_share as i64 / 100;
             let with_cache = call("openai", model, [input, output, cached, 0, reasoning], tier);
             let without = call("openai", model, [input, output, 0, 0, reasoning], tier);
-            let (_, terms) = priced(&catalogue, &with_cache);
+            let (_, terms) = priced(catalogue, &with_cache);
             proptest::prop_assert_eq!(terms.total, terms.input + terms.cache_read + terms.cache_write + terms.output + terms.reasoning);
             proptest::prop_assert!([terms.input, terms.cache_read, terms.cache_write, terms.output, terms.reasoning].iter().all(|t| *t >= 0));
-            let (_, uncached) = priced(&catalogue, &without);
+            let (_, uncached) = priced(catalogue, &without);
             proptest::prop_assert!(terms.total <= uncached.total + 5, "{} > {}", terms.total, uncached.total);
         }
     }
