@@ -1,18 +1,25 @@
 //! The one error type of the sink.
 
-/// What stops the sink.
+/// What stops the sink or `tally migrate`.
 #[must_use]
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
     /// A setting is invalid; names the key and the reason.
     #[error("invalid sink configuration: {0}")]
     Config(String),
-    /// The shared contract failed (config loading, Kafka, decoding).
+    /// The shared contract failed (config loading, encoding).
     #[error(transparent)]
     Contract(#[from] tally_contract::ContractError),
-    /// The sink pipeline is not part of this build yet.
-    #[error(
-        "the ClickHouse sink is not built yet (the sink issue tracks it); nothing was started"
-    )]
-    NotAvailable,
+    /// ClickHouse refused an operation.
+    #[error("clickhouse: {0}")]
+    ClickHouse(String),
+    /// The table does not match the rows the sink writes; names the column.
+    #[error("schema mismatch: {0}")]
+    Schema(String),
+    /// A migration could not be read or applied, or was changed after it was applied.
+    #[error("migration: {0}")]
+    Migration(String),
+    /// Kafka refused or failed an operation.
+    #[error("kafka: {0}")]
+    Kafka(String),
 }

@@ -41,6 +41,12 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Apply the SQL migrations of sql/migrations to ClickHouse (idempotent).
+    Migrate {
+        /// TOML configuration file with a `[clickhouse]` section.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Run the ClickHouse sink.
     Sink {
         /// TOML configuration file; defaults and environment variables apply without one.
@@ -80,6 +86,17 @@ async fn run(command: Command) -> Result<(), TallyError> {
         Command::Ingest { config } => tally_ingest::run(load(config.as_deref())?).await?,
         Command::Process { config } => tally_processor::run(load(config.as_deref())?).await?,
         Command::Sink { config } => tally_sink::run(load(config.as_deref())?).await?,
+        Command::Migrate { config } => {
+            let config: tally_sink::SinkConfig = load(config.as_deref())?;
+            for outcome in tally_sink::migrate(&config).await? {
+                match outcome {
+                    tally_sink::migrate::Outcome::Applied(name) => println!("applied {name}"),
+                    tally_sink::migrate::Outcome::AlreadyApplied(name) => {
+                        println!("already {name}")
+                    }
+                }
+            }
+        }
         Command::Topics { command } => topics::run(command).await?,
         Command::Estimate(args) => estimate::run(args)?,
     }

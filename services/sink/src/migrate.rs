@@ -1,0 +1,199 @@
+//! `tally migrate`: the numbered SQL files of `sql/migrations/`, applied in order and recorded
+//! in `tally_schema_migrations` with a checksum. Idempotent: an applied migration is skipped;
+//! one whose file changed after it was applied is refused (add a new migration instead).
+use clickhouse::{Client, Row};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::SinkError;
+
+include!(concat!(env!("OUT_DIR"), "/migrations.rs"));
+
+/// One migration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Migration {
+    /// The number its file name starts with (`0001_llm_calls.sql` → 1).
+    pub version: u32,
+    /// The file name.
+    pub name: String,
+    /// The SQL; statements end with `;` at the end of a line.
+    pub sql: String,
+}
+
+impl Migration {
+    /// The migrations built into this binary.
+    pub fn embedded() -> Result<Vec<Migration>, SinkError> {
+        MIGRATIONS
+            .iter()
+            .map(|(name, sql)| Migration::new(name, sql))
+            .collect()
+    }
+
+    /// The migrations of a folder (for tests and for users who keep their own).
+    pub fn from_dir(dir: &std::path::Path) -> Result<Vec<Migration>, SinkError> {
+        let mut files: Vec<_> = std::fs::read_dir(dir)
+            .map_err(|e| SinkError::Migration(format!("{}: {e}", dir.display())))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().and_then(|e| e.to_str()) == Some("sql"))
+            .collect();
+        files.sort();
+        files
+            .iter()
+            .map(|path| {
+                let sql = std::fs::read_to_string(path)
+                    .map_err(|e| SinkError::Migration(format!("{}: {e}", path.display())))?;
+                Migration::new(
+                    &path.file_name().unwrap_or_default().to_string_lossy(),
+                    &sql,
+                )
+            })
+            .collect()
+    }
+
+    fn new(name: &str, sql: &str) -> Result<Migration, SinkError> {
+        let version = name
+            .split('_')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| {
+                SinkError::Migration(format!(
+                    "{name}: a migration's name starts with its number (0001_...)"
+                ))
+            })?;
+        Ok(Migration {
+            version,
+            name: name.to_string(),
+            sql: sql.to_string(),
+        })
+    }
+
+    /// SHA-256 of the SQL: what "changed after it was applied" is measured by.
+    pub fn checksum(&self) -> String {
+        Sha256::digest(self.sql.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    /// The statements, without comment-only pieces.
+    pub fn statements(&self) -> Vec<String> {
+        self.sql
+            .split(";\n")
+            .map(|statement| {
+                statement
+                    .lines()
+                    .filter(|line| !line.trim_start().starts_with("--"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+                    .trim()
+                    .trim_end_matches(';')
+                    .to_string()
+            })
+            .filter(|statement| !statement.is_empty())
+            .collect()
+    }
+}
+
+#[derive(Debug, Row, Serialize, Deserialize)]
+struct Applied {
+    version: u32,
+    name: String,
+    checksum: String,
+}
+
+/// What `migrate` did with one migration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Applied(String),
+    AlreadyApplied(String),
+}
+
+/// Creates the database if needed and applies the migrations not applied yet, in order.
+pub async fn migrate(
+    server: &Client,
+    database: &str,
+    migrations: &[Migration],
+) -> Result<Vec<Outcome>, SinkError> {
+    let ch = |e: clickhouse::error::Error| SinkError::ClickHouse(e.to_string());
+    server
+        .query(&format!("CREATE DATABASE IF NOT EXISTS `{database}`"))
+        .execute()
+        .await
+        .map_err(ch)?;
+    let client = server.clone().with_database(database);
+    client
+        .query(
+            "CREATE TABLE IF NOT EXISTS tally_schema_migrations (
+                version UInt32 COMMENT 'Number of the migration file',
+                name String COMMENT 'File name',
+                checksum String COMMENT 'SHA-256 of the file when it was applied',
+                applied_at DateTime64(3, 'UTC') DEFAULT now64(3) COMMENT 'When it was applied'
+            ) ENGINE = MergeTree ORDER BY version
+            COMMENT 'Migrations tally migrate has applied'",
+        )
+        .execute()
+        .await
+        .map_err(ch)?;
+    let applied: Vec<Applied> = client
+        .query("SELECT ?fields FROM tally_schema_migrations ORDER BY version")
+        .fetch_all()
+        .await
+        .map_err(ch)?;
+    let mut outcomes = Vec::new();
+    for migration in migrations {
+        if let Some(done) = applied.iter().find(|a| a.version == migration.version) {
+            if done.checksum != migration.checksum() {
+                return Err(SinkError::Migration(format!(
+                    "migration {} was changed after it was applied as {} (checksum {} then, {} now); add a new migration instead",
+                    migration.name,
+                    done.name,
+                    &done.checksum[..12],
+                    &migration.checksum()[..12]
+                )));
+            }
+            outcomes.push(Outcome::AlreadyApplied(migration.name.clone()));
+            continue;
+        }
+        for statement in migration.statements() {
+            client
+                .query(&statement)
+                .execute()
+                .await
+                .map_err(|e| SinkError::Migration(format!("{}: {e}", migration.name)))?;
+        }
+        let mut insert = client
+            .insert::<Applied>("tally_schema_migrations")
+            .await
+            .map_err(ch)?;
+        insert
+            .write(&Applied {
+                version: migration.version,
+                name: migration.name.clone(),
+                checksum: migration.checksum(),
+            })
+            .await
+            .map_err(ch)?;
+        insert.end().await.map_err(ch)?;
+        outcomes.push(Outcome::Applied(migration.name.clone()));
+    }
+    Ok(outcomes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_migrations_are_numbered_in_order_and_split_into_statements() {
+        let migrations = Migration::embedded().unwrap();
+        assert_eq!(migrations[0].name, "0001_llm_calls.sql");
+        assert!(migrations.windows(2).all(|w| w[0].version < w[1].version));
+        let statements = migrations[0].statements();
+        assert_eq!(statements.len(), 1);
+        assert!(statements[0].starts_with("CREATE TABLE IF NOT EXISTS llm_calls"));
+        assert!(
+            !statements[0].contains("-- tally's"),
+            "comments are dropped"
+        );
+    }
+}

@@ -1,0 +1,390 @@
+//! Consume → batch → insert → commit: enriched calls into ClickHouse's `llm_calls`.
+//!
+//! A batch is one partition's consecutive records, flushed when it holds `batch_max_rows`
+//! rows or `batch_max_bytes` bytes, or its first row has waited `batch_max_wait_ms`. It is
+//! inserted with the deduplication token `topic:partition:first:last` (an exact retry is
+//! dropped by ClickHouse), and only after ClickHouse acknowledged the insert is the offset
+//! committed. A crash in between replays the batch: the table's ReplacingMergeTree on the
+//! event id collapses any duplicate, so totals read with FINAL stay exact.
+//!
+//! ClickHouse down: the insert is retried with backoff (1 s doubling to 30 s) while nothing
+//! more is read, so memory stays bounded by one batch per partition. ClickHouse up but
+//! refusing the batch: its rows are inserted one by one and each row it refuses goes to the
+//! dead-letter topic with the server's error. A record that does not decode goes there too.
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use clickhouse::Client;
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tally_contract::records::{DeadLetter, EnrichedLlmCall};
+use tally_contract::topics::Topic;
+use tally_contract::{decode, encode};
+
+use crate::rows::LlmCallRow;
+use crate::{SinkConfig, SinkError};
+
+const TABLE: &str = "llm_calls";
+
+/// Notes a rebalance, so batches of partitions that may be gone are dropped unsent.
+#[derive(Default)]
+pub struct RebalanceFlag {
+    happened: AtomicBool,
+}
+
+impl ClientContext for RebalanceFlag {}
+
+impl ConsumerContext for RebalanceFlag {
+    fn pre_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        tracing::info!(
+            ?rebalance,
+            "rebalance: dropping unsent batches (their offsets are not committed)"
+        );
+        self.happened.store(true, Ordering::SeqCst);
+    }
+}
+
+struct Batch {
+    rows: Vec<LlmCallRow>,
+    first: i64,
+    last: i64,
+    bytes: usize,
+    started: Instant,
+}
+
+/// Counters of the sink.
+#[derive(Debug, Default)]
+pub struct SinkStats {
+    pub rows: std::sync::atomic::AtomicU64,
+    pub batches: std::sync::atomic::AtomicU64,
+    pub dead_letters: std::sync::atomic::AtomicU64,
+    pub insert_micros: std::sync::atomic::AtomicU64,
+}
+
+/// The ClickHouse client these settings name.
+pub fn client(config: &SinkConfig) -> Client {
+    let mut client = Client::default()
+        .with_url(&config.clickhouse.url)
+        .with_user(&config.clickhouse.user);
+    if !config.clickhouse.password.is_empty() {
+        client = client.with_password(&config.clickhouse.password);
+    }
+    client.with_database(&config.clickhouse.database)
+}
+
+/// Refuses to start when `llm_calls` lacks a column the rows carry, naming it.
+pub async fn check_schema(client: &Client, database: &str) -> Result<(), SinkError> {
+    let columns: Vec<String> = client
+        .query("SELECT name FROM system.columns WHERE database = ? AND table = ? AND default_kind NOT IN ('MATERIALIZED', 'ALIAS')")
+        .bind(database)
+        .bind(TABLE)
+        .fetch_all()
+        .await
+        .map_err(|e| SinkError::ClickHouse(e.to_string()))?;
+    if columns.is_empty() {
+        return Err(SinkError::Schema(format!(
+            "table {database}.{TABLE} does not exist; run `tally migrate` first"
+        )));
+    }
+    for name in <LlmCallRow as clickhouse::Row>::COLUMN_NAMES {
+        if !columns.iter().any(|c| c == name) {
+            return Err(SinkError::Schema(format!(
+                "column {database}.{TABLE}.{name} is missing (the sink writes it); run `tally migrate`"
+            )));
+        }
+    }
+    for column in &columns {
+        if !<LlmCallRow as clickhouse::Row>::COLUMN_NAMES.contains(&column.as_str()) {
+            return Err(SinkError::Schema(format!(
+                "column {database}.{TABLE}.{column} is not one the sink writes; this sink is older than the schema"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Runs the sink until `stop` is set, then flushes what it holds.
+pub async fn run(
+    config: SinkConfig,
+    stop: Arc<AtomicBool>,
+    stats: Arc<SinkStats>,
+) -> Result<(), SinkError> {
+    let client = client(&config);
+    check_schema(&client, &config.clickhouse.database).await?;
+    let topic = config.kafka.topic(Topic::LlmCallsEnriched);
+    let consumer: StreamConsumer<RebalanceFlag> = config
+        .kafka
+        .client_config()
+        .set("group.id", &config.group_id)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        .set("session.timeout.ms", "10000")
+        .create_with_context(RebalanceFlag::default())
+        .map_err(|e| SinkError::Kafka(e.to_string()))?;
+    consumer
+        .subscribe(&[&topic])
+        .map_err(|e| SinkError::Kafka(e.to_string()))?;
+    let producer: FutureProducer = config
+        .kafka
+        .client_config()
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .create()
+        .map_err(|e| SinkError::Kafka(e.to_string()))?;
+    let sink = Sink {
+        config: &config,
+        client,
+        consumer,
+        producer,
+        topic,
+        stats,
+    };
+    sink.run(&stop).await
+}
+
+struct Sink<'a> {
+    config: &'a SinkConfig,
+    client: Client,
+    consumer: StreamConsumer<RebalanceFlag>,
+    producer: FutureProducer,
+    topic: String,
+    stats: Arc<SinkStats>,
+}
+
+impl Sink<'_> {
+    async fn run(&self, stop: &AtomicBool) -> Result<(), SinkError> {
+        let mut batches: BTreeMap<i32, Batch> = BTreeMap::new();
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        tracing::info!(topic = %self.topic, table = TABLE, "sink running");
+        while !stop.load(Ordering::SeqCst) {
+            tokio::select! {
+                message = self.consumer.recv() => {
+                    if self.consumer.context().happened.swap(false, Ordering::SeqCst) {
+                        batches.clear();
+                    }
+                    match message {
+                        Ok(message) => {
+                            let partition = message.partition();
+                            if let Some(full) = self.add(&mut batches, &message).await? {
+                                self.flush(partition, full).await?;
+                            }
+                        }
+                        Err(error) => tracing::warn!(%error, "consumer error"),
+                    }
+                }
+                _ = tick.tick() => {
+                    if self.consumer.context().happened.swap(false, Ordering::SeqCst) {
+                        batches.clear();
+                    }
+                    let wait = Duration::from_millis(self.config.batch_max_wait_ms);
+                    let due: Vec<i32> = batches.iter().filter(|(_, b)| b.started.elapsed() >= wait).map(|(p, _)| *p).collect();
+                    for partition in due {
+                        let batch = batches.remove(&partition).expect("listed");
+                        self.flush(partition, batch).await?;
+                    }
+                }
+            }
+        }
+        for (partition, batch) in std::mem::take(&mut batches) {
+            self.flush(partition, batch).await?;
+        }
+        tracing::info!("sink stopped after flushing");
+        Ok(())
+    }
+
+    /// Adds a record to its partition's batch; returns the batch if it is now full.
+    async fn add(
+        &self,
+        batches: &mut BTreeMap<i32, Batch>,
+        message: &BorrowedMessage<'_>,
+    ) -> Result<Option<Batch>, SinkError> {
+        let payload = message.payload().unwrap_or_default();
+        let row = match decode::<EnrichedLlmCall>(payload) {
+            Ok(enriched) => LlmCallRow::new(enriched, message.partition(), message.offset()),
+            Err(error) => {
+                self.dead_letter(
+                    message.topic(),
+                    message.partition(),
+                    message.offset(),
+                    message.key(),
+                    payload,
+                    "decode",
+                    error.to_string(),
+                )
+                .await?;
+                // Nothing to insert for it, but its offset must be committed with its batch:
+                // an empty-row batch still moves the partition's offset forward.
+                let batch = batches
+                    .entry(message.partition())
+                    .or_insert_with(|| Batch::new(message.offset()));
+                batch.last = message.offset();
+                return Ok(None);
+            }
+        };
+        let batch = batches
+            .entry(message.partition())
+            .or_insert_with(|| Batch::new(message.offset()));
+        batch.last = message.offset();
+        batch.bytes += payload.len();
+        batch.rows.push(row);
+        if batch.rows.len() >= self.config.batch_max_rows
+            || batch.bytes >= self.config.batch_max_bytes
+        {
+            return Ok(batches.remove(&message.partition()));
+        }
+        Ok(None)
+    }
+
+    /// Inserts a batch (retrying while ClickHouse is down), then commits its offsets.
+    async fn flush(&self, partition: i32, batch: Batch) -> Result<(), SinkError> {
+        let token = format!("{}:{partition}:{}:{}", self.topic, batch.first, batch.last);
+        let started = Instant::now();
+        if !batch.rows.is_empty() {
+            self.insert_with_retry(&batch.rows, &token).await?;
+        }
+        let mut offsets = TopicPartitionList::new();
+        offsets
+            .add_partition_offset(&self.topic, partition, Offset::Offset(batch.last + 1))
+            .map_err(|e| SinkError::Kafka(e.to_string()))?;
+        if let Err(error) = self.consumer.commit(&offsets, CommitMode::Sync) {
+            // The rows are in ClickHouse; the replay after a lost commit is deduplicated.
+            tracing::warn!(%error, partition, "offset commit failed; the batch will be replayed and deduplicated");
+        }
+        self.stats
+            .rows
+            .fetch_add(batch.rows.len() as u64, Ordering::Relaxed);
+        self.stats.batches.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .insert_micros
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        tracing::debug!(
+            partition,
+            rows = batch.rows.len(),
+            first = batch.first,
+            last = batch.last,
+            "batch inserted"
+        );
+        Ok(())
+    }
+
+    async fn insert_with_retry(&self, rows: &[LlmCallRow], token: &str) -> Result<(), SinkError> {
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            match insert(&self.client, rows, Some(token)).await {
+                Ok(()) => return Ok(()),
+                Err(error) if self.client.query("SELECT 1").execute().await.is_ok() => {
+                    tracing::warn!(%error, rows = rows.len(), "ClickHouse refused the batch; inserting its rows one by one");
+                    return self.insert_one_by_one(rows).await;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, retry_in = ?backoff, "ClickHouse unavailable; holding the batch and retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    }
+
+    async fn insert_one_by_one(&self, rows: &[LlmCallRow]) -> Result<(), SinkError> {
+        for row in rows {
+            let token = format!(
+                "{}:{}:{}:row",
+                self.topic, row.kafka_partition, row.kafka_offset
+            );
+            if let Err(error) = insert(&self.client, std::slice::from_ref(row), Some(&token)).await
+            {
+                let original = serde_json_row(row);
+                self.dead_letter(
+                    &self.topic,
+                    row.kafka_partition,
+                    row.kafka_offset,
+                    None,
+                    original.as_bytes(),
+                    "rejected_by_clickhouse",
+                    error.to_string(),
+                )
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn dead_letter(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        key: Option<&[u8]>,
+        original: &[u8],
+        kind: &str,
+        error: String,
+    ) -> Result<(), SinkError> {
+        let letter = DeadLetter {
+            original: original.to_vec(),
+            key: key.map(<[u8]>::to_vec),
+            topic: topic.to_string(),
+            partition,
+            offset,
+            stage: "sink".into(),
+            error_kind: kind.into(),
+            error,
+            failed_at: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros() as i64),
+        };
+        let bytes = encode(&letter).map_err(SinkError::Contract)?;
+        let dead_letter = self.config.kafka.topic(Topic::DeadLetter);
+        self.producer
+            .send(
+                FutureRecord::to(&dead_letter)
+                    .key(key.unwrap_or_default())
+                    .payload(&bytes),
+                Duration::from_secs(30),
+            )
+            .await
+            .map_err(|(e, _)| SinkError::Kafka(format!("dead letter not delivered: {e}")))?;
+        self.stats.dead_letters.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+impl Batch {
+    fn new(first: i64) -> Batch {
+        Batch {
+            rows: Vec::new(),
+            first,
+            last: first,
+            bytes: 0,
+            started: Instant::now(),
+        }
+    }
+}
+
+/// A refused row, as text for the dead letter (its Avro original is the enriched record).
+fn serde_json_row(row: &LlmCallRow) -> String {
+    format!("{row:?}")
+}
+
+async fn insert(
+    client: &Client,
+    rows: &[LlmCallRow],
+    token: Option<&str>,
+) -> Result<(), clickhouse::error::Error> {
+    let client = match token {
+        Some(token) => client
+            .clone()
+            .with_setting("insert_deduplication_token", token),
+        None => client.clone(),
+    };
+    let mut insert = client.insert::<LlmCallRow>(TABLE).await?;
+    for row in rows {
+        insert.write(row).await?;
+    }
+    insert.end().await
+}
