@@ -22,12 +22,20 @@ pub struct SinkConfig {
     /// ...or its first row has waited this long, in milliseconds.
     #[serde(default = "default_batch_max_wait_ms")]
     pub batch_max_wait_ms: u64,
+    /// Tables to fill, each from its topic: llm_calls, deploys, tickets, spend_windows,
+    /// loop_signals, alerts (all by default).
+    #[serde(default = "default_tables")]
+    pub tables: Vec<String>,
     /// Kafka to consume from.
     #[serde(default)]
     pub kafka: KafkaConfig,
     /// ClickHouse to insert into.
     #[serde(default)]
     pub clickhouse: ClickHouseConfig,
+}
+
+fn default_tables() -> Vec<String> {
+    crate::tables::ALL.iter().map(|t| t.to_string()).collect()
 }
 
 fn default_group_id() -> String {
@@ -53,6 +61,7 @@ impl Default for SinkConfig {
             batch_max_rows: default_batch_max_rows(),
             batch_max_bytes: default_batch_max_bytes(),
             batch_max_wait_ms: default_batch_max_wait_ms(),
+            tables: default_tables(),
             kafka: KafkaConfig::default(),
             clickhouse: ClickHouseConfig::default(),
         }
@@ -76,6 +85,16 @@ impl SinkConfig {
         ];
         if let Some((key, _)) = positive.iter().find(|(_, value)| *value == 0) {
             return Err(SinkError::Config(format!("{key} must be at least 1")));
+        }
+        if let Some(unknown) = self
+            .tables
+            .iter()
+            .find(|t| !crate::tables::ALL.contains(&t.as_str()))
+        {
+            return Err(SinkError::Config(format!(
+                "tables: unknown table {unknown:?}; known: {}",
+                crate::tables::ALL.join(", ")
+            )));
         }
         if !self.clickhouse.url.starts_with("http://")
             && !self.clickhouse.url.starts_with("https://")

@@ -6,6 +6,7 @@ mod error;
 pub mod migrate;
 pub mod rows;
 pub mod sink;
+pub mod tables;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -18,7 +19,7 @@ pub async fn run(config: SinkConfig) -> Result<(), SinkError> {
     config.validate()?;
     let stop = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(sink::SinkStats::default());
-    let worker = tokio::spawn(sink::run(config, stop.clone(), stats.clone()));
+    let worker = tokio::spawn(run_tables(config, stop.clone(), stats.clone()));
     let mut report = tokio::time::interval(std::time::Duration::from_secs(10));
     tokio::pin!(worker);
     let shutdown = tally_contract::shutdown::signal();
@@ -40,6 +41,42 @@ pub async fn run(config: SinkConfig) -> Result<(), SinkError> {
     worker
         .await
         .map_err(|e| SinkError::Config(format!("the sink panicked: {e}")))?
+}
+
+/// Runs the sink of every configured table, until `stop`; the first error stops them all.
+pub async fn run_tables(
+    config: SinkConfig,
+    stop: Arc<AtomicBool>,
+    stats: Arc<sink::SinkStats>,
+) -> Result<(), SinkError> {
+    use tables::*;
+    let mut tasks = tokio::task::JoinSet::new();
+    for table in &config.tables {
+        let (config, stop, stats) = (config.clone(), stop.clone(), stats.clone());
+        match table.as_str() {
+            "llm_calls" => tasks.spawn(sink::run::<LlmCalls>(config, stop, stats)),
+            "deploys" => tasks.spawn(sink::run::<Deploys>(config, stop, stats)),
+            "tickets" => tasks.spawn(sink::run::<Tickets>(config, stop, stats)),
+            "spend_windows" => tasks.spawn(sink::run::<SpendWindows>(config, stop, stats)),
+            "loop_signals" => tasks.spawn(sink::run::<LoopSignals>(config, stop, stats)),
+            "alerts" => tasks.spawn(sink::run::<Alerts>(config, stop, stats)),
+            other => {
+                return Err(SinkError::Config(format!(
+                    "tables: unknown table {other:?}; known: {}",
+                    ALL.join(", ")
+                )))
+            }
+        };
+    }
+    while let Some(result) = tasks.join_next().await {
+        let result =
+            result.map_err(|e| SinkError::Config(format!("a table's sink panicked: {e}")))?;
+        if let Err(error) = result {
+            stop.store(true, Ordering::SeqCst);
+            return Err(error);
+        }
+    }
+    Ok(())
 }
 
 /// Applies the embedded migrations to the configured database.

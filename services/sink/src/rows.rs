@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 
 use clickhouse::Row;
 use serde::{Deserialize, Serialize};
-use tally_contract::records::EnrichedLlmCall;
+use tally_contract::records::{
+    Alert, DeployEvent, EnrichedLlmCall, LoopSignal, SpendWindow, TicketEvent,
+};
 
 /// One row of `llm_calls`.
 #[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
@@ -134,6 +136,222 @@ impl LlmCallRow {
             carbon_method_version: enriched.carbon_method_version,
             kafka_partition: partition,
             kafka_offset: offset,
+        }
+    }
+}
+
+/// One row of `deploys`.
+#[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
+pub struct DeployRow {
+    pub event_id: String,
+    pub occurred_at: i64,
+    pub received_at: i64,
+    pub tenant: String,
+    pub team: String,
+    pub service: String,
+    pub environment: String,
+    pub version: Option<String>,
+    pub commit_sha: Option<String>,
+    pub status: String,
+    pub ticket_ids: Vec<String>,
+    pub url: Option<String>,
+}
+
+impl From<DeployEvent> for DeployRow {
+    fn from(d: DeployEvent) -> Self {
+        DeployRow {
+            event_id: d.event_id,
+            occurred_at: d.occurred_at,
+            received_at: d.received_at,
+            tenant: d.tenant,
+            team: d.team,
+            service: d.service,
+            environment: d.environment,
+            version: d.version,
+            commit_sha: d.commit_sha,
+            status: d.status.as_str().to_string(),
+            ticket_ids: d.ticket_ids,
+            url: d.url,
+        }
+    }
+}
+
+/// One row of `tickets`.
+#[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
+pub struct TicketRow {
+    pub event_id: String,
+    pub occurred_at: i64,
+    pub received_at: i64,
+    pub tenant: String,
+    pub ticket_id: String,
+    pub team: String,
+    pub kind: String,
+    pub status: String,
+    pub title_fingerprint: Option<String>,
+    pub estimate_hours: Option<f64>,
+    pub url: Option<String>,
+}
+
+impl From<TicketEvent> for TicketRow {
+    fn from(t: TicketEvent) -> Self {
+        TicketRow {
+            event_id: t.event_id,
+            occurred_at: t.occurred_at,
+            received_at: t.received_at,
+            tenant: t.tenant,
+            ticket_id: t.ticket_id,
+            team: t.team,
+            kind: t.kind.as_str().to_string(),
+            status: t.status.as_str().to_string(),
+            title_fingerprint: t.title_fingerprint,
+            estimate_hours: t.estimate_hours,
+            url: t.url,
+        }
+    }
+}
+
+/// One row of `spend_windows`.
+#[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
+pub struct SpendWindowRow {
+    pub window_start: i64,
+    pub window_seconds: i64,
+    pub revision: i32,
+    pub tenant: String,
+    pub team: String,
+    pub dimension: String,
+    pub dimension_value: String,
+    pub calls: i64,
+    pub unpriced_calls: i64,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cache_read_tokens: i64,
+    pub cache_write_tokens: i64,
+    pub reasoning_tokens: i64,
+    pub cost_nanos: i64,
+    pub energy_uwh_central: i64,
+    pub co2e_ug_low: i64,
+    pub co2e_ug_central: i64,
+    pub co2e_ug_high: i64,
+    pub emitted_at: i64,
+}
+
+impl From<SpendWindow> for SpendWindowRow {
+    fn from(w: SpendWindow) -> Self {
+        SpendWindowRow {
+            window_start: w.window_start,
+            window_seconds: w.window_seconds,
+            revision: w.revision,
+            tenant: w.tenant,
+            team: w.team,
+            dimension: w.dimension.as_str().to_string(),
+            dimension_value: w.dimension_value,
+            calls: w.calls,
+            unpriced_calls: w.unpriced_calls,
+            input_tokens: w.input_tokens,
+            output_tokens: w.output_tokens,
+            cache_read_tokens: w.cache_read_tokens,
+            cache_write_tokens: w.cache_write_tokens,
+            reasoning_tokens: w.reasoning_tokens,
+            cost_nanos: w.cost_nanos,
+            energy_uwh_central: w.energy_uwh_central,
+            co2e_ug_low: w.co2e_ug_low,
+            co2e_ug_central: w.co2e_ug_central,
+            co2e_ug_high: w.co2e_ug_high,
+            emitted_at: w.emitted_at,
+        }
+    }
+}
+
+/// One row of `loop_signals`.
+#[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
+pub struct LoopSignalRow {
+    pub signal_id: String,
+    pub signal_type: String,
+    pub state: String,
+    pub severity: String,
+    pub tenant: String,
+    pub team: String,
+    pub session_id: Option<String>,
+    pub agent: Option<String>,
+    pub workflow: Option<String>,
+    pub user: Option<String>,
+    pub first_event_at: i64,
+    pub last_event_at: i64,
+    pub evidence_event_ids: Vec<String>,
+    pub evidence_calls: i64,
+    pub tokens_burned: i64,
+    pub cost_nanos_burned: i64,
+    pub unpriced_calls: i64,
+    pub co2e_ug_burned: i64,
+    pub explanation: String,
+    pub emitted_at: i64,
+}
+
+impl From<LoopSignal> for LoopSignalRow {
+    fn from(s: LoopSignal) -> Self {
+        LoopSignalRow {
+            signal_id: s.signal_id,
+            signal_type: s.signal_type.as_str().to_string(),
+            state: s.state.as_str().to_string(),
+            severity: s.severity.as_str().to_string(),
+            tenant: s.tenant,
+            team: s.team,
+            session_id: s.session_id,
+            agent: s.agent,
+            workflow: s.workflow,
+            user: s.user,
+            first_event_at: s.first_event_at,
+            last_event_at: s.last_event_at,
+            evidence_event_ids: s.evidence_event_ids,
+            evidence_calls: s.evidence_calls,
+            tokens_burned: s.tokens_burned,
+            cost_nanos_burned: s.cost_nanos_burned,
+            unpriced_calls: s.unpriced_calls,
+            co2e_ug_burned: s.co2e_ug_burned,
+            explanation: s.explanation,
+            emitted_at: s.emitted_at,
+        }
+    }
+}
+
+/// One row of `alerts`.
+#[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
+pub struct AlertRow {
+    pub alert_id: String,
+    pub kind: String,
+    pub state: String,
+    pub severity: String,
+    pub tenant: String,
+    pub team: Option<String>,
+    pub subject: String,
+    pub title: String,
+    pub message: String,
+    pub source_id: Option<String>,
+    pub amount_nanos: Option<i64>,
+    pub limit_nanos: Option<i64>,
+    pub labels: BTreeMap<String, String>,
+    pub occurred_at: i64,
+    pub emitted_at: i64,
+}
+
+impl From<Alert> for AlertRow {
+    fn from(a: Alert) -> Self {
+        AlertRow {
+            alert_id: a.alert_id,
+            kind: a.kind.as_str().to_string(),
+            state: a.state.as_str().to_string(),
+            severity: a.severity.as_str().to_string(),
+            tenant: a.tenant,
+            team: a.team,
+            subject: a.subject,
+            title: a.title,
+            message: a.message,
+            source_id: a.source_id,
+            amount_nanos: a.amount_nanos,
+            limit_nanos: a.limit_nanos,
+            labels: a.labels,
+            occurred_at: a.occurred_at,
+            emitted_at: a.emitted_at,
         }
     }
 }

@@ -1,4 +1,5 @@
-//! Consume → batch → insert → commit: enriched calls into ClickHouse's `llm_calls`.
+//! Consume → batch → insert → commit: each configured topic into its ClickHouse table
+//! ([`crate::tables`]), one consumer (group `<group_id>-<table>`) per table.
 //!
 //! A batch is one partition's consecutive records, flushed when it holds `batch_max_rows`
 //! rows or `batch_max_bytes` bytes, or its first row has waited `batch_max_wait_ms`. It is
@@ -21,14 +22,12 @@ use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, Rebalance, Stream
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use tally_contract::records::{DeadLetter, EnrichedLlmCall};
+use tally_contract::encode;
+use tally_contract::records::DeadLetter;
 use tally_contract::topics::Topic;
-use tally_contract::{decode, encode};
 
-use crate::rows::LlmCallRow;
+use crate::tables::SinkTable;
 use crate::{SinkConfig, SinkError};
-
-const TABLE: &str = "llm_calls";
 
 /// Notes a rebalance, so batches of partitions that may be gone are dropped unsent.
 #[derive(Default)]
@@ -48,8 +47,9 @@ impl ConsumerContext for RebalanceFlag {
     }
 }
 
-struct Batch {
-    rows: Vec<LlmCallRow>,
+struct Batch<R> {
+    /// Rows with the offsets they came from.
+    rows: Vec<(i64, R)>,
     first: i64,
     last: i64,
     bytes: usize,
@@ -76,50 +76,52 @@ pub fn client(config: &SinkConfig) -> Client {
     client.with_database(&config.clickhouse.database)
 }
 
-/// Refuses to start when `llm_calls` lacks a column the rows carry, naming it.
-pub async fn check_schema(client: &Client, database: &str) -> Result<(), SinkError> {
+/// Refuses to start when a table lacks a column its rows carry (or has one they do not),
+/// naming it.
+pub async fn check_schema<T: SinkTable>(client: &Client, database: &str) -> Result<(), SinkError> {
+    let table = T::TABLE;
     let columns: Vec<String> = client
         .query("SELECT name FROM system.columns WHERE database = ? AND table = ? AND default_kind NOT IN ('MATERIALIZED', 'ALIAS')")
         .bind(database)
-        .bind(TABLE)
+        .bind(table)
         .fetch_all()
         .await
         .map_err(|e| SinkError::ClickHouse(e.to_string()))?;
     if columns.is_empty() {
         return Err(SinkError::Schema(format!(
-            "table {database}.{TABLE} does not exist; run `tally migrate` first"
+            "table {database}.{table} does not exist; run `tally migrate` first"
         )));
     }
-    for name in <LlmCallRow as clickhouse::Row>::COLUMN_NAMES {
+    for name in <T::Row as clickhouse::Row>::COLUMN_NAMES {
         if !columns.iter().any(|c| c == name) {
             return Err(SinkError::Schema(format!(
-                "column {database}.{TABLE}.{name} is missing (the sink writes it); run `tally migrate`"
+                "column {database}.{table}.{name} is missing (the sink writes it); run `tally migrate`"
             )));
         }
     }
     for column in &columns {
-        if !<LlmCallRow as clickhouse::Row>::COLUMN_NAMES.contains(&column.as_str()) {
+        if !<T::Row as clickhouse::Row>::COLUMN_NAMES.contains(&column.as_str()) {
             return Err(SinkError::Schema(format!(
-                "column {database}.{TABLE}.{column} is not one the sink writes; this sink is older than the schema"
+                "column {database}.{table}.{column} is not one the sink writes; this sink is older than the schema"
             )));
         }
     }
     Ok(())
 }
 
-/// Runs the sink until `stop` is set, then flushes what it holds.
-pub async fn run(
+/// Runs one table's sink until `stop` is set, then flushes what it holds.
+pub async fn run<T: SinkTable>(
     config: SinkConfig,
     stop: Arc<AtomicBool>,
     stats: Arc<SinkStats>,
 ) -> Result<(), SinkError> {
     let client = client(&config);
-    check_schema(&client, &config.clickhouse.database).await?;
-    let topic = config.kafka.topic(Topic::LlmCallsEnriched);
+    check_schema::<T>(&client, &config.clickhouse.database).await?;
+    let topic = config.kafka.topic(T::TOPIC);
     let consumer: StreamConsumer<RebalanceFlag> = config
         .kafka
         .client_config()
-        .set("group.id", &config.group_id)
+        .set("group.id", format!("{}-{}", config.group_id, T::TABLE))
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .set("isolation.level", "read_committed")
@@ -136,31 +138,33 @@ pub async fn run(
         .set("acks", "all")
         .create()
         .map_err(|e| SinkError::Kafka(e.to_string()))?;
-    let sink = Sink {
+    let sink = Sink::<T> {
         config: &config,
         client,
         consumer,
         producer,
         topic,
         stats,
+        table: std::marker::PhantomData,
     };
     sink.run(&stop).await
 }
 
-struct Sink<'a> {
+struct Sink<'a, T: SinkTable> {
     config: &'a SinkConfig,
     client: Client,
     consumer: StreamConsumer<RebalanceFlag>,
     producer: FutureProducer,
     topic: String,
     stats: Arc<SinkStats>,
+    table: std::marker::PhantomData<T>,
 }
 
-impl Sink<'_> {
+impl<T: SinkTable> Sink<'_, T> {
     async fn run(&self, stop: &AtomicBool) -> Result<(), SinkError> {
-        let mut batches: BTreeMap<i32, Batch> = BTreeMap::new();
+        let mut batches: BTreeMap<i32, Batch<T::Row>> = BTreeMap::new();
         let mut tick = tokio::time::interval(Duration::from_millis(100));
-        tracing::info!(topic = %self.topic, table = TABLE, "sink running");
+        tracing::info!(topic = %self.topic, table = T::TABLE, "sink running");
         while !stop.load(Ordering::SeqCst) {
             tokio::select! {
                 message = self.consumer.recv() => {
@@ -200,12 +204,12 @@ impl Sink<'_> {
     /// Adds a record to its partition's batch; returns the batch if it is now full.
     async fn add(
         &self,
-        batches: &mut BTreeMap<i32, Batch>,
+        batches: &mut BTreeMap<i32, Batch<T::Row>>,
         message: &BorrowedMessage<'_>,
-    ) -> Result<Option<Batch>, SinkError> {
+    ) -> Result<Option<Batch<T::Row>>, SinkError> {
         let payload = message.payload().unwrap_or_default();
-        let row = match decode::<EnrichedLlmCall>(payload) {
-            Ok(enriched) => LlmCallRow::new(enriched, message.partition(), message.offset()),
+        let row = match T::row(payload, message.partition(), message.offset()) {
+            Ok(row) => row,
             Err(error) => {
                 self.dead_letter(
                     message.topic(),
@@ -231,7 +235,7 @@ impl Sink<'_> {
             .or_insert_with(|| Batch::new(message.offset()));
         batch.last = message.offset();
         batch.bytes += payload.len();
-        batch.rows.push(row);
+        batch.rows.push((message.offset(), row));
         if batch.rows.len() >= self.config.batch_max_rows
             || batch.bytes >= self.config.batch_max_bytes
         {
@@ -241,11 +245,12 @@ impl Sink<'_> {
     }
 
     /// Inserts a batch (retrying while ClickHouse is down), then commits its offsets.
-    async fn flush(&self, partition: i32, batch: Batch) -> Result<(), SinkError> {
+    async fn flush(&self, partition: i32, batch: Batch<T::Row>) -> Result<(), SinkError> {
         let token = format!("{}:{partition}:{}:{}", self.topic, batch.first, batch.last);
         let started = Instant::now();
         if !batch.rows.is_empty() {
-            self.insert_with_retry(&batch.rows, &token).await?;
+            self.insert_with_retry(partition, &batch.rows, &token)
+                .await?;
         }
         let mut offsets = TopicPartitionList::new();
         offsets
@@ -272,14 +277,19 @@ impl Sink<'_> {
         Ok(())
     }
 
-    async fn insert_with_retry(&self, rows: &[LlmCallRow], token: &str) -> Result<(), SinkError> {
+    async fn insert_with_retry(
+        &self,
+        partition: i32,
+        rows: &[(i64, T::Row)],
+        token: &str,
+    ) -> Result<(), SinkError> {
         let mut backoff = Duration::from_secs(1);
         loop {
-            match insert(&self.client, rows, Some(token)).await {
+            match insert::<T>(&self.client, rows.iter().map(|(_, row)| row), Some(token)).await {
                 Ok(()) => return Ok(()),
                 Err(error) if self.client.query("SELECT 1").execute().await.is_ok() => {
                     tracing::warn!(%error, rows = rows.len(), "ClickHouse refused the batch; inserting its rows one by one");
-                    return self.insert_one_by_one(rows).await;
+                    return self.insert_one_by_one(partition, rows).await;
                 }
                 Err(error) => {
                     tracing::warn!(%error, retry_in = ?backoff, "ClickHouse unavailable; holding the batch and retrying");
@@ -290,19 +300,20 @@ impl Sink<'_> {
         }
     }
 
-    async fn insert_one_by_one(&self, rows: &[LlmCallRow]) -> Result<(), SinkError> {
-        for row in rows {
-            let token = format!(
-                "{}:{}:{}:row",
-                self.topic, row.kafka_partition, row.kafka_offset
-            );
-            if let Err(error) = insert(&self.client, std::slice::from_ref(row), Some(&token)).await
+    async fn insert_one_by_one(
+        &self,
+        partition: i32,
+        rows: &[(i64, T::Row)],
+    ) -> Result<(), SinkError> {
+        for (offset, row) in rows {
+            let token = format!("{}:{partition}:{offset}:row", self.topic);
+            if let Err(error) = insert::<T>(&self.client, std::iter::once(row), Some(&token)).await
             {
-                let original = serde_json_row(row);
+                let original = format!("{row:?}");
                 self.dead_letter(
                     &self.topic,
-                    row.kafka_partition,
-                    row.kafka_offset,
+                    partition,
+                    *offset,
                     None,
                     original.as_bytes(),
                     "rejected_by_clickhouse",
@@ -354,8 +365,8 @@ impl Sink<'_> {
     }
 }
 
-impl Batch {
-    fn new(first: i64) -> Batch {
+impl<R> Batch<R> {
+    fn new(first: i64) -> Batch<R> {
         Batch {
             rows: Vec::new(),
             first,
@@ -366,14 +377,9 @@ impl Batch {
     }
 }
 
-/// A refused row, as text for the dead letter (its Avro original is the enriched record).
-fn serde_json_row(row: &LlmCallRow) -> String {
-    format!("{row:?}")
-}
-
-async fn insert(
+async fn insert<'r, T: SinkTable>(
     client: &Client,
-    rows: &[LlmCallRow],
+    rows: impl Iterator<Item = &'r T::Row>,
     token: Option<&str>,
 ) -> Result<(), clickhouse::error::Error> {
     let client = match token {
@@ -382,7 +388,7 @@ async fn insert(
             .with_setting("insert_deduplication_token", token),
         None => client.clone(),
     };
-    let mut insert = client.insert::<LlmCallRow>(TABLE).await?;
+    let mut insert = client.insert::<T::Row>(T::TABLE).await?;
     for row in rows {
         insert.write(row).await?;
     }

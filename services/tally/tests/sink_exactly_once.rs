@@ -58,7 +58,10 @@ async fn sigkill_mid_run_keeps_clickhouse_totals_exact() {
     .unwrap();
     let group = unique_name("sink");
 
-    for expected in ["applied 0001_llm_calls.sql", "already 0001_llm_calls.sql"] {
+    for expected in [
+        "applied 0001_llm_calls.sql\napplied 0002_events_windows_alerts.sql",
+        "already 0001_llm_calls.sql\nalready 0002_events_windows_alerts.sql",
+    ] {
         let out = tally(&["migrate"], &kafka, &db.name, &group)
             .output()
             .unwrap();
