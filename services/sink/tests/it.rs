@@ -23,7 +23,11 @@ async fn migrations_apply_once_and_a_changed_one_is_refused() {
     let server = clickhouse::Client::default().with_url(clickhouse_url());
     let migrations = Migration::embedded().unwrap();
     let first = migrate(&server, &db.name, &migrations).await.unwrap();
-    let names = ["0001_llm_calls.sql", "0002_events_windows_alerts.sql"];
+    let names = [
+        "0001_llm_calls.sql",
+        "0002_events_windows_alerts.sql",
+        "0003_views.sql",
+    ];
     assert_eq!(first, names.map(|n| Outcome::Applied(n.into())));
     let second = migrate(&server, &db.name, &migrations).await.unwrap();
     assert_eq!(second, names.map(|n| Outcome::AlreadyApplied(n.into())));
@@ -38,11 +42,15 @@ async fn migrations_apply_once_and_a_changed_one_is_refused() {
         tables,
         [
             "alerts",
+            "cost_per_deploy",
+            "cost_per_ticket",
             "deploys",
+            "emissions_monthly",
             "llm_calls",
             "loop_signals",
             "spend_windows",
             "tally_schema_migrations",
+            "team_efficiency",
             "tickets"
         ]
     );
@@ -348,5 +356,303 @@ async fn deploys_tickets_windows_signals_and_alerts_land_in_their_tables() {
     stop.store(true, Ordering::SeqCst);
     worker.await.unwrap().unwrap();
     delete_topics(Topic::ALL.iter().map(|t| kafka.topic(*t)).collect());
+    db.drop_database().await;
+}
+
+/// 2026-11-DD HH:00 UTC, in epoch microseconds.
+fn at(day: i64, hour: i64) -> i64 {
+    1_793_491_200_000_000 + ((day - 1) * 24 + hour) * 3_600_000_000
+}
+
+/// (ticket, kind, tagged, unattributed, attributed nano-dollars, attributed dollars, human cost)
+type TicketFigures = (String, String, i64, i64, i64, String, Option<f64>);
+/// (team, month, tokens, cost, unpriced, deploys, features/bugs, per feature, per deploy)
+type EfficiencyFigures = (
+    String,
+    String,
+    i64,
+    i64,
+    u64,
+    u64,
+    String,
+    Option<String>,
+    Option<String>,
+);
+
+#[tokio::test]
+async fn attribution_views_on_a_hand_built_history() {
+    use tally_contract::records::{
+        DeployEvent, DeployStatus, TicketEvent, TicketKind, TicketStatus,
+    };
+    use tally_sink::rows::{DeployRow, LlmCallRow, TicketRow};
+    let db = TestDatabase::create("it_views").await;
+    let server = clickhouse::Client::default().with_url(clickhouse_url());
+    migrate(&server, &db.name, &Migration::embedded().unwrap())
+        .await
+        .unwrap();
+
+    // Calls: (id, team, time, cost in dollars x 1e-1 as nanos, ticket)
+    let calls = [
+        ("c1", "payments", at(0, 12), Some(100_000_000), None), // 2026-10-31 12:00
+        ("c2", "payments", at(2, 9), Some(200_000_000), Some("PAY-1")),
+        ("c3", "payments", at(2, 12), Some(300_000_000), None),
+        ("c4", "payments", at(4, 8), Some(400_000_000), Some("PAY-2")),
+        ("c5", "payments", at(4, 9), None, None), // unknown model
+        (
+            "c6",
+            "payments",
+            at(5, 11),
+            Some(500_000_000),
+            Some("PAY-2"),
+        ),
+        ("s1", "search", at(2, 12), Some(1_000_000_000), None),
+    ];
+    let template: EnrichedLlmCall = tally_tests::fixture("EnrichedLlmCall");
+    let mut insert = db.client.insert::<LlmCallRow>("llm_calls").await.unwrap();
+    for (i, (id, team, time, cost, ticket)) in calls.iter().enumerate() {
+        let mut e = template.clone();
+        e.call.event_id = id.to_string();
+        e.call.team = team.to_string();
+        e.call.occurred_at = *time;
+        e.call.input_tokens = 8;
+        e.call.output_tokens = 2;
+        e.call.ticket_id = ticket.map(String::from);
+        e.call.region = Some("us-east-1".into());
+        e.call.model = "gpt-4o".into();
+        e.unpriced = cost.is_none();
+        e.cost_total_nanos = *cost;
+        e.energy_uwh_low = 500_000;
+        e.energy_uwh_central = 1_000_000;
+        e.energy_uwh_high = 2_000_000;
+        e.co2e_ug_central = 400_000;
+        insert
+            .write(&LlmCallRow::new(e, 0, i as i64))
+            .await
+            .unwrap();
+    }
+    insert.end().await.unwrap();
+
+    let deploy: DeployEvent = tally_tests::fixture("DeployEvent");
+    let deploys = [
+        (
+            "d1",
+            "payments",
+            "checkout",
+            at(1, 10),
+            DeployStatus::Succeeded,
+            vec![],
+        ),
+        (
+            "d2",
+            "payments",
+            "checkout",
+            at(3, 10),
+            DeployStatus::Succeeded,
+            vec!["PAY-1"],
+        ),
+        (
+            "d3",
+            "payments",
+            "checkout",
+            at(4, 0),
+            DeployStatus::Failed,
+            vec![],
+        ),
+        (
+            "d4",
+            "payments",
+            "checkout",
+            at(5, 10),
+            DeployStatus::Succeeded,
+            vec!["PAY-2"],
+        ),
+        (
+            "s1",
+            "search",
+            "ranker",
+            at(2, 18),
+            DeployStatus::Succeeded,
+            vec![],
+        ),
+    ];
+    let mut insert = db.client.insert::<DeployRow>("deploys").await.unwrap();
+    for (id, team, service, time, status, tickets) in deploys {
+        let mut d = deploy.clone();
+        (d.event_id, d.team, d.service, d.environment) =
+            (id.into(), team.into(), service.into(), "production".into());
+        d.occurred_at = time;
+        d.status = status;
+        d.version = Some(id.into());
+        d.ticket_ids = tickets.into_iter().map(String::from).collect();
+        insert.write(&DeployRow::from(d)).await.unwrap();
+    }
+    insert.end().await.unwrap();
+
+    let ticket: TicketEvent = tally_tests::fixture("TicketEvent");
+    let tickets = [
+        (
+            "PAY-1",
+            TicketKind::Feature,
+            TicketStatus::Opened,
+            at(1, 9),
+            Some(8.0),
+        ),
+        (
+            "PAY-1",
+            TicketKind::Feature,
+            TicketStatus::Closed,
+            at(3, 9),
+            Some(8.0),
+        ),
+        (
+            "PAY-2",
+            TicketKind::Bug,
+            TicketStatus::Opened,
+            at(3, 12),
+            Some(4.0),
+        ),
+        (
+            "PAY-2",
+            TicketKind::Bug,
+            TicketStatus::Closed,
+            at(5, 12),
+            Some(4.0),
+        ),
+        (
+            "PAY-3",
+            TicketKind::Chore,
+            TicketStatus::Opened,
+            at(4, 0),
+            None,
+        ),
+    ];
+    let mut insert = db.client.insert::<TicketRow>("tickets").await.unwrap();
+    for (i, (id, kind, status, time, estimate)) in tickets.into_iter().enumerate() {
+        let mut t = ticket.clone();
+        (t.event_id, t.ticket_id, t.team, t.kind, t.status) =
+            (format!("t{i}"), id.into(), "payments".into(), kind, status);
+        t.occurred_at = time;
+        t.estimate_hours = estimate;
+        insert.write(&TicketRow::from(t)).await.unwrap();
+    }
+    insert.end().await.unwrap();
+
+    // cost_per_deploy, written out by hand: (deploy, team calls, team cost, unpriced, ticket cost)
+    let per_deploy: Vec<(String, u64, i64, u64, i64)> = db
+        .client
+        .query("SELECT deploy_id, team_calls, team_cost_nanos, team_unpriced_calls, ticket_cost_nanos FROM cost_per_deploy ORDER BY deploy_id")
+        .fetch_all()
+        .await
+        .unwrap();
+    assert_eq!(
+        per_deploy,
+        [
+            ("d1".into(), 1, 100_000_000, 0, 0), // c1: everything before the first deploy
+            ("d2".into(), 2, 500_000_000, 0, 200_000_000), // c2 + c3; PAY-1 tagged: c2
+            ("d4".into(), 2, 400_000_000, 1, 400_000_000), // c4 + c5 (unpriced) since d2 (d3 failed); PAY-2 up to d4: c4
+            ("s1".into(), 1, 1_000_000_000, 0, 0),         // the search team's own spend only
+        ]
+    );
+
+    // cost_per_ticket with half the untagged spend shared and $100 an hour
+    let per_ticket: Vec<TicketFigures> = db
+        .client
+        .query(
+            "SELECT ticket_id, kind, tagged_cost_nanos, unattributed_team_cost_nanos, attributed_cost_nanos,
+                    toString(attributed_cost_usd), human_cost_usd
+             FROM cost_per_ticket(unattributed_share = 0.5, loaded_hourly_rate_usd = 100) ORDER BY ticket_id",
+        )
+        .fetch_all()
+        .await
+        .unwrap();
+    assert_eq!(
+        per_ticket,
+        [
+            // PAY-1: c2 tagged; c3 untagged while open (11-01 09:00 .. 11-03 09:00), half of it
+            (
+                "PAY-1".into(),
+                "feature".into(),
+                200_000_000,
+                300_000_000,
+                350_000_000,
+                "0.35".into(),
+                Some(800.0)
+            ),
+            // PAY-2: c4 + c6 tagged; c5 untagged but unpriced: nothing to share. PAY-3 is open: absent.
+            (
+                "PAY-2".into(),
+                "bug".into(),
+                900_000_000,
+                0,
+                900_000_000,
+                "0.9".into(),
+                Some(400.0)
+            ),
+        ]
+    );
+
+    // team_efficiency: (team, month, tokens, cost, unpriced, deploys, features/bugs, per feature, per deploy)
+    let efficiency: Vec<EfficiencyFigures> = db
+        .client
+        .query(
+            "SELECT team, toString(month), tokens, cost_nanos, unpriced_calls, deploys,
+                    concat(toString(closed_features), '/', toString(closed_bugs)),
+                    toString(cost_per_feature_usd), toString(cost_per_deploy_usd)
+             FROM team_efficiency ORDER BY team, month",
+        )
+        .fetch_all()
+        .await
+        .unwrap();
+    assert_eq!(
+        efficiency,
+        [
+            (
+                "payments".into(),
+                "2026-10-01".into(),
+                10,
+                100_000_000,
+                0,
+                0,
+                "0/0".into(),
+                None,
+                None
+            ),
+            (
+                "payments".into(),
+                "2026-11-01".into(),
+                50,
+                1_400_000_000,
+                1,
+                3,
+                "1/1".into(),
+                Some("1.4".into()),
+                Some("0.466666666".into())
+            ),
+            (
+                "search".into(),
+                "2026-11-01".into(),
+                10,
+                1_000_000_000,
+                0,
+                1,
+                "0/0".into(),
+                None,
+                Some("1".into())
+            ),
+        ]
+    );
+
+    // emissions_monthly: 5 November calls of 1 Wh each, with their versions
+    let (calls, kwh, kg, methods): (u64, String, String, String) = db
+        .client
+        .query(
+            "SELECT calls, toString(energy_kwh_central), toString(co2e_kg_central), arrayStringConcat(carbon_method_versions, ',')
+             FROM emissions_monthly WHERE team = 'payments' AND month = '2026-11-01'",
+        )
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!((calls, kwh.as_str(), kg.as_str()), (5, "0.005", "0.002"));
+    assert_eq!(methods, template.carbon_method_version);
     db.drop_database().await;
 }
