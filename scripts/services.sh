@@ -5,8 +5,10 @@
 #   scripts/services.sh start     install if needed, start both, wait until each answers
 #   scripts/services.sh stop      stop exactly the processes this script started
 #   scripts/services.sh status    say what runs where
-#   scripts/services.sh start-kafka | stop-kafka   only the broker (tests that stop Kafka
-#                                  run a broker of their own on other ports this way)
+#   scripts/services.sh start-kafka | stop-kafka | start-clickhouse | stop-clickhouse
+#                                  one service only (tests that stop a service run one of
+#                                  their own on other ports this way: TALLY_KAFKA_PORT,
+#                                  TALLY_CLICKHOUSE_HTTP_PORT, TALLY_CLICKHOUSE_TCP_PORT)
 #
 # Kafka: Apache Kafka (KRaft, one node acting as broker and controller) resolved from Maven
 # Central with its runtime dependencies, run as `java kafka.Kafka server.properties`.
@@ -32,8 +34,8 @@ CHDB_VERSION=26.7.3-stable.1
 KAFKA_HOST=127.0.0.1
 KAFKA_PORT=${TALLY_KAFKA_PORT:-9092}
 KAFKA_CONTROLLER_PORT=${TALLY_KAFKA_CONTROLLER_PORT:-9093}
-CLICKHOUSE_HTTP_PORT=8123
-CLICKHOUSE_TCP_PORT=9000
+CLICKHOUSE_HTTP_PORT=${TALLY_CLICKHOUSE_HTTP_PORT:-8123}
+CLICKHOUSE_TCP_PORT=${TALLY_CLICKHOUSE_TCP_PORT:-9000}
 START_TIMEOUT_SECONDS=${TALLY_SERVICES_START_TIMEOUT:-90}
 
 KAFKA_LIBS=$CACHE/kafka-$KAFKA_VERSION/libs
@@ -284,6 +286,8 @@ case "${1:-}" in
     ;;
   status) status ;;
   start-kafka) mkdir -p "$DATA"; start_kafka ;;
+  start-clickhouse) mkdir -p "$DATA"; start_clickhouse ;;
+  stop-clickhouse) [ -n "${TALLY_CLICKHOUSE_URL:-}" ] || stop_pid ClickHouse "$DATA/clickhouse/clickhouse.pid" ;;
   stop-kafka) [ -n "${TALLY_KAFKA_BROKERS:-}" ] || stop_pid Kafka "$DATA/kafka/kafka.pid" ;;
-  *) echo "usage: $0 install|start|stop|status|start-kafka|stop-kafka" >&2; exit 2 ;;
+  *) echo "usage: $0 install|start|stop|status|start-kafka|stop-kafka|start-clickhouse|stop-clickhouse" >&2; exit 2 ;;
 esac

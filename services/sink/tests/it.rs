@@ -656,3 +656,123 @@ async fn attribution_views_on_a_hand_built_history() {
     assert_eq!(methods, template.carbon_method_version);
     db.drop_database().await;
 }
+
+/// Runs scripts/services.sh for a ClickHouse of this test's own (other ports, own data).
+fn own_clickhouse(command: &str, data: &std::path::Path, http_port: u16) {
+    let script =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/services.sh");
+    let output = std::process::Command::new(script)
+        .arg(command)
+        .env_remove("TALLY_CLICKHOUSE_URL")
+        .env("TALLY_SERVICES_DIR", data)
+        .env("TALLY_CLICKHOUSE_HTTP_PORT", http_port.to_string())
+        .env("TALLY_CLICKHOUSE_TCP_PORT", (http_port + 1).to_string())
+        .output()
+        .expect("scripts/services.sh runs");
+    assert!(
+        output.status.success(),
+        "services.sh {command}: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+struct StopClickHouse(std::path::PathBuf, u16);
+
+impl Drop for StopClickHouse {
+    fn drop(&mut self) {
+        own_clickhouse("stop-clickhouse", &self.0, self.1);
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[tokio::test]
+async fn clickhouse_down_mid_run_holds_the_batch_and_totals_stay_exact() {
+    require_kafka();
+    const PORT: u16 = 18123;
+    let data = std::env::temp_dir().join(unique_name("tally-own-clickhouse"));
+    own_clickhouse("start-clickhouse", &data, PORT);
+    let _guard = StopClickHouse(data.clone(), PORT);
+    let url = format!("http://127.0.0.1:{PORT}");
+    let server = clickhouse::Client::default().with_url(&url);
+    migrate(&server, "tally", &Migration::embedded().unwrap())
+        .await
+        .unwrap();
+    let kafka = KafkaConfig {
+        topic_prefix: format!("{}.", unique_name("chdown")),
+        ..kafka_config()
+    };
+    create_topics(
+        &kafka,
+        TopicLayout {
+            partitions: 2,
+            replication_factor: 1,
+        },
+    )
+    .await
+    .unwrap();
+    let config = SinkConfig {
+        group_id: unique_name("chdown"),
+        batch_max_rows: 500,
+        batch_max_wait_ms: 100,
+        tables: vec!["llm_calls".into()],
+        kafka: kafka.clone(),
+        clickhouse: ClickHouseConfig {
+            url: url.clone(),
+            database: "tally".into(),
+            ..ClickHouseConfig::default()
+        },
+        ..SinkConfig::default()
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let stats = Arc::new(SinkStats::default());
+    let worker = tokio::spawn(tally_sink::run_tables(config, stop.clone(), stats.clone()));
+
+    let records: Vec<EnrichedLlmCall> = (0..6_000).map(enriched).collect();
+    produce(&kafka, &records[..2_000]).await;
+    let client = server.clone().with_database("tally");
+    for _ in 0..120 {
+        if stats.rows.load(Ordering::Relaxed) >= 2_000 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    own_clickhouse("stop-clickhouse", &data, PORT);
+    produce(&kafka, &records[2_000..]).await;
+    tokio::time::sleep(Duration::from_secs(3)).await; // the sink retries against a dead server
+    let during = stats.rows.load(Ordering::Relaxed);
+    own_clickhouse("start-clickhouse", &data, PORT);
+
+    let expected_cost: i64 = records.iter().filter_map(|r| r.cost_total_nanos).sum();
+    let mut totals = (0u64, None::<i64>);
+    for _ in 0..240 {
+        if let Ok(t) = client
+            .query("SELECT count(), sum(cost_total_nanos) FROM llm_calls FINAL")
+            .fetch_one()
+            .await
+        {
+            totals = t;
+            if totals.0 == 6_000 {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(
+        during < 6_000,
+        "the sink could not insert while ClickHouse was down ({during} rows)"
+    );
+    assert_eq!(
+        totals,
+        (6_000, Some(expected_cost)),
+        "after ClickHouse came back"
+    );
+    assert_eq!(
+        stats.dead_letters.load(Ordering::Relaxed),
+        0,
+        "an outage is not a reason to dead-letter"
+    );
+    stop.store(true, Ordering::SeqCst);
+    worker.await.unwrap().unwrap();
+    delete_topics(Topic::ALL.iter().map(|t| kafka.topic(*t)).collect());
+}
