@@ -27,6 +27,7 @@ async fn migrations_apply_once_and_a_changed_one_is_refused() {
         "0001_llm_calls.sql",
         "0002_events_windows_alerts.sql",
         "0003_views.sql",
+        "0004_rollups.sql",
     ];
     assert_eq!(first, names.map(|n| Outcome::Applied(n.into())));
     let second = migrate(&server, &db.name, &migrations).await.unwrap();
@@ -47,6 +48,8 @@ async fn migrations_apply_once_and_a_changed_one_is_refused() {
             "deploys",
             "emissions_monthly",
             "llm_calls",
+            "llm_calls_daily",
+            "llm_calls_hourly",
             "loop_signals",
             "spend_windows",
             "tally_schema_migrations",
@@ -654,6 +657,28 @@ async fn attribution_views_on_a_hand_built_history() {
         .unwrap();
     assert_eq!((calls, kwh.as_str(), kg.as_str()), (5, "0.005", "0.002"));
     assert_eq!(methods, template.carbon_method_version);
+
+    // The rollups, kept by materialized views, agree with llm_calls.
+    let daily: (u64, i64, u64) = db
+        .client
+        .query("SELECT sum(calls), sum(cost_nanos), sum(unpriced_calls) FROM llm_calls_daily WHERE team = 'payments'")
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(daily, (6, 1_500_000_000, 1));
+    let hours: Vec<(String, u64)> = db
+        .client
+        .query("SELECT toString(hour), sum(calls) FROM llm_calls_hourly WHERE team = 'payments' GROUP BY hour ORDER BY hour LIMIT 2")
+        .fetch_all()
+        .await
+        .unwrap();
+    assert_eq!(
+        hours,
+        [
+            ("2026-10-31 12:00:00".to_string(), 1),
+            ("2026-11-02 09:00:00".to_string(), 1)
+        ]
+    );
     db.drop_database().await;
 }
 
