@@ -4,7 +4,8 @@
 # 1. Starts a real Kafka broker and a real ClickHouse server on loopback (scripts/services.sh),
 #    unless TALLY_KAFKA_BROKERS / TALLY_CLICKHOUSE_URL name servers of yours, and makes the
 #    Python venvs of the real OpenTelemetry SDK (the ingest tests' OTLP client) and of
-#    EcoLogits (the carbon oracle): scripts/otel-venv.sh, scripts/ecologits-venv.sh.
+#    EcoLogits (the carbon oracle): scripts/otel-venv.sh, scripts/ecologits-venv.sh; and
+#    Debian's chromium, which renders the HTML report in a test.
 # 2. cargo fmt --check and cargo clippy -D warnings (skip with --no-lint).
 # 3. cargo test --workspace: unit, golden-file and integration tests. Integration tests fail,
 #    never skip, when a server does not answer.
@@ -55,6 +56,12 @@ TALLY_ECOLOGITS_PYTHON=$(scripts/ecologits-venv.sh)
 export TALLY_OTEL_PYTHON TALLY_ECOLOGITS_PYTHON
 echo "$TALLY_OTEL_PYTHON"
 echo "$TALLY_ECOLOGITS_PYTHON"
+# Headless Chromium renders the HTML report in a test (Debian's package).
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "installing Debian's chromium for the report rendering test"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+chromium --version
 
 if [ $lint = 1 ]; then
   step "cargo fmt --check"

@@ -55,10 +55,40 @@ enum Command {
     },
     /// Cost, energy and CO2e of a call, or of N tokens at its mix (a what-if calculator).
     Estimate(estimate::EstimateArgs),
+    /// Reports for people, read from ClickHouse.
+    Report {
+        #[command(subcommand)]
+        report: ReportCommand,
+    },
     /// Manage tally's Kafka topics.
     Topics {
         #[command(subcommand)]
         command: topics::TopicsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ReportCommand {
+    /// Energy and CO2e, low / central / high, with methods, data versions and assumptions.
+    Emissions {
+        /// First month, `YYYY-MM-DD` (months starting on or after it).
+        #[arg(long)]
+        from: String,
+        /// End, `YYYY-MM-DD`, exclusive (months starting before it).
+        #[arg(long)]
+        to: String,
+        /// Breakdown: comma-separated of team, model, provider, region, month.
+        #[arg(long, default_value = "team,model,region", value_delimiter = ',')]
+        by: Vec<String>,
+        /// table, csv, json or html.
+        #[arg(long, default_value = "table")]
+        format: String,
+        /// Write to this file instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// TOML configuration file with a `[clickhouse]` section.
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
 }
 
@@ -99,6 +129,39 @@ async fn run(command: Command) -> Result<(), TallyError> {
         }
         Command::Topics { command } => topics::run(command).await?,
         Command::Estimate(args) => estimate::run(args)?,
+        Command::Report {
+            report:
+                ReportCommand::Emissions {
+                    from,
+                    to,
+                    by,
+                    format,
+                    out,
+                    config,
+                },
+        } => {
+            let config: tally_sink::SinkConfig = load(config.as_deref())?;
+            let client = tally_sink::sink::client(&config);
+            let query = tally_sink::report::EmissionsQuery { from, to, by };
+            let report = tally_sink::report::emissions(&client, &query).await?;
+            let text = match format.as_str() {
+                "table" => report.table(),
+                "csv" => report.csv(),
+                "json" => report.json(),
+                "html" => report.html(),
+                other => {
+                    return Err(TallyError::Usage(format!(
+                        "--format {other:?} is not table, csv, json or html"
+                    )))
+                }
+            };
+            match out {
+                Some(path) => std::fs::write(&path, text).map_err(|e| {
+                    TallyError::Usage(format!("cannot write {}: {e}", path.display()))
+                })?,
+                None => print!("{text}"),
+            }
+        }
     }
     Ok(())
 }
