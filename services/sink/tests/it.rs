@@ -801,3 +801,102 @@ async fn clickhouse_down_mid_run_holds_the_batch_and_totals_stay_exact() {
     worker.await.unwrap().unwrap();
     delete_topics(Topic::ALL.iter().map(|t| kafka.topic(*t)).collect());
 }
+
+#[tokio::test]
+async fn a_row_clickhouse_refuses_goes_to_the_dead_letter_topic_with_its_error() {
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use rdkafka::Message;
+    use tally_contract::records::{DeadLetter, DeployEvent};
+    require_kafka();
+    let db = TestDatabase::create("it_sink_refused").await;
+    let server = clickhouse::Client::default().with_url(clickhouse_url());
+    migrate(&server, &db.name, &Migration::embedded().unwrap())
+        .await
+        .unwrap();
+    // A rule of this installation that one record breaks.
+    db.client
+        .query(
+            "ALTER TABLE deploys ADD CONSTRAINT no_friday_deploys CHECK service != 'friday-deploy'",
+        )
+        .execute()
+        .await
+        .unwrap();
+    let kafka = KafkaConfig {
+        topic_prefix: format!("{}.", unique_name("refused")),
+        ..kafka_config()
+    };
+    create_topics(
+        &kafka,
+        TopicLayout {
+            partitions: 1,
+            replication_factor: 1,
+        },
+    )
+    .await
+    .unwrap();
+    let template: DeployEvent = tally_tests::fixture("DeployEvent");
+    for (i, service) in ["checkout", "friday-deploy", "search"].iter().enumerate() {
+        let mut deploy = template.clone();
+        deploy.event_id = format!("d{i}");
+        deploy.service = service.to_string();
+        produce_one(&kafka, Topic::Deploys, "k", &deploy).await;
+    }
+    let config = SinkConfig {
+        group_id: unique_name("refused"),
+        batch_max_wait_ms: 100,
+        tables: vec!["deploys".into()],
+        kafka: kafka.clone(),
+        clickhouse: ClickHouseConfig {
+            url: clickhouse_url(),
+            database: db.name.clone(),
+            ..ClickHouseConfig::default()
+        },
+        ..SinkConfig::default()
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let stats = Arc::new(SinkStats::default());
+    let worker = tokio::spawn(tally_sink::run_tables(config, stop.clone(), stats.clone()));
+
+    let consumer: StreamConsumer = kafka
+        .client_config()
+        .set("group.id", unique_name("dlq-reader"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer
+        .subscribe(&[&kafka.topic(Topic::DeadLetter)])
+        .unwrap();
+    let message = tokio::time::timeout(Duration::from_secs(60), consumer.recv())
+        .await
+        .expect("a dead letter")
+        .unwrap();
+    let letter: DeadLetter = tally_contract::decode(message.payload().unwrap()).unwrap();
+    assert_eq!(
+        (
+            letter.stage.as_str(),
+            letter.error_kind.as_str(),
+            letter.offset
+        ),
+        ("sink", "rejected_by_clickhouse", 1)
+    );
+    assert!(
+        letter.error.contains("no_friday_deploys"),
+        "the server's error: {}",
+        letter.error
+    );
+    let services: Vec<String> = db
+        .client
+        .query("SELECT service FROM deploys FINAL ORDER BY service")
+        .fetch_all()
+        .await
+        .unwrap();
+    assert_eq!(
+        services,
+        ["checkout", "search"],
+        "the other rows of the batch are in"
+    );
+    stop.store(true, Ordering::SeqCst);
+    worker.await.unwrap().unwrap();
+    delete_topics(Topic::ALL.iter().map(|t| kafka.topic(*t)).collect());
+    db.drop_database().await;
+}
