@@ -8,6 +8,7 @@ pub mod report;
 pub mod rows;
 pub mod sink;
 pub mod tables;
+pub mod tabular;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -34,6 +35,7 @@ pub async fn run(config: SinkConfig) -> Result<(), SinkError> {
                 batches = stats.batches.load(Ordering::Relaxed),
                 dead_letters = stats.dead_letters.load(Ordering::Relaxed),
                 insert_ms = stats.insert_micros.load(Ordering::Relaxed) / 1000,
+                lag = stats.total_lag(),
                 "sink progress"
             ),
         }

@@ -63,6 +63,9 @@ pub struct SinkStats {
     pub batches: std::sync::atomic::AtomicU64,
     pub dead_letters: std::sync::atomic::AtomicU64,
     pub insert_micros: std::sync::atomic::AtomicU64,
+    /// Records behind the end of each table's topic (over its partitions), measured every ten
+    /// seconds.
+    pub lag: std::sync::Mutex<BTreeMap<&'static str, u64>>,
 }
 
 /// The ClickHouse client these settings name.
@@ -164,6 +167,7 @@ impl<T: SinkTable> Sink<'_, T> {
     async fn run(&self, stop: &AtomicBool) -> Result<(), SinkError> {
         let mut batches: BTreeMap<i32, Batch<T::Row>> = BTreeMap::new();
         let mut tick = tokio::time::interval(Duration::from_millis(100));
+        let mut lag_measured = Instant::now();
         tracing::info!(topic = %self.topic, table = T::TABLE, "sink running");
         while !stop.load(Ordering::SeqCst) {
             tokio::select! {
@@ -185,6 +189,10 @@ impl<T: SinkTable> Sink<'_, T> {
                     if self.consumer.context().happened.swap(false, Ordering::SeqCst) {
                         batches.clear();
                     }
+                    if lag_measured.elapsed() >= Duration::from_secs(10) {
+                        lag_measured = Instant::now();
+                        self.measure_lag();
+                    }
                     let wait = Duration::from_millis(self.config.batch_max_wait_ms);
                     let due: Vec<i32> = batches.iter().filter(|(_, b)| b.started.elapsed() >= wait).map(|(p, _)| *p).collect();
                     for partition in due {
@@ -199,6 +207,31 @@ impl<T: SinkTable> Sink<'_, T> {
         }
         tracing::info!("sink stopped after flushing");
         Ok(())
+    }
+
+    /// Records between this consumer's positions and the ends of its partitions.
+    fn measure_lag(&self) {
+        let Ok(positions) = self.consumer.position() else {
+            return;
+        };
+        let mut lag = 0u64;
+        for element in positions.elements() {
+            let Some(position) = element.offset().to_raw().filter(|p| *p >= 0) else {
+                continue;
+            };
+            if let Ok((_, high)) = self.consumer.fetch_watermarks(
+                element.topic(),
+                element.partition(),
+                Duration::from_secs(1),
+            ) {
+                lag += (high - position).max(0) as u64;
+            }
+        }
+        self.stats
+            .lag
+            .lock()
+            .expect("lag lock")
+            .insert(T::TABLE, lag);
     }
 
     /// Adds a record to its partition's batch; returns the batch if it is now full.
@@ -362,6 +395,13 @@ impl<T: SinkTable> Sink<'_, T> {
             .map_err(|(e, _)| SinkError::Kafka(format!("dead letter not delivered: {e}")))?;
         self.stats.dead_letters.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+}
+
+impl SinkStats {
+    /// Records behind, summed over tables.
+    pub fn total_lag(&self) -> u64 {
+        self.lag.lock().expect("lag lock").values().sum()
     }
 }
 

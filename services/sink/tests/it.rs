@@ -884,12 +884,20 @@ async fn a_row_clickhouse_refuses_goes_to_the_dead_letter_topic_with_its_error()
         "the server's error: {}",
         letter.error
     );
-    let services: Vec<String> = db
-        .client
-        .query("SELECT service FROM deploys FINAL ORDER BY service")
-        .fetch_all()
-        .await
-        .unwrap();
+    // The rows after the refused one are inserted once its letter is out.
+    let mut services: Vec<String> = Vec::new();
+    for _ in 0..100 {
+        services = db
+            .client
+            .query("SELECT service FROM deploys FINAL ORDER BY service")
+            .fetch_all()
+            .await
+            .unwrap();
+        if services.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(
         services,
         ["checkout", "search"],

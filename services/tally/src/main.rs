@@ -67,8 +67,64 @@ enum Command {
     },
 }
 
+/// Where and how a report is written, and which ClickHouse it reads.
+#[derive(Debug, clap::Args)]
+struct ReportOutput {
+    /// table, csv, json or html.
+    #[arg(long, default_value = "table")]
+    format: String,
+    /// Write to this file instead of standard output.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// TOML configuration file with a `[clickhouse]` section.
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
 #[derive(Debug, Subcommand)]
 enum ReportCommand {
+    /// Spend (exact dollars), calls, unpriced calls and tokens, by team or other dimensions.
+    Spend {
+        /// Start, `YYYY-MM-DD` (UTC), inclusive.
+        #[arg(long)]
+        from: String,
+        /// End, `YYYY-MM-DD` (UTC), exclusive.
+        #[arg(long)]
+        to: String,
+        /// Breakdown: comma-separated of team, model, provider, user, workflow, region, service_tier.
+        #[arg(long, default_value = "team", value_delimiter = ',')]
+        by: Vec<String>,
+        #[command(flatten)]
+        output: ReportOutput,
+    },
+    /// Cost per deploy, per closed ticket and team efficiency.
+    Attribution {
+        /// Start, `YYYY-MM-DD` (UTC), inclusive.
+        #[arg(long)]
+        from: String,
+        /// End, `YYYY-MM-DD` (UTC), exclusive.
+        #[arg(long)]
+        to: String,
+        /// Share of a team's untagged spend attributed to each ticket open at the time.
+        #[arg(long, default_value_t = 0.0)]
+        unattributed_share: f64,
+        /// Loaded cost of an hour of a person's work, for the hidden-cost comparison.
+        #[arg(long, default_value_t = 100.0)]
+        loaded_hourly_rate_usd: f64,
+        #[command(flatten)]
+        output: ReportOutput,
+    },
+    /// Runaway-agent signals with what each burned.
+    Loops {
+        /// Start, `YYYY-MM-DD` (UTC), inclusive.
+        #[arg(long)]
+        from: String,
+        /// End, `YYYY-MM-DD` (UTC), exclusive.
+        #[arg(long)]
+        to: String,
+        #[command(flatten)]
+        output: ReportOutput,
+    },
     /// Energy and CO2e, low / central / high, with methods, data versions and assumptions.
     Emissions {
         /// First month, `YYYY-MM-DD` (months starting on or after it).
@@ -90,6 +146,100 @@ enum ReportCommand {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+}
+
+async fn report_command(report: ReportCommand) -> Result<(), TallyError> {
+    use tally_sink::{report, tabular};
+    let client_for = |config: &Option<PathBuf>| -> Result<clickhouse::Client, TallyError> {
+        let config: tally_sink::SinkConfig = load(config.as_deref())?;
+        Ok(tally_sink::sink::client(&config))
+    };
+    let (text, output) = match report {
+        ReportCommand::Emissions {
+            from,
+            to,
+            by,
+            format,
+            out,
+            config,
+        } => {
+            let client = client_for(&config)?;
+            let report =
+                report::emissions(&client, &report::EmissionsQuery { from, to, by }).await?;
+            let text = match format.as_str() {
+                "table" => report.table(),
+                "csv" => report.csv(),
+                "json" => report.json(),
+                "html" => report.html(),
+                other => {
+                    return Err(TallyError::Usage(format!(
+                        "--format {other:?} is not table, csv, json or html"
+                    )))
+                }
+            };
+            (text, out)
+        }
+        ReportCommand::Spend {
+            from,
+            to,
+            by,
+            output,
+        } => {
+            let client = client_for(&output.config)?;
+            (
+                render(
+                    &tabular::spend(&client, &from, &to, &by).await?,
+                    &output.format,
+                )?,
+                output.out,
+            )
+        }
+        ReportCommand::Attribution {
+            from,
+            to,
+            unattributed_share,
+            loaded_hourly_rate_usd,
+            output,
+        } => {
+            let client = client_for(&output.config)?;
+            let report = tabular::attribution(
+                &client,
+                &from,
+                &to,
+                unattributed_share,
+                loaded_hourly_rate_usd,
+            )
+            .await?;
+            (render(&report, &output.format)?, output.out)
+        }
+        ReportCommand::Loops { from, to, output } => {
+            let client = client_for(&output.config)?;
+            (
+                render(&tabular::loops(&client, &from, &to).await?, &output.format)?,
+                output.out,
+            )
+        }
+    };
+    match output {
+        Some(path) => std::fs::write(&path, text)
+            .map_err(|e| TallyError::Usage(format!("cannot write {}: {e}", path.display()))),
+        None => {
+            print!("{text}");
+            Ok(())
+        }
+    }
+}
+
+fn render(report: &tally_sink::tabular::Report, format: &str) -> Result<String, TallyError> {
+    match format {
+        "table" => Ok(report.table()),
+        "csv" => Ok(report.csv()),
+        "json" => Ok(report.json()),
+        "html" => Ok(report.html()),
+        other => Err(TallyError::Usage(format!(
+            "--format {other:?} is not table, csv, json or html"
+        ))),
+    }
 }
 
 fn main() -> ExitCode {
@@ -129,39 +279,7 @@ async fn run(command: Command) -> Result<(), TallyError> {
         }
         Command::Topics { command } => topics::run(command).await?,
         Command::Estimate(args) => estimate::run(args)?,
-        Command::Report {
-            report:
-                ReportCommand::Emissions {
-                    from,
-                    to,
-                    by,
-                    format,
-                    out,
-                    config,
-                },
-        } => {
-            let config: tally_sink::SinkConfig = load(config.as_deref())?;
-            let client = tally_sink::sink::client(&config);
-            let query = tally_sink::report::EmissionsQuery { from, to, by };
-            let report = tally_sink::report::emissions(&client, &query).await?;
-            let text = match format.as_str() {
-                "table" => report.table(),
-                "csv" => report.csv(),
-                "json" => report.json(),
-                "html" => report.html(),
-                other => {
-                    return Err(TallyError::Usage(format!(
-                        "--format {other:?} is not table, csv, json or html"
-                    )))
-                }
-            };
-            match out {
-                Some(path) => std::fs::write(&path, text).map_err(|e| {
-                    TallyError::Usage(format!("cannot write {}: {e}", path.display()))
-                })?,
-                None => print!("{text}"),
-            }
-        }
+        Command::Report { report } => report_command(report).await?,
     }
     Ok(())
 }

@@ -235,3 +235,174 @@ async fn emissions_report_agrees_with_the_view_and_renders() {
     }
     db.drop_database().await;
 }
+
+#[tokio::test]
+async fn spend_attribution_and_loops_reports_agree_with_the_sql() {
+    use tally_contract::records::{DeployEvent, LoopSignal, TicketEvent, TicketStatus};
+    use tally_sink::rows::{DeployRow, LoopSignalRow, TicketRow};
+    let db = TestDatabase::create("it_reports").await;
+    let server = clickhouse::Client::default().with_url(clickhouse_url());
+    migrate(&server, &db.name, &Migration::embedded().unwrap())
+        .await
+        .unwrap();
+    let nov = 1_793_491_200_000_000i64; // 2026-11-01
+    let template: EnrichedLlmCall = tally_tests::fixture("EnrichedLlmCall");
+    let mut insert = db.client.insert::<LlmCallRow>("llm_calls").await.unwrap();
+    for i in 0..9i64 {
+        let mut e = template.clone();
+        e.call.event_id = format!("s{i}");
+        e.call.team = ["payments", "search", "growth"][i as usize % 3].into();
+        e.call.occurred_at = nov + i * 3_600_000_000;
+        e.call.ticket_id = (i == 0).then(|| "PAY-9".to_string());
+        e.unpriced = i == 8;
+        e.cost_total_nanos = (i != 8).then_some(123_456_789 * (i + 1));
+        insert.write(&LlmCallRow::new(e, 0, i)).await.unwrap();
+    }
+    insert.end().await.unwrap();
+    let mut deploy: DeployEvent = tally_tests::fixture("DeployEvent");
+    (deploy.team, deploy.occurred_at, deploy.status) = (
+        "payments".into(),
+        nov + 20 * 3_600_000_000,
+        tally_contract::records::DeployStatus::Succeeded,
+    );
+    deploy.ticket_ids = vec!["PAY-9".into()];
+    let mut insert = db.client.insert::<DeployRow>("deploys").await.unwrap();
+    insert.write(&DeployRow::from(deploy)).await.unwrap();
+    insert.end().await.unwrap();
+    let mut insert = db.client.insert::<TicketRow>("tickets").await.unwrap();
+    for (i, (status, hour)) in [(TicketStatus::Opened, 0), (TicketStatus::Closed, 30)]
+        .into_iter()
+        .enumerate()
+    {
+        let mut t: TicketEvent = tally_tests::fixture("TicketEvent");
+        (t.event_id, t.ticket_id, t.team, t.status, t.occurred_at) = (
+            format!("t{i}"),
+            "PAY-9".into(),
+            "payments".into(),
+            status,
+            nov + hour * 3_600_000_000,
+        );
+        insert.write(&TicketRow::from(t)).await.unwrap();
+    }
+    insert.end().await.unwrap();
+    let mut signal: LoopSignal = tally_tests::fixture("LoopSignal");
+    signal.first_event_at = nov;
+    signal.last_event_at = nov + 1_000_000;
+    let mut insert = db
+        .client
+        .insert::<LoopSignalRow>("loop_signals")
+        .await
+        .unwrap();
+    insert
+        .write(&LoopSignalRow::from(signal.clone()))
+        .await
+        .unwrap();
+    insert.end().await.unwrap();
+
+    let range = ["--from", "2026-11-01", "--to", "2026-12-01"];
+    let json = |args: &[&str]| -> serde_json::Value {
+        let mut all = vec!["report"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&range);
+        all.extend_from_slice(&["--format", "json"]);
+        let out = tally(&all, &db.name);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+
+    let spend = json(&["spend"]);
+    let by_team: Vec<(String, String)> = db
+        .client
+        .query("SELECT team, toString(sum(ifNull(cost_usd, 0))) FROM llm_calls FINAL GROUP BY team ORDER BY sum(ifNull(cost_total_nanos, 0)) DESC")
+        .fetch_all()
+        .await
+        .unwrap();
+    let reported: Vec<(String, String)> = spend["sections"][0]["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["team"].as_str().unwrap().to_string(),
+                r["cost_usd"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(reported, by_team, "spend by team, to the nano-dollar");
+    assert_eq!(
+        spend["sections"][0]["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["unpriced_calls"].as_str().unwrap())
+            .collect::<Vec<_>>()
+            .concat(),
+        "001"
+    );
+
+    let attribution = json(&[
+        "attribution",
+        "--unattributed-share",
+        "0.5",
+        "--loaded-hourly-rate-usd",
+        "100",
+    ]);
+    let (deploy_cost, ticket_cost): (String, String) = db
+        .client
+        .query("SELECT toString(team_cost_usd), toString(ticket_cost_usd) FROM cost_per_deploy")
+        .fetch_one()
+        .await
+        .unwrap();
+    let deploy_row = &attribution["sections"][0]["rows"][0];
+    assert_eq!(
+        (
+            deploy_row["team_cost_usd"].as_str().unwrap(),
+            deploy_row["ticket_cost_usd"].as_str().unwrap()
+        ),
+        (deploy_cost.as_str(), ticket_cost.as_str())
+    );
+    let attributed: String = db
+        .client
+        .query("SELECT toString(attributed_cost_usd) FROM cost_per_ticket(unattributed_share = 0.5, loaded_hourly_rate_usd = 100)")
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(
+        attribution["sections"][1]["rows"][0]["attributed_cost_usd"]
+            .as_str()
+            .unwrap(),
+        attributed
+    );
+    assert_eq!(
+        attribution["sections"][2]["rows"].as_array().unwrap().len(),
+        3,
+        "one month for each of three teams"
+    );
+
+    let loops = json(&["loops"]);
+    let row = &loops["sections"][0]["rows"][0];
+    assert_eq!(row["signal_type"], "retry_storm");
+    assert_eq!(row["cost_usd"], "24.3984");
+    assert_eq!(row["explanation"].as_str().unwrap(), signal.explanation);
+
+    let out = tally(
+        &[
+            "report",
+            "attribution",
+            "--from",
+            "2026-11-01",
+            "--to",
+            "2026-12-01",
+            "--format",
+            "html",
+        ],
+        &db.name,
+    );
+    let page = String::from_utf8(out.stdout).unwrap();
+    assert!(page.contains("<svg") && page.contains("Cost per deploy") && !page.contains("<script"));
+    db.drop_database().await;
+}

@@ -1,0 +1,390 @@
+//! `tally report spend | attribution | loops`: reports made of titled tables read from
+//! ClickHouse's views and tables as exact text (ClickHouse formats the decimals, so a report
+//! shows what the SQL says, to the cent), rendered as a text table, CSV, JSON or a
+//! self-contained HTML page with a bar plot per section.
+use std::fmt::Write;
+
+use clickhouse::Client;
+use serde::Serialize;
+
+use crate::SinkError;
+
+/// One titled table.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Section {
+    pub title: String,
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<String>>,
+    /// Columns of the bar plot: (label, value), by name.
+    #[serde(skip)]
+    pub plot: Option<(&'static str, &'static str)>,
+}
+
+/// A report of sections with notes.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    pub title: String,
+    pub sections: Vec<Section>,
+    pub notes: Vec<String>,
+}
+
+/// Runs a query and reads its result as text cells (`JSONCompactEachRowWithNames`).
+pub async fn section(
+    client: &Client,
+    title: &str,
+    sql: &str,
+    binds: &[&str],
+    plot: Option<(&'static str, &'static str)>,
+) -> Result<Section, SinkError> {
+    let mut query = client.query(sql);
+    for bind in binds {
+        query = query.bind(*bind);
+    }
+    let bytes = query
+        .fetch_bytes("JSONCompactEachRowWithNames")
+        .map_err(|e| SinkError::ClickHouse(e.to_string()))?
+        .collect()
+        .await
+        .map_err(|e| SinkError::ClickHouse(e.to_string()))?;
+    let text = String::from_utf8_lossy(&bytes);
+    let mut lines = text.lines().map(|line| {
+        serde_json::from_str::<Vec<serde_json::Value>>(line)
+            .map(|cells| cells.iter().map(cell).collect::<Vec<String>>())
+            .map_err(|e| SinkError::ClickHouse(format!("unexpected report row {line:?}: {e}")))
+    });
+    let columns = lines.next().transpose()?.unwrap_or_default();
+    let rows = lines.collect::<Result<Vec<_>, _>>()?;
+    Ok(Section {
+        title: title.to_string(),
+        columns,
+        rows,
+        plot,
+    })
+}
+
+fn cell(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::Null => String::new(),
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+impl Report {
+    /// Aligned text tables.
+    pub fn table(&self) -> String {
+        let mut out = format!("{}\n", self.title);
+        for section in &self.sections {
+            let widths: Vec<usize> = (0..section.columns.len())
+                .map(|i| {
+                    section
+                        .rows
+                        .iter()
+                        .map(|r| r[i].len())
+                        .chain([section.columns[i].len()])
+                        .max()
+                        .unwrap_or(0)
+                })
+                .collect();
+            let line = |cells: &[String]| -> String {
+                cells
+                    .iter()
+                    .zip(&widths)
+                    .map(|(c, w)| format!("{c:<w$}"))
+                    .collect::<Vec<_>>()
+                    .join("  ")
+            };
+            let _ = writeln!(out, "\n{}\n{}", section.title, line(&section.columns));
+            for row in &section.rows {
+                let _ = writeln!(out, "{}", line(row));
+            }
+            if section.rows.is_empty() {
+                let _ = writeln!(out, "(none)");
+            }
+        }
+        for note in &self.notes {
+            let _ = writeln!(out, "- {note}");
+        }
+        out
+    }
+
+    /// CSV, one block per section preceded by a `# title` line.
+    pub fn csv(&self) -> String {
+        let quote = |c: &String| format!("\"{}\"", c.replace('"', "\"\""));
+        let mut out = String::new();
+        for section in &self.sections {
+            let _ = writeln!(out, "# {}", section.title);
+            let _ = writeln!(
+                out,
+                "{}",
+                section
+                    .columns
+                    .iter()
+                    .map(quote)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            );
+            for row in &section.rows {
+                let _ = writeln!(
+                    out,
+                    "{}",
+                    row.iter().map(quote).collect::<Vec<_>>().join(",")
+                );
+            }
+        }
+        out
+    }
+
+    /// JSON: each section's rows as objects keyed by column.
+    pub fn json(&self) -> String {
+        let sections: Vec<serde_json::Value> = self
+            .sections
+            .iter()
+            .map(|s| {
+                let rows: Vec<serde_json::Value> = s
+                    .rows
+                    .iter()
+                    .map(|r| {
+                        serde_json::Value::Object(
+                            s.columns
+                                .iter()
+                                .cloned()
+                                .zip(r.iter().cloned().map(serde_json::Value::String))
+                                .collect(),
+                        )
+                    })
+                    .collect();
+                serde_json::json!({"title": s.title, "rows": rows})
+            })
+            .collect();
+        serde_json::to_string_pretty(
+            &serde_json::json!({"title": self.title, "sections": sections, "notes": self.notes}),
+        )
+        .expect("the report serialises")
+    }
+
+    /// A self-contained page (no script, no network) with a bar plot per section.
+    pub fn html(&self) -> String {
+        let mut body = String::new();
+        for section in &self.sections {
+            let _ = write!(body, "<h2>{}</h2>", escape(&section.title));
+            if let Some((label, value)) = section.plot {
+                let (li, vi) = (
+                    section.columns.iter().position(|c| c == label),
+                    section.columns.iter().position(|c| c == value),
+                );
+                if let (Some(li), Some(vi)) = (li, vi) {
+                    let points: Vec<(String, f64)> = section
+                        .rows
+                        .iter()
+                        .map(|r| (r[li].clone(), r[vi].parse().unwrap_or(0.0)))
+                        .collect();
+                    body.push_str(&bar_plot(value, &points));
+                }
+            }
+            let header: String = section
+                .columns
+                .iter()
+                .map(|c| format!("<th>{}</th>", escape(c)))
+                .collect();
+            let rows: String = section
+                .rows
+                .iter()
+                .map(|r| {
+                    format!(
+                        "<tr>{}</tr>",
+                        r.iter()
+                            .map(|c| format!("<td>{}</td>", escape(c)))
+                            .collect::<String>()
+                    )
+                })
+                .collect();
+            let _ = write!(body, "<table><tr>{header}</tr>{rows}</table>");
+        }
+        let notes: String = self
+            .notes
+            .iter()
+            .map(|n| format!("<li>{}</li>", escape(n)))
+            .collect();
+        format!(
+            "<!doctype html><html><head><meta charset=\"utf-8\"><title>{title}</title><style>body{{font-family:sans-serif;margin:2em;color:#222}}\
+             table{{border-collapse:collapse;margin-bottom:1em}}td,th{{border:1px solid #ccc;padding:4px 8px}}</style></head>\
+             <body><h1>{title}</h1>{body}<ul>{notes}</ul></body></html>",
+            title = escape(&self.title)
+        )
+    }
+}
+
+fn bar_plot(value_name: &str, points: &[(String, f64)]) -> String {
+    let max = points
+        .iter()
+        .map(|(_, v)| *v)
+        .fold(0.0, f64::max)
+        .max(f64::MIN_POSITIVE);
+    let mut svg = format!(
+        "<svg width=\"720\" height=\"{}\"><title>{}</title>",
+        20 + points.len() * 24,
+        escape(value_name)
+    );
+    for (i, (label, value)) in points.iter().enumerate() {
+        let width = (value / max * 420.0).max(1.0);
+        let y = 5 + i * 24;
+        let _ = write!(
+            svg,
+            "<text x=\"0\" y=\"{}\" font-size=\"12\">{}</text><rect x=\"220\" y=\"{y}\" width=\"{width:.1}\" height=\"18\" fill=\"#4e79a7\"/>\
+             <text x=\"{:.1}\" y=\"{}\" font-size=\"11\">{value}</text>",
+            y + 14,
+            escape(label),
+            225.0 + width,
+            y + 14
+        );
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+const MONEY_NOTE: &str = "Money is exact: nano-dollars and Decimal(38, 9) dollars, as the SQL views compute them; \
+                          calls of unknown models are counted as unpriced and add nothing to cost (never a guessed 0).";
+
+/// Spend per team (and more dimensions), from `llm_calls FINAL`.
+pub async fn spend(
+    client: &Client,
+    from: &str,
+    to: &str,
+    by: &[String],
+) -> Result<Report, SinkError> {
+    const DIMENSIONS: [&str; 7] = [
+        "team",
+        "model",
+        "provider",
+        "user",
+        "workflow",
+        "region",
+        "service_tier",
+    ];
+    if let Some(bad) = by.iter().find(|d| !DIMENSIONS.contains(&d.as_str())) {
+        return Err(SinkError::Config(format!(
+            "--by: {bad:?} is not one of {}",
+            DIMENSIONS.join(", ")
+        )));
+    }
+    let dims = by
+        .iter()
+        .map(|d| format!("ifNull(toString({d}), '') AS {d}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let group = by.join(", ");
+    let sql = format!(
+        "SELECT {dims}, count() AS calls, countIf(unpriced) AS unpriced_calls, sum(input_tokens + output_tokens) AS tokens,
+                sum(ifNull(cost_total_nanos, 0)) AS cost_nanos, toString(sum(ifNull(cost_usd, 0))) AS cost_usd
+         FROM llm_calls FINAL WHERE occurred_at >= toDateTime64(?, 6, 'UTC') AND occurred_at < toDateTime64(?, 6, 'UTC')
+         GROUP BY {group} ORDER BY cost_nanos DESC"
+    );
+    let label: &'static str = match by.first().map(String::as_str) {
+        Some("model") => "model",
+        Some("provider") => "provider",
+        Some("user") => "user",
+        Some("workflow") => "workflow",
+        Some("region") => "region",
+        Some("service_tier") => "service_tier",
+        _ => "team",
+    };
+    let section = section(
+        client,
+        &format!("Spend by {}", by.join(" / ")),
+        &sql,
+        &[from, to],
+        Some((label, "cost_usd")),
+    )
+    .await?;
+    Ok(Report {
+        title: format!("LLM spend, {from} to {to}"),
+        sections: vec![section],
+        notes: vec![MONEY_NOTE.into()],
+    })
+}
+
+/// Cost per deploy, per closed ticket and team efficiency, from the views.
+pub async fn attribution(
+    client: &Client,
+    from: &str,
+    to: &str,
+    unattributed_share: f64,
+    loaded_hourly_rate_usd: f64,
+) -> Result<Report, SinkError> {
+    let deploys = section(
+        client,
+        "Cost per deploy (team spend since the previous deploy of the service; spend tagged with its tickets)",
+        "SELECT team, service, environment, deploy_id, ifNull(version, '') AS version, toString(deployed_at) AS deployed_at,
+                team_calls, team_unpriced_calls, toString(team_cost_usd) AS team_cost_usd, toString(ticket_cost_usd) AS ticket_cost_usd
+         FROM (SELECT * FROM cost_per_deploy WHERE deployed_at >= toDateTime64(?, 6, 'UTC') AND deployed_at < toDateTime64(?, 6, 'UTC'))
+         ORDER BY deploy_id",
+        &[from, to],
+        Some(("deploy_id", "team_cost_usd")),
+    )
+    .await?;
+    let share = unattributed_share.to_string();
+    let rate = loaded_hourly_rate_usd.to_string();
+    let tickets = section(
+        client,
+        &format!("Cost per closed ticket (tagged spend + {share} of untagged team spend while open; estimate x ${rate}/h)"),
+        &format!(
+            "SELECT team, ticket_id, kind, toString(closed_at) AS closed_at, toString(attributed_cost_usd) AS attributed_cost_usd,
+                    ifNull(toString(estimate_hours), '') AS estimate_hours, ifNull(toString(human_cost_usd), '') AS human_cost_usd
+             FROM (SELECT * FROM cost_per_ticket(unattributed_share = {share}, loaded_hourly_rate_usd = {rate})
+                   WHERE closed_at >= toDateTime64(?, 6, 'UTC') AND closed_at < toDateTime64(?, 6, 'UTC'))
+             ORDER BY ticket_id"
+        ),
+        &[from, to],
+        Some(("ticket_id", "attributed_cost_usd")),
+    )
+    .await?;
+    let efficiency = section(
+        client,
+        "Team efficiency per month",
+        "SELECT team, toString(month) AS month, tokens, toString(cost_usd) AS cost_usd, deploys, closed_features, closed_bugs,
+                ifNull(toString(cost_per_feature_usd), '') AS cost_per_feature_usd, ifNull(toString(cost_per_deploy_usd), '') AS cost_per_deploy_usd
+         FROM (SELECT * FROM team_efficiency WHERE month >= toDate(?) AND month < toDate(?)) ORDER BY team, month",
+        &[from, to],
+        Some(("team", "cost_usd")),
+    )
+    .await?;
+    Ok(Report {
+        title: format!("What the spend bought, {from} to {to}"),
+        sections: vec![deploys, tickets, efficiency],
+        notes: vec![MONEY_NOTE.into()],
+    })
+}
+
+/// Runaway-agent signals, their latest state each, from `loop_signals FINAL`.
+pub async fn loops(client: &Client, from: &str, to: &str) -> Result<Report, SinkError> {
+    let signals = section(
+        client,
+        "Runaway-agent signals (latest state of each)",
+        "SELECT team, signal_type, argMax(state, emitted_at) AS state, argMax(severity, emitted_at) AS severity,
+                ifNull(any(session_id), '') AS session, max(evidence_calls) AS calls,
+                toString(toDecimal128(max(cost_nanos_burned), 9) / 1000000000) AS cost_usd,
+                toString(toDecimal128(max(co2e_ug_burned), 9) / 1000000000) AS co2e_kg,
+                argMax(explanation, emitted_at) AS explanation
+         FROM loop_signals FINAL WHERE first_event_at >= toDateTime64(?, 6, 'UTC') AND first_event_at < toDateTime64(?, 6, 'UTC')
+         GROUP BY signal_id, team, signal_type ORDER BY max(cost_nanos_burned) DESC",
+        &[from, to],
+        Some(("session", "cost_usd")),
+    )
+    .await?;
+    Ok(Report {
+        title: format!("Runaway agents, {from} to {to}"),
+        sections: vec![signals],
+        notes: vec![
+            "Cost and CO2e are what each loop burned since it began, as the detector counted them."
+                .into(),
+        ],
+    })
+}
