@@ -15,6 +15,7 @@ pub mod codec;
 pub mod config;
 mod error;
 pub mod kafka;
+pub mod metrics;
 pub mod records;
 pub mod schema;
 pub mod shutdown;

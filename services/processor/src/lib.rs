@@ -37,7 +37,8 @@ pub async fn run(config: ProcessorConfig) -> Result<(), ProcessorError> {
     let stop = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(pipeline::Stats::default());
     if let Some(address) = config.metrics_listen {
-        serve_metrics(address, stats.clone()).await?;
+        let stats = stats.clone();
+        tally_contract::metrics::serve(address, move || stats.render()).await?;
     }
     let handles = vec![
         pipeline::spawn(
@@ -92,33 +93,6 @@ pub async fn run(config: ProcessorConfig) -> Result<(), ProcessorError> {
         }
     }
     first_error.map_or(Ok(()), Err)
-}
-
-/// Serves the counters as Prometheus text on every request to `address`.
-async fn serve_metrics(
-    address: std::net::SocketAddr,
-    stats: Arc<pipeline::Stats>,
-) -> Result<(), ProcessorError> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind(address)
-        .await
-        .map_err(|e| ProcessorError::Config(format!("metrics_listen {address}: {e}")))?;
-    tracing::info!(%address, "metrics on /metrics");
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            let body = stats.render();
-            tokio::spawn(async move {
-                let mut request = [0u8; 1024];
-                let _ = socket.read(&mut request).await;
-                let response = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = socket.write_all(response.as_bytes()).await;
-            });
-        }
-    });
-    Ok(())
 }
 
 async fn shutdown_signal() {

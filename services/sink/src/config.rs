@@ -26,6 +26,9 @@ pub struct SinkConfig {
     /// loop_signals, alerts (all by default).
     #[serde(default = "default_tables")]
     pub tables: Vec<String>,
+    /// Address of a Prometheus `/metrics` endpoint (`127.0.0.1:9465`); none by default.
+    #[serde(default)]
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// Kafka to consume from.
     #[serde(default)]
     pub kafka: KafkaConfig,
@@ -62,6 +65,7 @@ impl Default for SinkConfig {
             batch_max_bytes: default_batch_max_bytes(),
             batch_max_wait_ms: default_batch_max_wait_ms(),
             tables: default_tables(),
+            metrics_listen: None,
             kafka: KafkaConfig::default(),
             clickhouse: ClickHouseConfig::default(),
         }

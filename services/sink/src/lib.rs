@@ -21,6 +21,10 @@ pub async fn run(config: SinkConfig) -> Result<(), SinkError> {
     config.validate()?;
     let stop = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(sink::SinkStats::default());
+    if let Some(address) = config.metrics_listen {
+        let stats = stats.clone();
+        tally_contract::metrics::serve(address, move || stats.render()).await?;
+    }
     let worker = tokio::spawn(run_tables(config, stop.clone(), stats.clone()));
     let mut report = tokio::time::interval(std::time::Duration::from_secs(10));
     tokio::pin!(worker);

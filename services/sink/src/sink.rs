@@ -399,6 +399,36 @@ impl<T: SinkTable> Sink<'_, T> {
 }
 
 impl SinkStats {
+    /// Prometheus text exposition of the counters.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let counters = [
+            ("rows_inserted", "Rows ClickHouse acknowledged.", &self.rows),
+            ("batches", "Batches inserted and committed.", &self.batches),
+            (
+                "dead_letters",
+                "Records sent to the dead-letter topic.",
+                &self.dead_letters,
+            ),
+            (
+                "insert_microseconds",
+                "Time spent inserting and committing batches.",
+                &self.insert_micros,
+            ),
+        ];
+        for (name, help, value) in counters {
+            out.push_str(&format!(
+                "# HELP tally_sink_{name}_total {help}\n# TYPE tally_sink_{name}_total counter\ntally_sink_{name}_total {}\n",
+                value.load(Ordering::Relaxed)
+            ));
+        }
+        out.push_str("# HELP tally_sink_lag Records behind the end of the table's topic.\n# TYPE tally_sink_lag gauge\n");
+        for (table, lag) in self.lag.lock().expect("lag lock").iter() {
+            out.push_str(&format!("tally_sink_lag{{table=\"{table}\"}} {lag}\n"));
+        }
+        out
+    }
+
     /// Records behind, summed over tables.
     pub fn total_lag(&self) -> u64 {
         self.lag.lock().expect("lag lock").values().sum()
