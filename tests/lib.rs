@@ -170,3 +170,31 @@ impl TestDatabase {
             .expect("DROP DATABASE");
     }
 }
+
+/// Runs `scripts/services.sh COMMAND` for a service of the test's own (its own data folder and
+/// ports, given as environment variables); `unset` names the address variable that would make
+/// the script use the shared server instead. Fails the test, with the script's output, if the
+/// script fails.
+pub fn services_script(
+    command: &str,
+    data: &std::path::Path,
+    unset: &str,
+    envs: &[(&str, String)],
+) {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/services.sh");
+    let mut process = std::process::Command::new(script);
+    process
+        .arg(command)
+        .env_remove(unset)
+        .env("TALLY_SERVICES_DIR", data);
+    for (key, value) in envs {
+        process.env(key, value);
+    }
+    let output = process.output().expect("scripts/services.sh runs");
+    assert!(
+        output.status.success(),
+        "services.sh {command}: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

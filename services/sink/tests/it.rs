@@ -684,22 +684,11 @@ async fn attribution_views_on_a_hand_built_history() {
 
 /// Runs scripts/services.sh for a ClickHouse of this test's own (other ports, own data).
 fn own_clickhouse(command: &str, data: &std::path::Path, http_port: u16) {
-    let script =
-        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/services.sh");
-    let output = std::process::Command::new(script)
-        .arg(command)
-        .env_remove("TALLY_CLICKHOUSE_URL")
-        .env("TALLY_SERVICES_DIR", data)
-        .env("TALLY_CLICKHOUSE_HTTP_PORT", http_port.to_string())
-        .env("TALLY_CLICKHOUSE_TCP_PORT", (http_port + 1).to_string())
-        .output()
-        .expect("scripts/services.sh runs");
-    assert!(
-        output.status.success(),
-        "services.sh {command}: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let ports = [
+        ("TALLY_CLICKHOUSE_HTTP_PORT", http_port.to_string()),
+        ("TALLY_CLICKHOUSE_TCP_PORT", (http_port + 1).to_string()),
+    ];
+    tally_tests::services_script(command, data, "TALLY_CLICKHOUSE_URL", &ports);
 }
 
 struct StopClickHouse(std::path::PathBuf, u16);

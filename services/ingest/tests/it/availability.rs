@@ -2,7 +2,6 @@
 //! once Kafka is back, the retried requests are accepted and nothing is doubled. This test
 //! runs a broker of its own (other ports, other data folder), so it can stop it.
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::json;
@@ -15,22 +14,12 @@ use crate::harness::Harness;
 
 const PORT: u16 = 19092;
 
-fn own_broker(command: &str, data: &PathBuf) {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/services.sh");
-    let output = Command::new(script)
-        .arg(command)
-        .env_remove("TALLY_KAFKA_BROKERS")
-        .env("TALLY_SERVICES_DIR", data)
-        .env("TALLY_KAFKA_PORT", PORT.to_string())
-        .env("TALLY_KAFKA_CONTROLLER_PORT", (PORT + 1).to_string())
-        .output()
-        .expect("scripts/services.sh runs");
-    assert!(
-        output.status.success(),
-        "services.sh {command}: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+fn own_broker(command: &str, data: &std::path::Path) {
+    let ports = [
+        ("TALLY_KAFKA_PORT", PORT.to_string()),
+        ("TALLY_KAFKA_CONTROLLER_PORT", (PORT + 1).to_string()),
+    ];
+    tally_tests::services_script(command, data, "TALLY_KAFKA_BROKERS", &ports);
 }
 
 struct StopOnDrop(PathBuf);
