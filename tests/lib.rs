@@ -198,3 +198,18 @@ pub fn services_script(
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// The body of `GET /metrics` from a service's Prometheus endpoint at `address`.
+pub async fn fetch_metrics(address: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = tokio::net::TcpStream::connect(address)
+        .await
+        .unwrap_or_else(|e| panic!("no metrics endpoint at {address}: {e}"));
+    socket
+        .write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = String::new();
+    socket.read_to_string(&mut response).await.unwrap();
+    response
+}

@@ -50,12 +50,5 @@ pub enum ContractError {
     },
 }
 
-impl ContractError {
-    /// Whether trying the same operation again may succeed (only broker failures may).
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, ContractError::Kafka { .. })
-    }
-}
-
 /// Result with the contract's error.
 pub type Result<T, E = ContractError> = std::result::Result<T, E>;

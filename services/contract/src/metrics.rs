@@ -6,6 +6,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::{ContractError, Result};
 
+/// One counter in Prometheus text: HELP, TYPE and the value.
+pub fn counter(name: &str, help: &str, value: u64) -> String {
+    format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n")
+}
+
 /// Binds `address` and serves `render()` as Prometheus text until the process ends.
 pub async fn serve(
     address: SocketAddr,

@@ -87,14 +87,16 @@ impl Stats {
                 &self.restarts,
             ),
         ];
-        let mut out = String::new();
-        for (name, help, value) in counters {
-            out.push_str(&format!(
-                "# HELP tally_processor_{name}_total {help}\n# TYPE tally_processor_{name}_total counter\ntally_processor_{name}_total {}\n",
-                value.load(Ordering::Relaxed)
-            ));
-        }
-        out
+        counters
+            .iter()
+            .map(|(name, help, value)| {
+                tally_contract::metrics::counter(
+                    &format!("tally_processor_{name}_total"),
+                    help,
+                    value.load(Ordering::Relaxed),
+                )
+            })
+            .collect()
     }
 }
 

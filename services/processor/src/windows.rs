@@ -109,8 +109,6 @@ impl Default for WindowConfig {
 pub struct WindowOutput {
     /// Windows to emit now (closed, or revised after closing).
     pub emitted: Vec<SpendWindow>,
-    /// Windows changed or dropped, for the changelog.
-    pub changed: Vec<WindowKey>,
     /// Whether the call was too late for at least one window size.
     pub late: bool,
 }
@@ -150,7 +148,6 @@ pub fn apply(
                 totals.emitted_revision = Some(revision);
                 output.emitted.push(to_record(&key, totals, now));
             }
-            output.changed.push(key);
         }
     }
     let watermark = at - config.max_out_of_order_secs * MICROS_PER_SECOND;
@@ -181,7 +178,6 @@ pub fn advance(
             if totals.emitted_revision.is_none() {
                 totals.emitted_revision = Some(0);
                 output.emitted.push(to_record(key, totals, now));
-                output.changed.push(key.clone());
             }
         }
         // Past lateness: start + length + lateness <= watermark.
@@ -192,7 +188,6 @@ pub fn advance(
             .collect();
         for key in expired {
             state.windows.remove(&key);
-            output.changed.push(key);
         }
     }
 }

@@ -417,9 +417,10 @@ impl SinkStats {
             ),
         ];
         for (name, help, value) in counters {
-            out.push_str(&format!(
-                "# HELP tally_sink_{name}_total {help}\n# TYPE tally_sink_{name}_total counter\ntally_sink_{name}_total {}\n",
-                value.load(Ordering::Relaxed)
+            out.push_str(&tally_contract::metrics::counter(
+                &format!("tally_sink_{name}_total"),
+                help,
+                value.load(Ordering::Relaxed),
             ));
         }
         out.push_str("# HELP tally_sink_lag Records behind the end of the table's topic.\n# TYPE tally_sink_lag gauge\n");

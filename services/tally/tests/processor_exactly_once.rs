@@ -169,20 +169,6 @@ burn_rate_alert = false
 /// Where the restarted processor serves its metrics.
 const METRICS: &str = "127.0.0.1:19464";
 
-async fn fetch_metrics() -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut socket = tokio::net::TcpStream::connect(METRICS)
-        .await
-        .expect("the processor serves metrics");
-    socket
-        .write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let mut response = String::new();
-    socket.read_to_string(&mut response).await.unwrap();
-    response
-}
-
 struct Processor {
     child: Child,
 }
@@ -483,7 +469,7 @@ async fn sigkill_mid_stream_then_restart_counts_every_call_exactly_once() {
     assert_eq!(totals, expected, "no call lost, totals exact");
     produce(&kafka, &last).await;
     assert_windows_and_alerts(&kafka, &expected).await;
-    let metrics = fetch_metrics().await;
+    let metrics = tally_tests::fetch_metrics(METRICS).await;
     let unpriced: u64 = metrics
         .lines()
         .find_map(|l| l.strip_prefix("tally_processor_unpriced_total "))

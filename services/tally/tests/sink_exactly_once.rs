@@ -32,20 +32,6 @@ fn tally(args: &[&str], kafka: &KafkaConfig, database: &str, group: &str) -> Com
 
 const METRICS: &str = "127.0.0.1:19465";
 
-async fn fetch_metrics() -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut socket = tokio::net::TcpStream::connect(METRICS)
-        .await
-        .expect("the sink serves metrics");
-    socket
-        .write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let mut response = String::new();
-    socket.read_to_string(&mut response).await.unwrap();
-    response
-}
-
 struct Sink(Child);
 
 impl Drop for Sink {
@@ -177,7 +163,7 @@ async fn sigkill_mid_run_keeps_clickhouse_totals_exact() {
         .unwrap();
     assert_eq!(totals, (COUNT as u64, Some(expected_cost)));
     assert_eq!(totals_after, totals, "nothing more arrived");
-    let metrics = fetch_metrics().await;
+    let metrics = tally_tests::fetch_metrics(METRICS).await;
     let inserted: u64 = metrics
         .lines()
         .find_map(|l| l.strip_prefix("tally_sink_rows_inserted_total "))

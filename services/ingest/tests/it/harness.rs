@@ -181,6 +181,18 @@ impl Harness {
             .collect()
     }
 
+    /// The body of `GET /metrics`.
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// Stops the server gracefully and checks it ended without error.
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {

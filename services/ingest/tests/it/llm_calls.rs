@@ -279,15 +279,7 @@ async fn retried_requests_and_records_without_ids_are_counted_once() {
         Some(fingerprint::of_text("hi").as_str())
     );
 
-    let metrics = ingest
-        .http
-        .get(format!("{}/metrics", ingest.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = ingest.metrics().await;
     assert!(
         metrics.contains("tally_ingest_events_duplicate_total 4\n"),
         "{metrics}"

@@ -113,15 +113,7 @@ async fn the_opentelemetry_sdk_exports_genai_spans_in_protobuf_and_json() {
             (CallStatus::Error, Some("timeout"))
         );
     }
-    let metrics = ingest
-        .http
-        .get(format!("{}/metrics", ingest.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = ingest.metrics().await;
     assert!(
         metrics.contains("tally_ingest_spans_skipped_total 2\n"),
         "{metrics}"
