@@ -1,0 +1,1 @@
+//! Alert delivery (work in progress).
