@@ -5,6 +5,8 @@
 //! Integration tests talk to the real Kafka broker and ClickHouse server: the ones
 //! `scripts/services.sh start` runs on loopback, or the ones `TALLY_KAFKA_BROKERS` and
 //! `TALLY_CLICKHOUSE_URL` name. A server that does not answer fails the test, never skips it.
+pub mod scenarios;
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

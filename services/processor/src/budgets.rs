@@ -232,7 +232,7 @@ pub fn period_bounds(period: Period, at: Micros) -> (Micros, Micros) {
     }
 }
 
-fn dollars(nanos: i128) -> String {
+pub(crate) fn dollars(nanos: i128) -> String {
     let cents = (nanos + 5_000_000) / 10_000_000;
     let (whole, fraction) = (cents / 100, cents % 100);
     let digits = whole.to_string();

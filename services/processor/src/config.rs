@@ -7,6 +7,7 @@ use tally_contract::kafka::KafkaConfig;
 
 use crate::budgets::{BudgetConfig, RolesConfig};
 use crate::carbon::CarbonConfig;
+use crate::detect::DetectConfig;
 use crate::pricing::{Catalogue, PriceOverride, SHIPPED_CATALOGUE_VERSION};
 use crate::windows::WindowConfig;
 use crate::ProcessorError;
@@ -54,6 +55,9 @@ pub struct ProcessorConfig {
     /// Roles and their expected usage, for review alerts.
     #[serde(default)]
     pub roles: RolesConfig,
+    /// Runaway-agent detection (the `detect` stage).
+    #[serde(default)]
+    pub detect: DetectConfig,
     /// Kafka to consume from and produce to.
     #[serde(default)]
     pub kafka: KafkaConfig,
@@ -113,6 +117,7 @@ impl Default for ProcessorConfig {
             windows: WindowConfig::default(),
             budgets: Vec::new(),
             roles: RolesConfig::default(),
+            detect: DetectConfig::default(),
             kafka: KafkaConfig::default(),
         }
     }
@@ -166,6 +171,7 @@ impl ProcessorConfig {
                 )));
             }
         }
+        self.detect.validate().map_err(ProcessorError::Config)?;
         Ok(())
     }
 

@@ -8,6 +8,7 @@
 pub mod budgets;
 pub mod carbon;
 mod config;
+pub mod detect;
 pub mod decimal;
 pub mod enrich;
 mod error;
