@@ -358,8 +358,8 @@ impl DestinationConfig {
         let token = match (&self.token_env, self.kind) {
             (Some(_), DestinationKind::Slack) => {
                 return Err(config_error(format!(
-                    "{key}.token_env: a slack incoming webhook takes no token (its URL is the secret)"
-                )))
+                "{key}.token_env: a slack incoming webhook takes no token (its URL is the secret)"
+            )))
             }
             (Some(variable), _) => Some(read_env(&format!("{key}.token_env"), variable)?),
             (None, _) => None,
@@ -418,9 +418,7 @@ impl DestinationConfig {
                 )))
             }
             (None, None) => {
-                return Err(config_error(format!(
-                    "{key}: url_env (or url) is required"
-                )))
+                return Err(config_error(format!("{key}: url_env (or url) is required")))
             }
             (Some(url), None) => (format!("{key}.url"), url.clone()),
             (None, Some(variable)) => (
@@ -532,7 +530,10 @@ mod tests {
             let config: NotifyConfig = load(Some(Path::new("notify.toml"))).unwrap();
             assert_eq!(config.kafka.brokers, "k:9092");
             assert_eq!(config.retry.max_attempts, 3);
-            assert_eq!(config.retry.max_backoff_ms, 30_000, "defaults fill the rest");
+            assert_eq!(
+                config.retry.max_backoff_ms, 30_000,
+                "defaults fill the rest"
+            );
             assert_eq!(config.destinations[1].kinds.len(), 2);
             assert_eq!(config.destinations[2].min_severity, Severity::Critical);
             let endpoints = config.resolve().unwrap();
@@ -542,6 +543,30 @@ mod tests {
                 endpoints[2].url.expose(),
                 "http://am.internal:9093/api/v2/alerts"
             );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_example_file_loads_and_states_the_defaults() {
+        Jail::expect_with(|jail| {
+            for variable in [
+                "TALLY_OPS_WEBHOOK_URL",
+                "TALLY_SLACK_WEBHOOK_URL",
+                "TALLY_ALERTMANAGER_URL",
+            ] {
+                jail.set_env(variable, "https://example.com/x");
+            }
+            jail.set_env("TALLY_OPS_WEBHOOK_TOKEN", "t");
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("notify.example.toml");
+            let config: NotifyConfig = load(Some(&path)).unwrap();
+            assert_eq!(config.resolve().unwrap().len(), 3);
+            let defaults = NotifyConfig {
+                metrics_listen: config.metrics_listen,
+                destinations: config.destinations.clone(),
+                ..NotifyConfig::default()
+            };
+            assert_eq!(config, defaults, "the file shows the defaults");
             Ok(())
         });
     }

@@ -152,7 +152,16 @@ impl ClientContext for RebalanceFlag {}
 
 impl ConsumerContext for RebalanceFlag {
     fn pre_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        tracing::info!(?rebalance, "rebalance: unfinished alerts will be read again");
+        let (change, partitions) = match rebalance {
+            Rebalance::Assign(list) => ("assign", list.count()),
+            Rebalance::Revoke(list) => ("revoke", list.count()),
+            Rebalance::Error(_) => ("error", 0),
+        };
+        tracing::info!(
+            change,
+            partitions,
+            "rebalance: alerts not finished by every destination will be read again"
+        );
         self.happened.store(true, Ordering::SeqCst);
     }
 }
@@ -240,6 +249,7 @@ impl AlertConsumer {
     /// After the workers ended: takes their last tickets and commits every position,
     /// synchronously.
     pub async fn finish(&mut self) {
+        self.note_rebalance();
         while let Some(ticket) = self.done.recv().await {
             self.offsets.finish(ticket);
         }
@@ -307,7 +317,12 @@ impl AlertConsumer {
     /// After a rebalance every partition restarts from its committed offset: forget the
     /// rest, and never commit for a partition that may now be another consumer's.
     fn note_rebalance(&mut self) {
-        if self.consumer.context().happened.swap(false, Ordering::SeqCst) {
+        if self
+            .consumer
+            .context()
+            .happened
+            .swap(false, Ordering::SeqCst)
+        {
             self.offsets.reset();
             self.note_in_flight();
         }
@@ -368,7 +383,11 @@ mod tests {
         assert!(offsets.finish(a));
         assert_eq!(offsets.to_commit(), [(0, 13)], "up to the unfinished 13");
         assert!(offsets.finish(c));
-        assert_eq!(offsets.to_commit(), [(0, 14)], "all finished: one past the last read");
+        assert_eq!(
+            offsets.to_commit(),
+            [(0, 14)],
+            "all finished: one past the last read"
+        );
         assert_eq!(offsets.to_commit(), [], "handed out once");
         assert_eq!(offsets.positions(), [(0, 14)]);
         assert_eq!(offsets.in_flight(), 0);

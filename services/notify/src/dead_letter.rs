@@ -88,7 +88,9 @@ impl DeadLetters {
             );
             match delivery.await {
                 Ok(_) => return Ok(()),
-                Err((e, _)) => tracing::warn!(error = %e, retry_in = ?backoff, "dead letter not written; retrying"),
+                Err((e, _)) => {
+                    tracing::warn!(error = %e, retry_in = ?backoff, "dead letter not written; retrying")
+                }
             }
             tokio::select! {
                 _ = tokio::time::sleep(backoff) => {}

@@ -109,7 +109,13 @@ impl Dedup {
     }
 
     /// Remembers that the alert was delivered in `state` with `severity` at `now`.
-    pub fn delivered(&mut self, alert_id: &str, state: AlertState, severity: Severity, now: Instant) {
+    pub fn delivered(
+        &mut self,
+        alert_id: &str,
+        state: AlertState,
+        severity: Severity,
+        now: Instant,
+    ) {
         let entry = Entry {
             state,
             severity,

@@ -245,7 +245,12 @@ pub fn secrets_of(endpoint: &Endpoint) -> Vec<String> {
         secrets.extend(parsed.password().map(str::to_string));
         secrets.push(parsed.username().to_string());
     }
-    secrets.extend(endpoint.token.as_ref().map(|t| Secret::expose(t).to_string()));
+    secrets.extend(
+        endpoint
+            .token
+            .as_ref()
+            .map(|t| Secret::expose(t).to_string()),
+    );
     secrets.retain(|s| s.len() > 1);
     secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
     secrets
@@ -253,9 +258,9 @@ pub fn secrets_of(endpoint: &Endpoint) -> Vec<String> {
 
 /// `text` with each of `secrets` replaced by `<redacted>`.
 pub fn redact(text: &str, secrets: &[String]) -> String {
-    secrets
-        .iter()
-        .fold(text.to_string(), |text, secret| text.replace(secret, "<redacted>"))
+    secrets.iter().fold(text.to_string(), |text, secret| {
+        text.replace(secret, "<redacted>")
+    })
 }
 
 /// The first bytes of an error answer's body, on one line.
@@ -291,7 +296,13 @@ mod tests {
         let text = "POST https://user:pa55word@hooks.example.com/services/T0/B0/xyz?key=abc \
                     failed; path /services/T0/B0/xyz; key=abc; bearer t0ken-value; pa55word";
         let redacted = redact(text, &secrets);
-        for leak in ["hooks.example.com/services", "/services/T0", "key=abc", "t0ken", "pa55word"] {
+        for leak in [
+            "hooks.example.com/services",
+            "/services/T0",
+            "key=abc",
+            "t0ken",
+            "pa55word",
+        ] {
             assert!(!redacted.contains(leak), "{leak} in {redacted}");
         }
         assert!(redacted.starts_with("POST <redacted> failed"), "{redacted}");
@@ -317,6 +328,9 @@ mod tests {
         let destination = Destination::new(&config, endpoint, Duration::from_secs(1)).unwrap();
         let text = format!("{destination:?}");
         assert!(text.contains("pager"), "{text}");
-        assert!(!text.contains("am.internal") && !text.contains("t0ken"), "{text}");
+        assert!(
+            !text.contains("am.internal") && !text.contains("t0ken"),
+            "{text}"
+        );
     }
 }

@@ -20,10 +20,7 @@ pub enum NotifyError {
     },
     /// The HTTP client could not be built (TLS set-up, say).
     #[error("http client for destination `{destination}`: {reason}")]
-    Http {
-        destination: String,
-        reason: String,
-    },
+    Http { destination: String, reason: String },
     /// A task of the notifier panicked.
     #[error("{0} panicked")]
     Panicked(String),

@@ -72,30 +72,20 @@ pub async fn run_until(
     let stop = Stop(stop);
     let dead_letters = DeadLetters::new(&config.kafka)?;
     let (done_sender, done) = mpsc::unbounded_channel();
-    let mut workers = JoinSet::new();
-    let mut queues = Vec::with_capacity(config.destinations.len());
-    for (index, (destination, endpoint)) in config.destinations.iter().zip(endpoints).enumerate() {
-        let timeout = Duration::from_millis(config.retry.request_timeout_ms);
-        let worker = Worker {
-            destination: Destination::new(destination, endpoint, timeout)?,
-            dedup: Dedup::new(
-                config.renotify_interval(destination),
-                config.dedup_max_entries,
-            ),
-            policy: config.retry.policy(),
-            dead_letters: dead_letters.clone(),
-            stats: stats.clone(),
-            index,
-            stop: stop.clone(),
-        };
-        let (queue, jobs) = mpsc::channel(config.queue_capacity);
-        queues.push(queue);
-        workers.spawn(worker.run(jobs, done_sender.clone()));
-    }
-    // The workers hold the only senders: `done` ends when the last worker does.
-    drop(done_sender);
+    let (mut workers, queues) = spawn_workers(
+        &config,
+        endpoints,
+        &dead_letters,
+        &stats,
+        &stop,
+        done_sender,
+    )?;
     let mut consumer = AlertConsumer::new(&config, queues, done, dead_letters, stats.clone())?;
-    let names: Vec<&str> = config.destinations.iter().map(|d| d.name.as_str()).collect();
+    let names: Vec<String> = config
+        .destinations
+        .iter()
+        .map(|d| format!("{} ({})", d.name, d.kind.as_str()))
+        .collect();
     tracing::info!(
         topic = consumer.topic(),
         group = %config.group_id,
@@ -113,7 +103,9 @@ pub async fn run_until(
     let mut panicked = None;
     while let Some(result) = workers.join_next().await {
         if let Err(error) = result {
-            panicked = Some(NotifyError::Panicked(format!("a destination's worker ({error})")));
+            panicked = Some(NotifyError::Panicked(format!(
+                "a destination's worker ({error})"
+            )));
         }
     }
     consumer.finish().await;
@@ -121,6 +113,39 @@ pub async fn run_until(
     log_progress(&stats);
     outcome?;
     panicked.map_or(Ok(()), Err)
+}
+
+/// One task per destination, each with its own queue (returned in configuration order).
+/// The workers hold the only senders of `done`, so it ends when the last worker does.
+fn spawn_workers(
+    config: &NotifyConfig,
+    endpoints: Vec<config::Endpoint>,
+    dead_letters: &DeadLetters,
+    stats: &Arc<Stats>,
+    stop: &Stop,
+    done: mpsc::UnboundedSender<consumer::Ticket>,
+) -> Result<(JoinSet<()>, Vec<mpsc::Sender<worker::Job>>), NotifyError> {
+    let timeout = Duration::from_millis(config.retry.request_timeout_ms);
+    let mut workers = JoinSet::new();
+    let mut queues = Vec::with_capacity(config.destinations.len());
+    for (index, (destination, endpoint)) in config.destinations.iter().zip(endpoints).enumerate() {
+        let worker = Worker {
+            destination: Destination::new(destination, endpoint, timeout)?,
+            dedup: Dedup::new(
+                config.renotify_interval(destination),
+                config.dedup_max_entries,
+            ),
+            policy: config.retry.policy(),
+            dead_letters: dead_letters.clone(),
+            stats: stats.clone(),
+            index,
+            stop: stop.clone(),
+        };
+        let (queue, jobs) = mpsc::channel(config.queue_capacity);
+        queues.push(queue);
+        workers.spawn(worker.run(jobs, done.clone()));
+    }
+    Ok((workers, queues))
 }
 
 /// The stop signal every task of the notifier watches.

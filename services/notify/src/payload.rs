@@ -63,9 +63,7 @@ pub fn slack(alert: &Alert) -> Value {
         escape(&about),
         escape(&alert.message)
     );
-    let field = |name: &str, value: &str| {
-        json!({"type": "mrkdwn", "text": format!("*{name}*\n{}", escape(value))})
-    };
+    let field = |name: &str, value: &str| json!({"type": "mrkdwn", "text": format!("*{name}*\n{}", escape(value))});
     let mut fields = vec![field("Tenant", &alert.tenant)];
     if let Some(team) = &alert.team {
         fields.push(field("Team", team));
@@ -456,7 +454,10 @@ mod tests {
             body(DestinationKind::Webhook, &alert, NOW, hold),
             webhook(&alert)
         );
-        assert_eq!(body(DestinationKind::Slack, &alert, NOW, hold), slack(&alert));
+        assert_eq!(
+            body(DestinationKind::Slack, &alert, NOW, hold),
+            slack(&alert)
+        );
         assert_eq!(
             body(DestinationKind::Alertmanager, &alert, NOW, hold),
             alertmanager(&alert, NOW, hold)

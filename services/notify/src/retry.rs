@@ -57,12 +57,7 @@ impl RetryPolicy {
 
     /// The wait before retry number `retry`: uniformly between half the ceiling and the
     /// ceiling. A `Retry-After` the receiver sent is honoured up to `max`.
-    pub fn delay(
-        &self,
-        retry: u32,
-        retry_after: Option<Duration>,
-        rng: &mut impl Rng,
-    ) -> Duration {
+    pub fn delay(&self, retry: u32, retry_after: Option<Duration>, rng: &mut impl Rng) -> Duration {
         let ceiling = self.ceiling(retry).as_micros() as u64;
         let jittered = Duration::from_micros(rng.random_range(ceiling / 2..=ceiling));
         match retry_after {
@@ -127,7 +122,10 @@ mod tests {
         let capped = policy().delay(0, Some(Duration::from_secs(3_600)), &mut rng);
         assert_eq!(capped, Duration::from_secs(30), "never longer than max");
         let shorter = policy().delay(3, Some(Duration::from_millis(1)), &mut rng);
-        assert!(shorter >= Duration::from_secs(2), "the backoff still applies");
+        assert!(
+            shorter >= Duration::from_secs(2),
+            "the backoff still applies"
+        );
     }
 
     #[test]

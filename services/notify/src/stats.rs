@@ -127,7 +127,9 @@ impl Stats {
         ];
         for (name, help, counter) in families {
             let metric = format!("tally_notify_{name}_total");
-            out.push_str(&format!("# HELP {metric} {help}\n# TYPE {metric} counter\n"));
+            out.push_str(&format!(
+                "# HELP {metric} {help}\n# TYPE {metric} counter\n"
+            ));
             for d in &self.destinations {
                 out.push_str(&format!(
                     "{metric}{{destination=\"{}\"}} {}\n",

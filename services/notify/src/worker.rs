@@ -111,12 +111,8 @@ impl Worker {
             .await;
         match delivery {
             Delivery::Delivered { attempts } => {
-                self.dedup.delivered(
-                    &alert.alert_id,
-                    alert.state,
-                    alert.severity,
-                    Instant::now(),
-                );
+                self.dedup
+                    .delivered(&alert.alert_id, alert.state, alert.severity, Instant::now());
                 self.stats().delivered.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(destination = %self.destination.name(), alert_id = %alert.alert_id, ?reason, attempts, "delivered");
                 Outcome::Finished

@@ -1,7 +1,7 @@
 //! `tally`: one binary, one subcommand per service.
 //!
-//! `tally ingest`, `tally process` and `tally sink` run the pipeline's services; `tally topics
-//! create` prepares Kafka; `tally estimate` is a what-if calculator of cost and carbon. Each service reads `--config FILE` (TOML), then `TALLY__*`
+//! `tally ingest`, `tally process`, `tally sink` and `tally notify` run the pipeline's services;
+//! `tally topics create` prepares Kafka; `tally estimate` is a what-if calculator of cost and carbon. Each service reads `--config FILE` (TOML), then `TALLY__*`
 //! environment variables, then `TALLY_KAFKA_BROKERS` / `TALLY_CLICKHOUSE_URL`.
 mod error;
 mod estimate;
@@ -44,6 +44,13 @@ enum Command {
     /// Apply the SQL migrations of sql/migrations to ClickHouse (idempotent).
     Migrate {
         /// TOML configuration file with a `[clickhouse]` section.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Deliver alerts to webhooks, Slack and Alertmanager.
+    Notify {
+        /// TOML configuration file with the `[[destinations]]` (see
+        /// services/notify/notify.example.toml).
         #[arg(long)]
         config: Option<PathBuf>,
     },
@@ -266,6 +273,10 @@ async fn run(command: Command) -> Result<(), TallyError> {
         Command::Ingest { config } => tally_ingest::run(load(config.as_deref())?).await?,
         Command::Process { config } => tally_processor::run(load(config.as_deref())?).await?,
         Command::Sink { config } => tally_sink::run(load(config.as_deref())?).await?,
+        // The message as it is (it names the bad key, never a URL or token).
+        Command::Notify { config } => tally_notify::run(load(config.as_deref())?)
+            .await
+            .map_err(|e| TallyError::Usage(e.to_string()))?,
         Command::Migrate { config } => {
             let config: tally_sink::SinkConfig = load(config.as_deref())?;
             for outcome in tally_sink::migrate(&config).await? {
