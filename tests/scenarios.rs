@@ -79,7 +79,11 @@ pub fn scenario_set(seed: u64) -> Vec<Scenario> {
             } else {
                 format!("{name}-{shape_index}")
             };
-            let mut generator = Gen::new(seed ^ salt.wrapping_mul(0x9E37_79B9_7F4A_7C15), &name, label);
+            let mut generator = Gen::new(
+                seed ^ salt.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                &name,
+                label,
+            );
             build(&mut generator);
             set.push(generator.finish());
         }
@@ -133,7 +137,8 @@ impl Gen {
 
     fn finish(mut self) -> Scenario {
         if !self.label.starts_with("healthy/") {
-            self.expected.insert(self.label.parse().expect("a signal type"));
+            self.expected
+                .insert(self.label.parse().expect("a signal type"));
         }
         self.calls.sort_by_key(|c| c.occurred_at);
         Scenario {
@@ -205,13 +210,21 @@ impl Gen {
         if let Some(human) = call.human {
             record.tags.insert("interactive".into(), human.to_string());
         }
-        record.tags.insert("tally.scenario".into(), self.name.clone());
+        record
+            .tags
+            .insert("tally.scenario".into(), self.name.clone());
         record.tags.insert("tally.label".into(), self.label.clone());
         self.calls.push(record);
     }
 
     /// A plain model call of `agent` with a fresh prompt.
-    fn think(&mut self, agent: &'static str, model: &'static str, input: i64, cached: i64) -> Call<'static> {
+    fn think(
+        &mut self,
+        agent: &'static str,
+        model: &'static str,
+        input: i64,
+        cached: i64,
+    ) -> Call<'static> {
         Call {
             agent,
             model,
@@ -239,7 +252,14 @@ fn provider_of(model: &str) -> &'static str {
     }
 }
 
-const TOOLS: [&str; 6] = ["read_file", "edit_file", "run_tests", "search", "list_dir", "shell"];
+const TOOLS: [&str; 6] = [
+    "read_file",
+    "edit_file",
+    "run_tests",
+    "search",
+    "list_dir",
+    "shell",
+];
 
 // ---- healthy shapes ----
 
@@ -300,7 +320,11 @@ fn flaky_provider(g: &mut Gen) {
     for _ in 0..steps {
         let input = g.between(2_000, 8_000);
         let call = g.think("triage", "gpt-4o", input, 0);
-        let failures = if g.between(0, 6) == 0 { g.between(1, 3) } else { 0 };
+        let failures = if g.between(0, 6) == 0 {
+            g.between(1, 3)
+        } else {
+            0
+        };
         for _ in 0..failures {
             let mut failed = call.clone();
             failed.failed = true;
@@ -318,7 +342,11 @@ fn multi_agent(g: &mut Gen) {
     let rounds = g.between(8, 15);
     let mut context = g.between(4_000, 9_000);
     for _ in 0..rounds {
-        for (agent, tool) in [("planner", "plan"), ("executor", "shell"), ("critic", "review")] {
+        for (agent, tool) in [
+            ("planner", "plan"),
+            ("executor", "shell"),
+            ("critic", "review"),
+        ] {
             let mut call = g.think(agent, "gpt-4.1", context, context / 2);
             let args = g.fingerprint();
             call.tool = Some((tool, args));
@@ -458,7 +486,11 @@ fn cycle_of_handoffs(g: &mut Gen) {
         }
     }
     // A hand-off carries no argument fingerprint.
-    for call in g.calls.iter_mut().filter(|c| c.tool_name.as_deref() == Some("handoff")) {
+    for call in g
+        .calls
+        .iter_mut()
+        .filter(|c| c.tool_name.as_deref() == Some("handoff"))
+    {
         call.tool_args_fingerprint = None;
     }
 }

@@ -1,15 +1,17 @@
-//! The stream processor, two stages run exactly once ([`pipeline`], [`stages`]):
-//! `LlmCall`s → priced ([`pricing`]) and carbon-rated ([`carbon`]) `EnrichedLlmCall`s; and
+//! The stream processor, three stages run exactly once ([`pipeline`], [`stages`]):
+//! `LlmCall`s → priced ([`pricing`]) and carbon-rated ([`carbon`]) `EnrichedLlmCall`s;
 //! enriched calls → event-time spend windows ([`windows`]) and budget and usage alerts
-//! ([`budgets`]).
+//! ([`budgets`]); and enriched calls → runaway-agent signals and their alerts ([`detect`]).
 //!
-//! Pure logic ([`decimal`], [`pricing`], [`carbon`], [`enrich`], [`windows`], [`budgets`]) has
-//! no I/O; the pipeline is the thin Kafka layer around it.
+//! Pure logic ([`decimal`], [`pricing`], [`carbon`], [`enrich`], [`windows`], [`budgets`],
+//! [`detect`]) has no I/O; the pipeline and the [`changelog`]s are the thin Kafka layer
+//! around it.
 pub mod budgets;
 pub mod carbon;
+pub mod changelog;
 mod config;
-pub mod detect;
 pub mod decimal;
+pub mod detect;
 pub mod enrich;
 mod error;
 pub mod pipeline;
@@ -41,22 +43,7 @@ pub async fn run(config: ProcessorConfig) -> Result<(), ProcessorError> {
         let stats = stats.clone();
         tally_contract::metrics::serve(address, move || stats.render()).await?;
     }
-    let handles = vec![
-        pipeline::spawn(
-            config.clone(),
-            Box::new(stages::EnrichStage { enricher }),
-            stop.clone(),
-            stats.clone(),
-        ),
-        pipeline::spawn(
-            config,
-            Box::new(stages::AggregateStage {
-                state: Default::default(),
-            }),
-            stop.clone(),
-            stats.clone(),
-        ),
-    ];
+    let handles = spawn_stages(config, enricher, stop.clone(), stats.clone());
     let mut report = tokio::time::interval(Duration::from_secs(10));
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
@@ -74,6 +61,7 @@ pub async fn run(config: ProcessorConfig) -> Result<(), ProcessorError> {
                     dead_letters = stats.dead_letters.load(Ordering::Relaxed),
                     windows_emitted = stats.windows_emitted.load(Ordering::Relaxed),
                     alerts = stats.alerts.load(Ordering::Relaxed),
+                    loop_signals = stats.loop_signals.load(Ordering::Relaxed),
                     late_events = stats.late_events.load(Ordering::Relaxed),
                     transactions = stats.transactions.load(Ordering::Relaxed),
                     restarts = stats.restarts.load(Ordering::Relaxed),
@@ -94,6 +82,29 @@ pub async fn run(config: ProcessorConfig) -> Result<(), ProcessorError> {
         }
     }
     first_error.map_or(Ok(()), Err)
+}
+
+/// Starts the stages on threads of their own (enrich, aggregate, and detect unless
+/// disabled); they run until `stop` is set, then commit what they hold and return.
+pub fn spawn_stages(
+    config: ProcessorConfig,
+    enricher: enrich::Enricher,
+    stop: Arc<AtomicBool>,
+    stats: Arc<pipeline::Stats>,
+) -> Vec<std::thread::JoinHandle<Result<(), ProcessorError>>> {
+    let mut stages: Vec<Box<dyn pipeline::Stage>> = vec![
+        Box::new(stages::EnrichStage { enricher }),
+        Box::new(stages::AggregateStage {
+            state: Default::default(),
+        }),
+    ];
+    if config.detect.enabled {
+        stages.push(Box::new(stages::DetectStage::default()));
+    }
+    stages
+        .into_iter()
+        .map(|stage| pipeline::spawn(config.clone(), stage, stop.clone(), stats.clone()))
+        .collect()
 }
 
 async fn shutdown_signal() {

@@ -40,6 +40,7 @@ pub struct Stats {
     pub dead_letters: AtomicU64,
     pub windows_emitted: AtomicU64,
     pub alerts: AtomicU64,
+    pub loop_signals: AtomicU64,
     pub late_events: AtomicU64,
     pub transactions: AtomicU64,
     pub restarts: AtomicU64,
@@ -48,7 +49,7 @@ pub struct Stats {
 impl Stats {
     /// Prometheus text exposition of the counters.
     pub fn render(&self) -> String {
-        let counters: [(&str, &str, &AtomicU64); 9] = [
+        let counters: [(&str, &str, &AtomicU64); 10] = [
             (
                 "consumed",
                 "Records consumed and committed, both stages.",
@@ -70,7 +71,16 @@ impl Stats {
                 "Spend window records emitted, revisions included.",
                 &self.windows_emitted,
             ),
-            ("alerts", "Budget and usage alerts emitted.", &self.alerts),
+            (
+                "alerts",
+                "Budget, usage and loop alerts emitted.",
+                &self.alerts,
+            ),
+            (
+                "loop_signals",
+                "Loop signal records emitted (open, update, resolved).",
+                &self.loop_signals,
+            ),
             (
                 "late_events",
                 "Calls later than the allowed lateness of a window (still enriched).",

@@ -1,4 +1,4 @@
-//! The processor's two stages, each run exactly once by [`crate::pipeline`]:
+//! The processor's stages, each run exactly once by [`crate::pipeline`]:
 //!
 //! 1. `enrich`: `tally.llm_calls.v1` → `tally.llm_calls_enriched.v1` (keyed `tenant/team`, so
 //!    a team's calls, and each of its sessions in order, are on one partition). Stateless.
@@ -7,23 +7,23 @@
 //!    written, in the same transaction as the outputs, to the compacted changelog topic
 //!    `tally.processor_state.v1` (one record per partition, keyed by it); on every assignment
 //!    it is read back from there before any record is processed.
+//! 3. `detect`: `tally.llm_calls_enriched.v1` → `tally.loop_signals.v1` and `tally.alerts.v1`
+//!    ([`crate::detect`]). Its state (sessions, workflow rates, watermark) goes to the
+//!    compacted changelog `tally.detector_state.v1` one record per session or workflow,
+//!    keyed by it, written only when it changed (a tombstone when it is forgotten).
 use std::collections::HashMap;
-use std::time::Duration;
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use crate::detect::{Detector, Emission};
 use rdkafka::message::{Message, OwnedMessage};
-use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use tally_contract::decode;
 use tally_contract::records::{EnrichedLlmCall, LlmCall};
 use tally_contract::topics::Topic;
 
 use crate::budgets::{self, BudgetState};
+use crate::changelog;
 use crate::enrich::Enricher;
-use crate::pipeline::{kafka, Outputs, Stage, Stats};
+use crate::pipeline::{Outputs, Stage, Stats};
 use crate::windows::{self, WindowState};
 use crate::{ProcessorConfig, ProcessorError};
 
@@ -31,6 +31,8 @@ use std::sync::atomic::Ordering;
 
 /// Base name of the aggregate stage's changelog topic (the deployment prefix goes before it).
 pub const STATE_TOPIC: &str = "tally.processor_state.v1";
+/// Base name of the detect stage's changelog topic.
+pub const DETECT_STATE_TOPIC: &str = "tally.detector_state.v1";
 
 /// Stage 1: price and carbon-rate every call.
 pub struct EnrichStage {
@@ -93,7 +95,7 @@ pub struct AggregateStage {
 
 impl AggregateStage {
     fn state_topic(config: &ProcessorConfig) -> String {
-        format!("{}{STATE_TOPIC}", config.kafka.topic_prefix)
+        changelog::topic_name(config, STATE_TOPIC)
     }
 }
 
@@ -115,8 +117,9 @@ impl Stage for AggregateStage {
         if partitions.is_empty() {
             return Ok(());
         }
-        ensure_state_topic(config)?;
-        self.state = restore(config, &Self::state_topic(config), partitions)?;
+        let topic = Self::state_topic(config);
+        changelog::ensure(config, &topic)?;
+        self.state = restore(config, &topic, partitions)?;
         for (partition, state) in &self.state {
             let calls: i64 = state
                 .windows
@@ -204,116 +207,146 @@ impl Stage for AggregateStage {
     }
 }
 
-/// Creates the compacted changelog topic with as many partitions as the input, if missing.
-fn ensure_state_topic(config: &ProcessorConfig) -> Result<(), ProcessorError> {
-    let admin: AdminClient<DefaultClientContext> = config
-        .kafka
-        .client_config()
-        .create()
-        .map_err(kafka("admin"))?;
-    let input = config.kafka.topic(Topic::LlmCallsEnriched);
-    let partitions = admin
-        .inner()
-        .fetch_metadata(Some(&input), Duration::from_secs(10))
-        .map_err(kafka("metadata"))?
-        .topics()
-        .first()
-        .map_or(0, |t| t.partitions().len()) as i32;
-    let name = format!("{}{STATE_TOPIC}", config.kafka.topic_prefix);
-    let topic = NewTopic::new(&name, partitions.max(1), TopicReplication::Fixed(1))
-        .set("cleanup.policy", "compact")
-        .set("max.message.bytes", "67108864");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| ProcessorError::Config(e.to_string()))?;
-    let results = runtime
-        .block_on(admin.create_topics([&topic], &AdminOptions::new()))
-        .map_err(kafka("create state topic"))?;
-    for result in results {
-        match result {
-            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((topic, code)) => {
-                return Err(ProcessorError::Kafka {
-                    operation: "create state topic",
-                    reason: format!("{topic}: {code}"),
-                })
-            }
-        }
-    }
-    Ok(())
+/// Stage 3: runaway-agent detection.
+#[derive(Default)]
+pub struct DetectStage {
+    pub state: HashMap<i32, Detector>,
 }
 
-/// Reads the latest committed snapshot of each partition from the changelog: up to each
-/// partition's high watermark, which `read_committed` reaches once no transaction on it is
-/// open (a crashed instance's is aborted by its successor, or by the transaction timeout).
+impl DetectStage {
+    fn produce(
+        out: &Outputs<'_>,
+        emissions: Vec<Emission>,
+        stats: &Stats,
+    ) -> Result<(), ProcessorError> {
+        for emission in emissions {
+            let key = format!("{}/{}", emission.signal.tenant, emission.signal.team);
+            out.record(Topic::LoopSignals, &key, &emission.signal)?;
+            stats.loop_signals.fetch_add(1, Ordering::Relaxed);
+            if let Some(alert) = &emission.alert {
+                out.record(Topic::Alerts, &key, alert)?;
+                stats.alerts.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Stage for DetectStage {
+    fn name(&self) -> &'static str {
+        "detect"
+    }
+
+    fn input(&self, config: &ProcessorConfig) -> String {
+        config.kafka.topic(Topic::LlmCallsEnriched)
+    }
+
+    fn on_assignment(
+        &mut self,
+        partitions: &[i32],
+        config: &ProcessorConfig,
+    ) -> Result<(), ProcessorError> {
+        self.state.clear();
+        if partitions.is_empty() {
+            return Ok(());
+        }
+        let topic = changelog::topic_name(config, DETECT_STATE_TOPIC);
+        changelog::ensure(config, &topic)?;
+        let state = &mut self.state;
+        changelog::read(
+            config,
+            &topic,
+            partitions,
+            |partition, offset, key, value| {
+                let key = String::from_utf8_lossy(key);
+                state
+                    .entry(partition)
+                    .or_default()
+                    .restore(&key, value)
+                    .map_err(|e| {
+                        ProcessorError::Config(format!(
+                            "changelog {topic} partition {partition} offset {offset} (key {key}) \
+                         is not detector state: {e}"
+                        ))
+                    })
+            },
+        )?;
+        let sessions: usize = self.state.values().map(|d| d.sessions.len()).sum();
+        let open: usize = self.state.values().map(Detector::open_signals).sum();
+        tracing::info!(
+            ?partitions,
+            sessions,
+            open_signals = open,
+            "detector state restored from the changelog"
+        );
+        Ok(())
+    }
+
+    fn process(
+        &mut self,
+        batch: &[OwnedMessage],
+        out: &Outputs<'_>,
+        stats: &Stats,
+    ) -> Result<(), ProcessorError> {
+        let config = &out.config().detect;
+        let mut touched = Vec::new();
+        for message in batch {
+            let call = match decode::<EnrichedLlmCall>(message.payload().unwrap_or_default()) {
+                Ok(call) => call,
+                Err(e) => {
+                    out.dead_letter(message, "decode", e.to_string())?;
+                    stats.dead_letters.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+            };
+            let partition = message.partition();
+            if !touched.contains(&partition) {
+                touched.push(partition);
+            }
+            let detector = self.state.entry(partition).or_default();
+            let emissions = detector.observe(config, &call, out.now());
+            Self::produce(out, emissions, stats)?;
+        }
+        let topic = changelog::topic_name(out.config(), DETECT_STATE_TOPIC);
+        for partition in touched {
+            let detector = self.state.get_mut(&partition).expect("touched above");
+            let resolved = detector.advance(config, out.now());
+            Self::produce(out, resolved, stats)?;
+            let changes = detector.take_changes().map_err(|e| {
+                ProcessorError::Config(format!("detector state does not serialise: {e}"))
+            })?;
+            for (key, value) in changes {
+                out.raw(&topic, Some(partition), key.as_bytes(), value.as_deref())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads the latest committed snapshot of each partition from the aggregate changelog.
 fn restore(
     config: &ProcessorConfig,
     topic: &str,
     partitions: &[i32],
 ) -> Result<HashMap<i32, PartitionState>, ProcessorError> {
-    let consumer: BaseConsumer = config
-        .kafka
-        .client_config()
-        .set("group.id", format!("{}-state-restore", config.group_id))
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .create()
-        .map_err(kafka("create restore consumer"))?;
-    let mut list = TopicPartitionList::new();
-    let mut ends = HashMap::new();
-    for &partition in partitions {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, partition, Duration::from_secs(10))
-            .map_err(kafka("changelog watermarks"))?;
-        if high > low {
-            ends.insert(partition, high);
-            list.add_partition_offset(topic, partition, Offset::Beginning)
-                .map_err(kafka("assign"))?;
-        }
-    }
     let mut state = HashMap::new();
-    if ends.is_empty() {
-        return Ok(state);
-    }
-    consumer.assign(&list).map_err(kafka("assign"))?;
-    let deadline =
-        std::time::Instant::now() + Duration::from_secs(config.transaction_timeout_ms / 1000 + 60);
-    loop {
-        let position = consumer.position().map_err(kafka("changelog position"))?;
-        let done = ends.iter().all(|(partition, high)| {
-            position
-                .find_partition(topic, *partition)
-                .and_then(|e| e.offset().to_raw())
-                .is_some_and(|offset| offset >= *high)
-        });
-        if done {
-            return Ok(state);
-        }
-        if std::time::Instant::now() > deadline {
-            return Err(ProcessorError::Kafka {
-                operation: "restore state",
-                reason: format!(
-                    "the changelog {topic} did not reach its end (an open transaction?)"
-                ),
-            });
-        }
-        match consumer.poll(Duration::from_millis(200)) {
-            Some(Ok(message)) => {
-                let snapshot: PartitionState = match message.payload() {
-                    Some(bytes) => serde_json::from_slice(bytes).map_err(|e| {
-                        ProcessorError::Config(format!(
-                            "changelog {topic} partition {} offset {} is not a state snapshot: {e}",
-                            message.partition(),
-                            message.offset()
-                        ))
-                    })?,
-                    None => PartitionState::default(),
-                };
-                state.insert(message.partition(), snapshot);
-            }
-            Some(Err(error)) => return Err(kafka("restore state")(error)),
-            None => {}
-        }
-    }
+    changelog::read(
+        config,
+        topic,
+        partitions,
+        |partition, offset, _key, payload| {
+            let snapshot: PartitionState = match payload {
+                Some(bytes) => serde_json::from_slice(bytes).map_err(|e| {
+                    ProcessorError::Config(format!(
+                        "changelog {topic} partition {partition} offset {offset} is not a state \
+                     snapshot: {e}"
+                    ))
+                })?,
+                None => PartitionState::default(),
+            };
+            state.insert(partition, snapshot);
+            Ok(())
+        },
+    )?;
+    Ok(state)
 }

@@ -56,7 +56,10 @@ struct Score {
 
 fn score(set: &[Scenario], emissions: &[Emission]) -> BTreeMap<LoopSignalType, Score> {
     let mut fired: BTreeMap<&str, BTreeSet<LoopSignalType>> = BTreeMap::new();
-    for e in emissions.iter().filter(|e| e.signal.state == SignalState::Open) {
+    for e in emissions
+        .iter()
+        .filter(|e| e.signal.state == SignalState::Open)
+    {
         let scenario = owner(set, &e.signal);
         fired
             .entry(&scenario.name)
@@ -68,7 +71,10 @@ fn score(set: &[Scenario], emissions: &[Emission]) -> BTreeMap<LoopSignalType, S
         .map(|t| (*t, Score::default()))
         .collect();
     for scenario in set {
-        let fired = fired.get(scenario.name.as_str()).cloned().unwrap_or_default();
+        let fired = fired
+            .get(scenario.name.as_str())
+            .cloned()
+            .unwrap_or_default();
         for signal in LoopSignalType::ALL {
             let score = scores.get_mut(signal).unwrap();
             match (fired.contains(signal), scenario.expected.contains(signal)) {
@@ -150,14 +156,21 @@ fn check_lifecycle(set: &[Scenario], emissions: &[Emission]) {
     for (id, records) in by_id {
         let states: Vec<SignalState> = records.iter().map(|e| e.signal.state).collect();
         assert_eq!(states.first(), Some(&SignalState::Open), "{id}: {states:?}");
-        assert_eq!(states.last(), Some(&SignalState::Resolved), "{id}: {states:?}");
+        assert_eq!(
+            states.last(),
+            Some(&SignalState::Resolved),
+            "{id}: {states:?}"
+        );
         assert_eq!(
             states.iter().filter(|s| **s == SignalState::Open).count(),
             1,
             "{id} opens once: {states:?}"
         );
         assert_eq!(
-            states.iter().filter(|s| **s == SignalState::Resolved).count(),
+            states
+                .iter()
+                .filter(|s| **s == SignalState::Resolved)
+                .count(),
             1,
             "{id} resolves once: {states:?}"
         );
@@ -166,7 +179,10 @@ fn check_lifecycle(set: &[Scenario], emissions: &[Emission]) {
         let ids: BTreeSet<&str> = scenario.calls.iter().map(|c| c.event_id.as_str()).collect();
         assert!(!last.evidence_event_ids.is_empty() && last.evidence_event_ids.len() <= 20);
         for evidence in &last.evidence_event_ids {
-            assert!(ids.contains(evidence.as_str()), "{id}: evidence {evidence} is not its own");
+            assert!(
+                ids.contains(evidence.as_str()),
+                "{id}: evidence {evidence} is not its own"
+            );
         }
         assert!(last.evidence_calls >= last.evidence_event_ids.len() as i64);
         assert!(last.tokens_burned > 0 && last.cost_nanos_burned > 0 && last.co2e_ug_burned > 0);

@@ -383,7 +383,10 @@ impl DetectConfig {
         };
         let global = &self.signals;
         SignalSettings {
-            retry_storm: best.retry_storm.clone().unwrap_or(global.retry_storm.clone()),
+            retry_storm: best
+                .retry_storm
+                .clone()
+                .unwrap_or(global.retry_storm.clone()),
             repeated_tool_call: best
                 .repeated_tool_call
                 .clone()
@@ -394,7 +397,10 @@ impl DetectConfig {
                 .clone()
                 .unwrap_or(global.context_growth.clone()),
             idle_burn: best.idle_burn.clone().unwrap_or(global.idle_burn.clone()),
-            usage_spike: best.usage_spike.clone().unwrap_or(global.usage_spike.clone()),
+            usage_spike: best
+                .usage_spike
+                .clone()
+                .unwrap_or(global.usage_spike.clone()),
         }
     }
 
@@ -467,14 +473,21 @@ impl SignalSettings {
         if growth.window_steps < 3 || growth.window_steps > HISTORY_STEPS {
             return fail("context_growth.window_steps", "must be between 3 and 64");
         }
-        if !(growth.min_growth_per_step > 0.0) {
+        // NaN is refused too.
+        if growth.min_growth_per_step.is_nan() || growth.min_growth_per_step <= 0.0 {
             return fail("context_growth.min_growth_per_step", "must be above 0");
         }
         if !(0.0..=1.0).contains(&growth.max_cache_read_share) {
-            return fail("context_growth.max_cache_read_share", "must be between 0 and 1");
+            return fail(
+                "context_growth.max_cache_read_share",
+                "must be between 0 and 1",
+            );
         }
         if self.idle_burn.max_autonomous_secs <= 0 || self.idle_burn.max_gap_secs <= 0 {
-            return fail("idle_burn", "needs max_autonomous_secs and max_gap_secs >= 1");
+            return fail(
+                "idle_burn",
+                "needs max_autonomous_secs and max_gap_secs >= 1",
+            );
         }
         let spike = &self.usage_spike;
         if spike.bucket_secs <= 0 || spike.baseline_buckets == 0 || spike.min_baseline_buckets == 0
@@ -484,7 +497,7 @@ impl SignalSettings {
                 "needs bucket_secs, baseline_buckets and min_baseline_buckets >= 1",
             );
         }
-        if !(spike.multiplier > 1.0) {
+        if spike.multiplier.is_nan() || spike.multiplier <= 1.0 {
             return fail("usage_spike.multiplier", "must be above 1");
         }
         Ok(())

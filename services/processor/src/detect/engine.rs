@@ -7,8 +7,8 @@ use std::collections::{BTreeSet, HashMap};
 use serde::{Deserialize, Serialize};
 use tally_contract::records::{EnrichedLlmCall, LoopSignalType, Micros, SignalState};
 
-pub use super::episode::Emission;
 use super::config::{DetectConfig, SignalSettings};
+pub use super::episode::Emission;
 use super::episode::{self, Episode, Lifecycle, Subject};
 use super::session::{self, SessionKey, SessionState, Step};
 use super::usage_spike::{self, SpikeState};
@@ -58,7 +58,9 @@ impl Detector {
         let lifecycle = lifecycle(config);
         let step = Step::of(call);
         if let Some(key) = session::session_key(call) {
-            self.observe_session(config, &settings, &lifecycle, &key, call, &step, now, &mut out);
+            self.observe_session(
+                config, &settings, &lifecycle, &key, call, &step, now, &mut out,
+            );
         }
         self.observe_rate(&settings, &lifecycle, call, &step, now, &mut out);
         out
@@ -90,7 +92,10 @@ impl Detector {
             .sessions
             .entry(key.state_key.clone())
             .or_insert_with(|| SessionState::new(key, call));
-        session.push(step.clone(), settings.idle_burn.max_gap_secs * MICROS_PER_SEC);
+        session.push(
+            step.clone(),
+            settings.idle_burn.max_gap_secs * MICROS_PER_SEC,
+        );
         let context_open = session
             .episodes
             .iter()
@@ -104,7 +109,10 @@ impl Detector {
                 LoopSignalType::RepeatedToolCall,
                 repeated_tool_call::check(&settings.repeated_tool_call, session),
             ),
-            (LoopSignalType::Cycle, cycle::check(&settings.cycle, session)),
+            (
+                LoopSignalType::Cycle,
+                cycle::check(&settings.cycle, session),
+            ),
             (
                 LoopSignalType::ContextGrowth,
                 context_growth::check(&settings.context_growth, session, context_open),
@@ -280,7 +288,8 @@ impl Detector {
         } else if let Some(k) = key.strip_prefix(SPIKE_PREFIX) {
             match value {
                 Some(bytes) => {
-                    self.spikes.insert(k.to_string(), serde_json::from_slice(bytes)?);
+                    self.spikes
+                        .insert(k.to_string(), serde_json::from_slice(bytes)?);
                 }
                 None => {
                     self.spikes.remove(k);
@@ -292,7 +301,10 @@ impl Detector {
 
     /// Open signals, for progress logs.
     pub fn open_signals(&self) -> usize {
-        self.sessions.values().map(|s| s.episodes.len()).sum::<usize>()
+        self.sessions
+            .values()
+            .map(|s| s.episodes.len())
+            .sum::<usize>()
             + self.spikes.values().filter(|s| s.episode.is_some()).count()
     }
 }
@@ -301,10 +313,7 @@ fn lifecycle(config: &DetectConfig) -> Lifecycle {
     Lifecycle {
         max_evidence: config.max_evidence,
         update_interval: config.update_interval_secs * MICROS_PER_SEC,
-        critical_cost_nanos: config
-            .critical_cost_usd
-            .round_scaled(9)
-            .unwrap_or(i64::MAX),
+        critical_cost_nanos: config.critical_cost_usd.round_scaled(9).unwrap_or(i64::MAX),
         critical_after: config.critical_after_secs * MICROS_PER_SEC,
     }
 }

@@ -89,8 +89,7 @@ pub fn apply(
     let episode = &mut episodes[index];
     episode.last_at = episode.last_at.max(step.at);
     episode.burn.add(step.burn);
-    if episode.evidence.len() < lifecycle.max_evidence
-        && !episode.evidence.iter().any(|e| *e == step.event_id)
+    if episode.evidence.len() < lifecycle.max_evidence && !episode.evidence.contains(&step.event_id)
     {
         episode.evidence.push(step.event_id.clone());
     }
@@ -255,7 +254,8 @@ fn capitalised(text: &str) -> String {
     }
 }
 
-fn timestamp(micros: Micros) -> String {
+/// RFC 3339 of an event time, for messages.
+pub fn timestamp(micros: Micros) -> String {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1_000)
         .ok()
         .and_then(|t| t.format(&Rfc3339).ok())

@@ -30,7 +30,10 @@ pub fn check(config: &IdleBurnConfig, session: &SessionState) -> Option<Finding>
         config.max_gap_secs / 60,
         session.autonomous_burn.calls
     );
-    let mut finding = Finding::from_steps(session.history.iter().filter(|s| s.at >= since), explanation);
+    let mut finding = Finding::from_steps(
+        session.history.iter().filter(|s| s.at >= since),
+        explanation,
+    );
     finding.first_at = since;
     finding.burn = session.autonomous_burn;
     Some(finding)

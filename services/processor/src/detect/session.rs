@@ -200,7 +200,9 @@ impl SessionState {
 
     /// The latest `n` steps, oldest first.
     pub fn latest(&self, n: usize) -> impl Iterator<Item = &Step> {
-        self.history.iter().skip(self.history.len().saturating_sub(n))
+        self.history
+            .iter()
+            .skip(self.history.len().saturating_sub(n))
     }
 
     /// The step just pushed.
@@ -226,7 +228,10 @@ pub struct Finding {
 
 impl Finding {
     /// A finding whose evidence and burn are these steps.
-    pub fn from_steps<'a>(steps: impl IntoIterator<Item = &'a Step>, explanation: String) -> Finding {
+    pub fn from_steps<'a>(
+        steps: impl IntoIterator<Item = &'a Step>,
+        explanation: String,
+    ) -> Finding {
         let mut finding = Finding {
             first_at: Micros::MAX,
             last_at: Micros::MIN,

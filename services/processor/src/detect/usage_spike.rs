@@ -6,14 +6,52 @@
 //! an exponentially weighted mean of its past active buckets (empty ones, nights and
 //! weekends, are left out), trusted after `min_baseline_buckets`; a spiking bucket enters it
 //! capped at `multiplier` × baseline, so a lasting new level is learnt without one burst
-//! doubling the baseline. The current bucket is checked on every call: it fires while the
-//! bucket is still filling, not when it closes.
+//! doubling the baseline. A bucket is checked on every call: it fires while the bucket is
+//! still filling, not when it closes. Calls of one workflow come from many sessions, so they
+//! arrive slightly out of order: the previous bucket stays open for late calls until the one
+//! after the current starts; later calls are left out (counting them in the current bucket
+//! would make a spike of every backlog read after an outage).
 use serde::{Deserialize, Serialize};
 use tally_contract::records::{EnrichedLlmCall, Micros};
 
 use super::config::UsageSpikeConfig;
 use super::episode::Episode;
 use super::session::{grouped, Burn, Finding};
+
+/// Calls of one bucket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Bucket {
+    pub start: Micros,
+    pub first_at: Micros,
+    pub last_at: Micros,
+    pub tokens: i64,
+    pub burn: Burn,
+    pub evidence: Vec<String>,
+}
+
+impl Bucket {
+    fn new(start: Micros, at: Micros) -> Bucket {
+        Bucket {
+            start,
+            first_at: at,
+            last_at: at,
+            tokens: 0,
+            burn: Burn::default(),
+            evidence: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, call: &EnrichedLlmCall, max_evidence: usize) {
+        let burn = Burn::of(call);
+        self.first_at = self.first_at.min(call.call.occurred_at);
+        self.last_at = self.last_at.max(call.call.occurred_at);
+        self.tokens += burn.tokens;
+        self.burn.add(burn);
+        if self.evidence.len() < max_evidence {
+            self.evidence.push(call.call.event_id.clone());
+        }
+    }
+}
 
 /// The rate and baseline of one team workflow.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -25,11 +63,10 @@ pub struct SpikeState {
     /// What the key names: `workflow <w>`, `agent <a>` or `all work`.
     pub scope: String,
     pub last_at: Micros,
-    pub bucket_start: Micros,
-    pub bucket_first_at: Micros,
-    pub bucket_tokens: i64,
-    pub bucket_burn: Burn,
-    pub bucket_evidence: Vec<String>,
+    /// The bucket being filled, and the one before it (still open for late calls).
+    pub current: Option<Bucket>,
+    pub previous: Option<Bucket>,
+    /// Mean tokens and calls per active bucket.
     pub baseline: f64,
     pub baseline_calls: f64,
     pub baseline_buckets: u32,
@@ -63,11 +100,8 @@ impl SpikeState {
             },
             scope,
             last_at: c.occurred_at,
-            bucket_start: Micros::MIN,
-            bucket_first_at: c.occurred_at,
-            bucket_tokens: 0,
-            bucket_burn: Burn::default(),
-            bucket_evidence: Vec::new(),
+            current: None,
+            previous: None,
             baseline: 0.0,
             baseline_calls: 0.0,
             baseline_buckets: 0,
@@ -83,80 +117,88 @@ impl SpikeState {
         max_evidence: usize,
     ) -> Option<Finding> {
         let at = call.call.occurred_at;
-        let bucket_micros = config.bucket_secs * 1_000_000;
-        let bucket = at - at.rem_euclid(bucket_micros);
+        let length = config.bucket_secs * 1_000_000;
+        let start = at - at.rem_euclid(length);
         self.last_at = self.last_at.max(at);
-        if bucket < self.bucket_start {
-            // Late for its bucket, which is already in the baseline.
-            return None;
+        let current_start = self.current.as_ref().map_or(Micros::MIN, |b| b.start);
+        if start > current_start {
+            self.roll(config, start, length, at);
         }
-        if bucket > self.bucket_start {
-            self.close_bucket(config);
-            self.bucket_start = bucket;
-            self.bucket_first_at = at;
-        }
-        let burn = Burn::of(call);
-        self.bucket_tokens += burn.tokens;
-        self.bucket_burn.add(burn);
-        if self.bucket_evidence.len() < max_evidence {
-            self.bucket_evidence.push(call.call.event_id.clone());
-        }
-        if !config.enabled || !self.is_spike(config) {
+        let bucket = [self.current.as_mut(), self.previous.as_mut()]
+            .into_iter()
+            .flatten()
+            .find(|b| b.start == start)?;
+        bucket.add(call, max_evidence);
+        let bucket = bucket.clone();
+        if !config.enabled || !self.is_spike(config, &bucket) {
             return None;
         }
         let explanation = format!(
-            "{} tokens in {} calls for {} in the current {}-minute bucket, {:.1}× its baseline \
+            "{} tokens in {} calls for {} in the {}-minute bucket from {}, {:.1}× its baseline \
              of {} tokens in {:.1} calls per bucket",
-            grouped(self.bucket_tokens),
-            self.bucket_burn.calls,
+            grouped(bucket.tokens),
+            bucket.burn.calls,
             self.scope,
             config.bucket_secs / 60,
-            self.bucket_tokens as f64 / self.baseline,
+            super::episode::timestamp(bucket.start),
+            bucket.tokens as f64 / self.baseline,
             grouped(self.baseline.round() as i64),
             self.baseline_calls
         );
         Some(Finding {
-            first_at: self.bucket_first_at,
-            last_at: self.last_at,
-            evidence: self.bucket_evidence.clone(),
-            burn: self.bucket_burn,
+            first_at: bucket.first_at,
+            last_at: bucket.last_at,
+            evidence: bucket.evidence,
+            burn: bucket.burn,
             explanation,
         })
     }
 
-    fn is_spike(&self, config: &UsageSpikeConfig) -> bool {
-        let calls = self.bucket_burn.calls;
+    /// Starts the bucket at `start`: the previous one goes into the baseline, and the
+    /// current one becomes the previous (or goes into the baseline too, after a gap).
+    fn roll(&mut self, config: &UsageSpikeConfig, start: Micros, length: Micros, at: Micros) {
+        if let Some(previous) = self.previous.take() {
+            self.fold(config, &previous);
+        }
+        match self.current.take() {
+            Some(current) if current.start + length == start => self.previous = Some(current),
+            Some(current) => self.fold(config, &current),
+            None => {}
+        }
+        self.current = Some(Bucket::new(start, at));
+    }
+
+    fn is_spike(&self, config: &UsageSpikeConfig, bucket: &Bucket) -> bool {
+        let calls = bucket.burn.calls;
         self.baseline_buckets >= config.min_baseline_buckets
-            && self.bucket_tokens >= config.min_tokens
+            && bucket.tokens >= config.min_tokens
             && calls >= config.min_calls
-            && self.bucket_tokens as f64 > config.multiplier * self.baseline
+            && bucket.tokens as f64 > config.multiplier * self.baseline
             && calls as f64 > config.multiplier * self.baseline_calls
     }
 
-    /// Folds the finished bucket, if it had calls, into the baseline.
-    fn close_bucket(&mut self, config: &UsageSpikeConfig) {
-        if self.bucket_tokens > 0 {
-            let trusted = self.baseline_buckets >= config.min_baseline_buckets;
-            let first = self.baseline_buckets == 0;
-            let alpha = 2.0 / (f64::from(config.baseline_buckets) + 1.0);
-            let fold = |baseline: f64, value: f64| {
-                let value = if trusted {
-                    value.min(config.multiplier * baseline)
-                } else {
-                    value
-                };
-                if first {
-                    value
-                } else {
-                    baseline + alpha * (value - baseline)
-                }
-            };
-            self.baseline = fold(self.baseline, self.bucket_tokens as f64);
-            self.baseline_calls = fold(self.baseline_calls, self.bucket_burn.calls as f64);
-            self.baseline_buckets += 1;
+    /// Folds a finished bucket into the baseline.
+    fn fold(&mut self, config: &UsageSpikeConfig, bucket: &Bucket) {
+        if bucket.burn.calls == 0 {
+            return;
         }
-        self.bucket_tokens = 0;
-        self.bucket_burn = Burn::default();
-        self.bucket_evidence.clear();
+        let trusted = self.baseline_buckets >= config.min_baseline_buckets;
+        let first = self.baseline_buckets == 0;
+        let alpha = 2.0 / (f64::from(config.baseline_buckets) + 1.0);
+        let fold = |baseline: f64, value: f64| {
+            let value = if trusted {
+                value.min(config.multiplier * baseline)
+            } else {
+                value
+            };
+            if first {
+                value
+            } else {
+                baseline + alpha * (value - baseline)
+            }
+        };
+        self.baseline = fold(self.baseline, bucket.tokens as f64);
+        self.baseline_calls = fold(self.baseline_calls, bucket.burn.calls as f64);
+        self.baseline_buckets += 1;
     }
 }
