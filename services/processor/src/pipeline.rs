@@ -135,6 +135,17 @@ pub trait Stage: Send {
         out: &Outputs<'_>,
         stats: &Stats,
     ) -> Result<(), ProcessorError>;
+
+    /// Whether the stage has time-driven outputs to produce while no record arrives (a read
+    /// found nothing). Nothing by default.
+    fn wants_idle(&self) -> bool {
+        false
+    }
+
+    /// Produces time-driven outputs inside a transaction of their own (no input offsets).
+    fn on_idle(&mut self, _out: &Outputs<'_>, _stats: &Stats) -> Result<(), ProcessorError> {
+        Ok(())
+    }
 }
 
 /// The open transaction's producer, as a stage sees it.
@@ -329,6 +340,9 @@ fn session(
             assigned = Some(assignment);
         }
         if batch.is_empty() {
+            if stage.wants_idle() {
+                idle_transaction(&producer, config, stage, stats)?;
+            }
             continue;
         }
         producer
@@ -366,6 +380,34 @@ fn session(
         stage = stage.name(),
         "stopped after the last committed transaction"
     );
+    Ok(())
+}
+
+/// A transaction of outputs that no input caused (see [`Stage::on_idle`]).
+fn idle_transaction(
+    producer: &BaseProducer,
+    config: &ProcessorConfig,
+    stage: &mut dyn Stage,
+    stats: &Stats,
+) -> Result<(), ProcessorError> {
+    producer
+        .begin_transaction()
+        .map_err(kafka("begin transaction"))?;
+    let outputs = Outputs {
+        producer,
+        config,
+        now: now_micros(),
+    };
+    let outcome = stage.on_idle(&outputs, stats).and_then(|()| {
+        producer
+            .commit_transaction(TRANSACTION_TIMEOUT)
+            .map_err(kafka("commit transaction"))
+    });
+    if let Err(error) = outcome {
+        let _ = producer.abort_transaction(TRANSACTION_TIMEOUT);
+        return Err(error);
+    }
+    stats.transactions.fetch_add(1, Ordering::Relaxed);
     Ok(())
 }
 

@@ -12,12 +12,13 @@
 //!    compacted changelog `tally.detector_state.v1` one record per session or workflow,
 //!    keyed by it, written only when it changed (a tombstone when it is forgotten).
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use crate::detect::{Detector, Emission};
 use rdkafka::message::{Message, OwnedMessage};
 use serde::{Deserialize, Serialize};
 use tally_contract::decode;
-use tally_contract::records::{EnrichedLlmCall, LlmCall};
+use tally_contract::records::{EnrichedLlmCall, LlmCall, Micros};
 use tally_contract::topics::Topic;
 
 use crate::budgets::{self, BudgetState};
@@ -211,9 +212,29 @@ impl Stage for AggregateStage {
 #[derive(Default)]
 pub struct DetectStage {
     pub state: HashMap<i32, Detector>,
+    /// When each partition last had a record, and its watermark then: a partition that goes
+    /// quiet moves its watermark on with the wall clock, so a loop that stopped resolves
+    /// even when nothing else arrives on its partition.
+    last_input: HashMap<i32, (Instant, Micros)>,
 }
 
+/// How long a partition must be quiet before its watermark follows the wall clock.
+const IDLE_AFTER: Duration = Duration::from_secs(1);
+
 impl DetectStage {
+    /// Partitions quiet for [`IDLE_AFTER`] with signals open: their watermark now.
+    fn idle_watermarks(&self) -> Vec<(i32, Micros)> {
+        self.state
+            .iter()
+            .filter(|(_, detector)| detector.open_signals() > 0)
+            .filter_map(|(partition, _)| {
+                let (since, watermark) = self.last_input.get(partition)?;
+                let quiet = since.elapsed();
+                (quiet >= IDLE_AFTER).then(|| (*partition, watermark + quiet.as_micros() as Micros))
+            })
+            .collect()
+    }
+
     fn produce(
         out: &Outputs<'_>,
         emissions: Vec<Emission>,
@@ -271,6 +292,11 @@ impl Stage for DetectStage {
                     })
             },
         )?;
+        self.last_input = self
+            .state
+            .iter()
+            .map(|(partition, detector)| (*partition, (Instant::now(), detector.watermark)))
+            .collect();
         let sessions: usize = self.state.values().map(|d| d.sessions.len()).sum();
         let open: usize = self.state.values().map(Detector::open_signals).sum();
         tracing::info!(
@@ -307,17 +333,42 @@ impl Stage for DetectStage {
             let emissions = detector.observe(config, &call, out.now());
             Self::produce(out, emissions, stats)?;
         }
-        let topic = changelog::topic_name(out.config(), DETECT_STATE_TOPIC);
         for partition in touched {
             let detector = self.state.get_mut(&partition).expect("touched above");
             let resolved = detector.advance(config, out.now());
+            self.last_input
+                .insert(partition, (Instant::now(), detector.watermark));
             Self::produce(out, resolved, stats)?;
-            let changes = detector.take_changes().map_err(|e| {
-                ProcessorError::Config(format!("detector state does not serialise: {e}"))
-            })?;
-            for (key, value) in changes {
-                out.raw(&topic, Some(partition), key.as_bytes(), value.as_deref())?;
-            }
+            self.write_changes(partition, out)?;
+        }
+        Ok(())
+    }
+
+    fn wants_idle(&self) -> bool {
+        !self.idle_watermarks().is_empty()
+    }
+
+    fn on_idle(&mut self, out: &Outputs<'_>, stats: &Stats) -> Result<(), ProcessorError> {
+        for (partition, watermark) in self.idle_watermarks() {
+            let detector = self.state.get_mut(&partition).expect("listed above");
+            let resolved = detector.advance_to(&out.config().detect, watermark, out.now());
+            Self::produce(out, resolved, stats)?;
+            self.write_changes(partition, out)?;
+        }
+        Ok(())
+    }
+}
+
+impl DetectStage {
+    /// Writes what changed in a partition's detector to the changelog.
+    fn write_changes(&mut self, partition: i32, out: &Outputs<'_>) -> Result<(), ProcessorError> {
+        let topic = changelog::topic_name(out.config(), DETECT_STATE_TOPIC);
+        let detector = self.state.get_mut(&partition).expect("a known partition");
+        let changes = detector.take_changes().map_err(|e| {
+            ProcessorError::Config(format!("detector state does not serialise: {e}"))
+        })?;
+        for (key, value) in changes {
+            out.raw(&topic, Some(partition), key.as_bytes(), value.as_deref())?;
         }
         Ok(())
     }

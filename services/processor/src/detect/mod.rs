@@ -22,3 +22,6 @@ pub mod usage_spike;
 
 pub use config::DetectConfig;
 pub use engine::{Detector, Emission};
+
+#[cfg(test)]
+mod tests;
