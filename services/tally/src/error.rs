@@ -13,6 +13,9 @@ pub enum TallyError {
     /// The processor stopped.
     #[error(transparent)]
     Processor(#[from] tally_processor::ProcessorError),
+    /// The notifier stopped.
+    #[error(transparent)]
+    Notify(#[from] tally_notify::NotifyError),
     /// The sink stopped.
     #[error(transparent)]
     Sink(#[from] tally_sink::SinkError),

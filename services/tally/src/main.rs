@@ -273,10 +273,7 @@ async fn run(command: Command) -> Result<(), TallyError> {
         Command::Ingest { config } => tally_ingest::run(load(config.as_deref())?).await?,
         Command::Process { config } => tally_processor::run(load(config.as_deref())?).await?,
         Command::Sink { config } => tally_sink::run(load(config.as_deref())?).await?,
-        // The message as it is (it names the bad key, never a URL or token).
-        Command::Notify { config } => tally_notify::run(load(config.as_deref())?)
-            .await
-            .map_err(|e| TallyError::Usage(e.to_string()))?,
+        Command::Notify { config } => tally_notify::run(load(config.as_deref())?).await?,
         Command::Migrate { config } => {
             let config: tally_sink::SinkConfig = load(config.as_deref())?;
             for outcome in tally_sink::migrate(&config).await? {
