@@ -14,7 +14,8 @@ use std::collections::BTreeMap;
 use tally_contract::kafka::{create_topics, KafkaConfig, TopicLayout};
 
 use tally_contract::records::{
-    Alert, CallStatus, EnrichedLlmCall, LlmCall, ServiceTier, SpendDimension, SpendWindow,
+    Alert, AlertKind, CallStatus, EnrichedLlmCall, LlmCall, ServiceTier, SpendDimension,
+    SpendWindow,
 };
 use tally_contract::topics::{llm_call_key, Topic};
 use tally_contract::{decode, encode};
@@ -421,6 +422,21 @@ async fn assert_windows_and_alerts(kafka: &KafkaConfig, windowed: &Totals) {
         "window totals differ from {} calls: {wrong:#?}",
         windowed.calls
     );
+    // The detect stage runs too, on a stream whose sessions repeat prompts: its alerts, each
+    // (alert, state, severity) once, are another exactly-once check across the kills.
+    let (loop_alerts, alerts): (Vec<&Alert>, Vec<&Alert>) =
+        alerts.iter().partition(|a| a.kind == AlertKind::LoopSignal);
+    let mut seen = HashSet::new();
+    for alert in &loop_alerts {
+        assert!(
+            seen.insert((&alert.alert_id, alert.state, alert.severity)),
+            "loop alert emitted twice: {} {:?} {:?}",
+            alert.alert_id,
+            alert.state,
+            alert.severity
+        );
+    }
+    println!("{} loop alerts, none twice", loop_alerts.len());
     let mut ids: Vec<&str> = alerts.iter().map(|a| a.alert_id.as_str()).collect();
     ids.sort_unstable();
     let thresholds: Vec<&str> = alerts
