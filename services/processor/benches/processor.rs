@@ -1,6 +1,8 @@
 //! The processor's in-memory throughput per core: decode an `LlmCall`, price it, rate its
 //! carbon, encode the `EnrichedLlmCall` (the enrich stage); then decode it and apply it to
-//! the windows and budgets (the aggregate stage). No Kafka: what one core can do.
+//! the windows and budgets (the aggregate stage); and the detect stage on the labelled agent
+//! scenarios (decode, six signals, resolve sweep and changelog records per batch of 500).
+//! No Kafka: what one core can do.
 //!
 //! Run: `cargo bench -p tally-processor --bench processor`
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -8,6 +10,7 @@ use tally_contract::records::{EnrichedLlmCall, LlmCall, ServiceTier};
 use tally_contract::{decode, encode};
 use tally_processor::budgets::{self, BudgetConfig, BudgetState, Period, RolesConfig};
 use tally_processor::carbon::CarbonConfig;
+use tally_processor::detect::{DetectConfig, Detector};
 use tally_processor::enrich::Enricher;
 use tally_processor::pricing::Catalogue;
 use tally_processor::windows::{self, WindowConfig, WindowState};
@@ -86,6 +89,34 @@ fn processor(c: &mut Criterion) {
                 emitted += budgets::apply(&budgets, &roles, &mut budget_state, &call, 0).len();
             }
             emitted
+        })
+    });
+    group.finish();
+
+    // The detect stage on realistic sessions: the scenario set (seed 7), in event-time order.
+    let set = tally_tests::scenarios::scenario_set(7);
+    let mut scenario_calls: Vec<LlmCall> = set.iter().flat_map(|s| s.calls.clone()).collect();
+    scenario_calls.sort_by_key(|c| c.occurred_at);
+    let sessions: Vec<Vec<u8>> = scenario_calls
+        .into_iter()
+        .map(|c| encode(&enricher.enrich(c, 0).unwrap()).unwrap())
+        .collect();
+    let detect_config = DetectConfig::default();
+    let mut group = c.benchmark_group("processor");
+    group.throughput(Throughput::Elements(sessions.len() as u64));
+    group.bench_function("detect_stage", |b| {
+        b.iter(|| {
+            let mut detector = Detector::default();
+            let mut out = 0;
+            for batch in sessions.chunks(500) {
+                for bytes in batch {
+                    let call: EnrichedLlmCall = decode(bytes).unwrap();
+                    out += detector.observe(&detect_config, &call, 0).len();
+                }
+                out += detector.advance(&detect_config, 0).len();
+                out += detector.take_changes().unwrap().len();
+            }
+            out
         })
     });
     group.finish();

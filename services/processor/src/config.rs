@@ -257,6 +257,26 @@ rates = { input_cost_per_token = "1e-06", output_cost_per_token = "2e-06" }
             let catalogue = config.catalogue().unwrap();
             assert!(catalogue.version().contains("+overrides-"));
             crate::carbon::CarbonModel::new(config.carbon.clone()).unwrap();
+            // The [detect] blocks show the defaults; the override applies to its workflow.
+            let defaults = DetectConfig::default();
+            assert_eq!(config.detect.signals, defaults.signals);
+            assert_eq!(config.detect.critical_cost_usd, defaults.critical_cost_usd);
+            let nightly = config.detect.settings_for("research", Some("nightly-eval"));
+            assert_eq!(nightly.retry_storm.max_attempts, 20);
+            assert!(!nightly.usage_spike.enabled);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_mistyped_detector_key_is_refused_by_name() {
+        Jail::expect_with(|jail| {
+            jail.create_file("p.toml", "[detect.retry_storm]\nmax_attemps = 3\n")?;
+            let error = load::<ProcessorConfig>(Some(Path::new("p.toml"))).unwrap_err();
+            assert!(error.to_string().contains("max_attemps"), "{error}");
+            jail.create_file("q.toml", "[detect]\nquiet_period = 3\n")?;
+            let error = load::<ProcessorConfig>(Some(Path::new("q.toml"))).unwrap_err();
+            assert!(error.to_string().contains("quiet_period"), "{error}");
             Ok(())
         });
     }

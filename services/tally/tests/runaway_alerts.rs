@@ -229,6 +229,10 @@ async fn a_retry_storm_pages_webhook_slack_and_alertmanager_then_resolves() {
         assert_eq!(auth.as_deref(), Some("Bearer s3cret-token"));
     }
     let (fire, resolve) = (&hooks[0].1, &hooks[1].1);
+    println!(
+        "webhook firing payload:\n{}",
+        serde_json::to_string_pretty(fire).unwrap()
+    );
     assert_eq!(fire["alert_id"], signal_id);
     assert_eq!(fire["kind"], "loop_signal");
     assert_eq!(

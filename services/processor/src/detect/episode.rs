@@ -9,6 +9,7 @@ use time::OffsetDateTime;
 
 use super::session::{grouped, Burn, Finding, Step};
 use crate::budgets::dollars;
+use crate::decimal::Decimal;
 
 /// Who and what a signal is about.
 #[derive(Debug, Clone, Copy)]
@@ -240,10 +241,22 @@ impl Episode {
             "{} calls, {} tokens, {}{unpriced}, {:.1} g CO2e",
             grouped(self.burn.calls),
             grouped(self.burn.tokens),
-            dollars(i128::from(self.burn.cost_nanos)),
+            money(self.burn.cost_nanos),
             self.burn.co2e_ug as f64 / 1e6
         )
     }
+}
+
+/// Dollars to the cent from $1 up, to the hundred-thousandth below (a loop's first calls
+/// often cost fractions of a cent, which "$0.00" would hide).
+fn money(nanos: i64) -> String {
+    if nanos >= 1_000_000_000 {
+        return dollars(i128::from(nanos));
+    }
+    let units = Decimal::new(i128::from(nanos), 9)
+        .round_scaled(5)
+        .unwrap_or_default();
+    format!("${}.{:05}", units / 100_000, units % 100_000)
 }
 
 fn capitalised(text: &str) -> String {

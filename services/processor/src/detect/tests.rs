@@ -116,7 +116,7 @@ fn retry_storm_opens_on_the_sixth_identical_attempt_with_its_figures() {
     assert_eq!(
         alert.message,
         "6 consecutive attempts (0 failed; 5 repeated the previous prompt), more than the 5 \
-         allowed. Burned since 2026-11-02T00:00:00Z: 6 calls, 6,600 tokens, $0.01, 0.1 g CO2e."
+         allowed. Burned since 2026-11-02T00:00:00Z: 6 calls, 6,600 tokens, $0.00600, 0.1 g CO2e."
     );
     // The 7th and 8th continue it silently (updates come at most once a minute).
     assert!(out[6].is_empty() && out[7].is_empty());
@@ -377,6 +377,12 @@ fn a_signal_updates_at_most_once_a_minute_escalates_once_and_resolves_when_quiet
         "Resolved: retry storm: session s-1 (team platform, agent coder)"
     );
     assert_eq!(detector.open_signals(), 0);
+    assert!(r
+        .alert
+        .as_ref()
+        .unwrap()
+        .message
+        .ends_with(": 30 calls, 33,000 tokens, $7.50, 0.3 g CO2e."));
 }
 
 #[test]
