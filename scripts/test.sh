@@ -73,7 +73,7 @@ fi
 step "cargo test --workspace (integration tests use Kafka at ${TALLY_KAFKA_BROKERS:-127.0.0.1:9092} and ClickHouse at ${TALLY_CLICKHOUSE_URL:-http://127.0.0.1:8123})"
 log=$(mktemp)
 set +e
-cargo test --workspace --locked -- --show-output 2>&1 | tee "$log"
+cargo test --workspace --locked --no-fail-fast -- --show-output 2>&1 | tee "$log"
 test_status=${PIPESTATUS[0]}
 set -e
 stop_services_now
