@@ -1,0 +1,1 @@
+//! A whole generated workload (work in progress).
