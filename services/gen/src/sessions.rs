@@ -161,6 +161,15 @@ impl Gen {
         record.input_tokens = call.input;
         record.cache_read_tokens = call.cached.min(call.input);
         record.output_tokens = call.output;
+        // Reasoning models think before they answer: output includes the reasoning.
+        if model.starts_with('o') {
+            record.reasoning_tokens = call.output * 3;
+            record.output_tokens += record.reasoning_tokens;
+        }
+        // Anthropic writes the new part of a cached prompt to its cache (input includes it).
+        if provider == "anthropic" && record.cache_read_tokens > 0 {
+            record.cache_write_tokens = (call.input - record.cache_read_tokens) / 2;
+        }
         record.latency_ms = Some(400 + call.output);
         record.prompt_fingerprint = Some(call.prompt);
         if let Some((tool, args)) = call.tool {

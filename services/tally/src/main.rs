@@ -5,6 +5,7 @@
 //! environment variables, then `TALLY_KAFKA_BROKERS` / `TALLY_CLICKHOUSE_URL`.
 mod error;
 mod estimate;
+mod gen;
 mod topics;
 
 use std::path::PathBuf;
@@ -62,6 +63,8 @@ enum Command {
     },
     /// Cost, energy and CO2e of a call, or of N tokens at its mix (a what-if calculator).
     Estimate(estimate::EstimateArgs),
+    /// Generate realistic traffic (with runaway agents) and print its ground truth.
+    Gen(gen::GenArgs),
     /// Reports for people, read from ClickHouse.
     Report {
         #[command(subcommand)]
@@ -274,6 +277,7 @@ async fn run(command: Command) -> Result<(), TallyError> {
         Command::Process { config } => tally_processor::run(load(config.as_deref())?).await?,
         Command::Sink { config } => tally_sink::run(load(config.as_deref())?).await?,
         Command::Notify { config } => tally_notify::run(load(config.as_deref())?).await?,
+        Command::Gen(args) => gen::run(args).await?,
         Command::Migrate { config } => {
             let config: tally_sink::SinkConfig = load(config.as_deref())?;
             for outcome in tally_sink::migrate(&config).await? {

@@ -27,10 +27,10 @@ pub enum TopicsCommand {
 /// The part of a configuration file `tally topics` reads.
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct TopicsConfig {
+pub(crate) struct TopicsConfig {
     /// Kafka to create the topics in.
     #[serde(default)]
-    kafka: KafkaConfig,
+    pub(crate) kafka: KafkaConfig,
 }
 
 impl ServiceConfig for TopicsConfig {
