@@ -1,8 +1,11 @@
-//! Produces a request's records to Kafka and waits for every acknowledgement.
+//! Produces a request's records to Kafka and waits for every acknowledgement; [`Publisher`]
+//! is what the server needs of it, so `tally up` can put its local journal in its place.
 //!
 //! The producer is idempotent with `acks=all`; `message.timeout.ms` is the request's produce
 //! deadline, so when Kafka is down every record of the request has failed for certain by the
 //! time the request is answered 503, and a retry cannot double it.
+use std::future::Future;
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -16,6 +19,37 @@ pub struct Outgoing {
     pub topic: String,
     pub key: String,
     pub payload: Vec<u8>,
+}
+
+/// A boxed future, for [`Publisher`]'s methods.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Where the ingest service's records go: Kafka, or `tally up`'s local journal. A request is
+/// answered 202 only when `send_all` said every record of it is durable.
+pub trait Publisher: Send + Sync + 'static {
+    /// Sends every message; one result per message, in order, each final.
+    fn send_all<'a>(&'a self, messages: &'a [Outgoing]) -> BoxFuture<'a, Vec<Result<(), String>>>;
+    /// Records sent but not yet acknowledged.
+    fn in_flight(&self) -> usize;
+    /// Whether the destination answers within `timeout`.
+    fn reachable(&self, timeout: Duration) -> BoxFuture<'_, Result<(), String>>;
+    /// Waits for records in flight, up to `timeout`.
+    fn flush(&self, timeout: Duration) -> Result<(), String>;
+}
+
+impl Publisher for KafkaProducer {
+    fn send_all<'a>(&'a self, messages: &'a [Outgoing]) -> BoxFuture<'a, Vec<Result<(), String>>> {
+        Box::pin(KafkaProducer::send_all(self, messages))
+    }
+    fn in_flight(&self) -> usize {
+        KafkaProducer::in_flight(self)
+    }
+    fn reachable(&self, timeout: Duration) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(KafkaProducer::reachable(self, timeout))
+    }
+    fn flush(&self, timeout: Duration) -> Result<(), String> {
+        KafkaProducer::flush(self, timeout)
+    }
 }
 
 /// The Kafka producer of the ingest service.

@@ -42,7 +42,7 @@ use crate::github::{deploy_from_github, ticket_from_github, GithubOutcome};
 use crate::llm_call::{llm_call_from_json, Context};
 use crate::metrics::{Metrics, Rejection};
 use crate::otlp::{self, SpanRecord};
-use crate::producer::{KafkaProducer, Outgoing};
+use crate::producer::{KafkaProducer, Outgoing, Publisher};
 use crate::record::FieldError;
 use crate::{IngestConfig, IngestError};
 
@@ -54,7 +54,7 @@ pub struct App {
     config: IngestConfig,
     auth: Authenticator,
     dedup: Mutex<DedupWindow>,
-    producer: KafkaProducer,
+    producer: Arc<dyn Publisher>,
     metrics: Metrics,
 }
 
@@ -65,8 +65,17 @@ pub struct Server {
 }
 
 impl Server {
-    /// Validates the configuration, creates the producer and binds the listen address.
+    /// Validates the configuration, creates the Kafka producer and binds the listen address.
     pub async fn bind(config: IngestConfig) -> Result<Server, IngestError> {
+        let producer = Arc::new(KafkaProducer::new(&config)?);
+        Server::bind_with(config, producer).await
+    }
+
+    /// Like [`Server::bind`], with the records going to `producer`.
+    pub async fn bind_with(
+        config: IngestConfig,
+        producer: Arc<dyn Publisher>,
+    ) -> Result<Server, IngestError> {
         config.validate()?;
         let listener =
             TcpListener::bind(config.listen)
@@ -81,7 +90,7 @@ impl Server {
                 Duration::from_secs(config.dedup_window_secs),
                 config.dedup_max_entries,
             )),
-            producer: KafkaProducer::new(&config)?,
+            producer,
             metrics: Metrics::default(),
             config,
         };

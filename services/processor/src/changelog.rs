@@ -12,7 +12,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use tally_contract::topics::Topic;
 
-use crate::pipeline::kafka;
+use crate::pipeline::{kafka, ApplyRecord};
 use crate::{ProcessorConfig, ProcessorError};
 
 /// The changelog topic of a base name, with the deployment's prefix.
@@ -68,7 +68,7 @@ pub fn read(
     config: &ProcessorConfig,
     topic: &str,
     partitions: &[i32],
-    mut apply: impl FnMut(i32, i64, &[u8], Option<&[u8]>) -> Result<(), ProcessorError>,
+    apply: &mut ApplyRecord<'_>,
 ) -> Result<(), ProcessorError> {
     let consumer: BaseConsumer = config
         .kafka

@@ -119,11 +119,13 @@ pub trait Stage: Send {
     fn input(&self, config: &ProcessorConfig) -> String;
 
     /// Called when the assignment is known (at start and after every rebalance), before any
-    /// record of it is processed: restore the state of these partitions. Stateless by default.
+    /// record of it is processed: restore the state of these partitions from `changelogs`.
+    /// Stateless by default.
     fn on_assignment(
         &mut self,
         _partitions: &[i32],
         _config: &ProcessorConfig,
+        _changelogs: &dyn Changelogs,
     ) -> Result<(), ProcessorError> {
         Ok(())
     }
@@ -148,11 +150,101 @@ pub trait Stage: Send {
     }
 }
 
+/// Where a transaction's records go: Kafka's transactional producer, or `tally up`'s local
+/// journal (which writes a transaction's records and its input position as one frame).
+pub trait OutputSink {
+    /// Sends raw bytes (`None` is a tombstone) to a topic, optionally to one partition.
+    fn send(
+        &self,
+        topic: &str,
+        partition: Option<i32>,
+        key: &[u8],
+        payload: Option<&[u8]>,
+    ) -> Result<(), ProcessorError>;
+}
+
+impl OutputSink for BaseProducer {
+    fn send(
+        &self,
+        topic: &str,
+        partition: Option<i32>,
+        key: &[u8],
+        payload: Option<&[u8]>,
+    ) -> Result<(), ProcessorError> {
+        let mut record = BaseRecord::<[u8], [u8]>::to(topic).key(key);
+        if let Some(payload) = payload {
+            record = record.payload(payload);
+        }
+        if let Some(partition) = partition {
+            record = record.partition(partition);
+        }
+        loop {
+            match BaseProducer::send(self, record) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    self.poll(Duration::from_millis(10));
+                }
+                Err((error, _)) => return Err(kafka("produce")(error)),
+            }
+        }
+    }
+}
+
+/// What a changelog reader does with each record: (partition, offset, key, value).
+pub type ApplyRecord<'a> =
+    dyn FnMut(i32, i64, &[u8], Option<&[u8]>) -> Result<(), ProcessorError> + 'a;
+
+/// Where a stateful stage's changelog topics live and are read back from.
+pub trait Changelogs {
+    /// Creates the changelog topic `name` if missing.
+    fn ensure(&self, config: &ProcessorConfig, name: &str) -> Result<(), ProcessorError>;
+    /// Hands every committed record of these partitions of `topic`, oldest first, to `apply`
+    /// as (partition, offset, key, value).
+    fn read(
+        &self,
+        config: &ProcessorConfig,
+        topic: &str,
+        partitions: &[i32],
+        apply: &mut ApplyRecord<'_>,
+    ) -> Result<(), ProcessorError>;
+}
+
+/// Changelogs in Kafka ([`crate::changelog`]).
+pub struct KafkaChangelogs;
+
+impl Changelogs for KafkaChangelogs {
+    fn ensure(&self, config: &ProcessorConfig, name: &str) -> Result<(), ProcessorError> {
+        crate::changelog::ensure(config, name)
+    }
+
+    fn read(
+        &self,
+        config: &ProcessorConfig,
+        topic: &str,
+        partitions: &[i32],
+        apply: &mut ApplyRecord<'_>,
+    ) -> Result<(), ProcessorError> {
+        crate::changelog::read(config, topic, partitions, apply)
+    }
+}
+
 /// The open transaction's producer, as a stage sees it.
 pub struct Outputs<'a> {
-    producer: &'a BaseProducer,
+    producer: &'a dyn OutputSink,
     config: &'a ProcessorConfig,
     now: Micros,
+}
+
+impl<'a> Outputs<'a> {
+    /// Outputs going to `producer`, stamped `now` (epoch microseconds).
+    pub fn new(producer: &'a dyn OutputSink, config: &'a ProcessorConfig, now: Micros) -> Self {
+        Outputs {
+            producer,
+            config,
+            now,
+        }
+    }
 }
 
 impl Outputs<'_> {
@@ -218,23 +310,7 @@ impl Outputs<'_> {
         key: &[u8],
         payload: Option<&[u8]>,
     ) -> Result<(), ProcessorError> {
-        let mut record = BaseRecord::<[u8], [u8]>::to(topic).key(key);
-        if let Some(payload) = payload {
-            record = record.payload(payload);
-        }
-        if let Some(partition) = partition {
-            record = record.partition(partition);
-        }
-        loop {
-            match self.producer.send(record) {
-                Ok(()) => return Ok(()),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    record = back;
-                    self.producer.poll(Duration::from_millis(10));
-                }
-                Err((error, _)) => return Err(kafka("produce")(error)),
-            }
-        }
+        self.producer.send(topic, partition, key, payload)
     }
 }
 
@@ -336,7 +412,7 @@ fn session(
         if assigned.as_ref() != Some(&assignment) {
             // Records of this batch were read under the new assignment only if no rebalance
             // happened while reading (read_batch drops the batch when one did).
-            stage.on_assignment(&assignment, config)?;
+            stage.on_assignment(&assignment, config, &KafkaChangelogs)?;
             assigned = Some(assignment);
         }
         if batch.is_empty() {

@@ -24,7 +24,7 @@ use tally_contract::topics::Topic;
 use crate::budgets::{self, BudgetState};
 use crate::changelog;
 use crate::enrich::Enricher;
-use crate::pipeline::{Outputs, Stage, Stats};
+use crate::pipeline::{Changelogs, Outputs, Stage, Stats};
 use crate::windows::{self, WindowState};
 use crate::{ProcessorConfig, ProcessorError};
 
@@ -113,14 +113,15 @@ impl Stage for AggregateStage {
         &mut self,
         partitions: &[i32],
         config: &ProcessorConfig,
+        changelogs: &dyn Changelogs,
     ) -> Result<(), ProcessorError> {
         self.state.clear();
         if partitions.is_empty() {
             return Ok(());
         }
         let topic = Self::state_topic(config);
-        changelog::ensure(config, &topic)?;
-        self.state = restore(config, &topic, partitions)?;
+        changelogs.ensure(config, &topic)?;
+        self.state = restore(config, changelogs, &topic, partitions)?;
         for (partition, state) in &self.state {
             let calls: i64 = state
                 .windows
@@ -266,19 +267,20 @@ impl Stage for DetectStage {
         &mut self,
         partitions: &[i32],
         config: &ProcessorConfig,
+        changelogs: &dyn Changelogs,
     ) -> Result<(), ProcessorError> {
         self.state.clear();
         if partitions.is_empty() {
             return Ok(());
         }
         let topic = changelog::topic_name(config, DETECT_STATE_TOPIC);
-        changelog::ensure(config, &topic)?;
+        changelogs.ensure(config, &topic)?;
         let state = &mut self.state;
-        changelog::read(
+        changelogs.read(
             config,
             &topic,
             partitions,
-            |partition, offset, key, value| {
+            &mut |partition, offset, key, value| {
                 let key = String::from_utf8_lossy(key);
                 state
                     .entry(partition)
@@ -377,15 +379,16 @@ impl DetectStage {
 /// Reads the latest committed snapshot of each partition from the aggregate changelog.
 fn restore(
     config: &ProcessorConfig,
+    changelogs: &dyn Changelogs,
     topic: &str,
     partitions: &[i32],
 ) -> Result<HashMap<i32, PartitionState>, ProcessorError> {
     let mut state = HashMap::new();
-    changelog::read(
+    changelogs.read(
         config,
         topic,
         partitions,
-        |partition, offset, _key, payload| {
+        &mut |partition, offset, _key, payload| {
             let snapshot: PartitionState = match payload {
                 Some(bytes) => serde_json::from_slice(bytes).map_err(|e| {
                     ProcessorError::Config(format!(

@@ -11,7 +11,14 @@ use crate::rows::{AlertRow, DeployRow, LlmCallRow, LoopSignalRow, SpendWindowRow
 /// A ClickHouse table the sink fills from one topic.
 pub trait SinkTable: Send + Sync + 'static {
     /// The row type, field for field as the table's columns.
-    type Row: RowOwned + RowWrite + serde::Serialize + Clone + std::fmt::Debug + Send + Sync;
+    type Row: RowOwned
+        + RowWrite
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + Clone
+        + std::fmt::Debug
+        + Send
+        + Sync;
     /// Table name.
     const TABLE: &'static str;
     /// Topic it reads.

@@ -16,6 +16,9 @@ pub enum TallyError {
     /// The notifier stopped.
     #[error(transparent)]
     Notify(#[from] tally_notify::NotifyError),
+    /// The embedded pipeline or store stopped.
+    #[error(transparent)]
+    Embedded(#[from] tally_embedded::EmbeddedError),
     /// The sink stopped.
     #[error(transparent)]
     Sink(#[from] tally_sink::SinkError),

@@ -1,12 +1,17 @@
 //! `tally`: one binary, one subcommand per service.
 //!
-//! `tally ingest`, `tally process`, `tally sink` and `tally notify` run the pipeline's services;
-//! `tally topics create` prepares Kafka; `tally estimate` is a what-if calculator of cost and carbon. Each service reads `--config FILE` (TOML), then `TALLY__*`
-//! environment variables, then `TALLY_KAFKA_BROKERS` / `TALLY_CLICKHOUSE_URL`.
+//! `tally up` runs the whole pipeline in one process (on an embedded store unless Kafka and
+//! ClickHouse are configured) and `tally query` reads its store; `tally ingest`, `tally
+//! process`, `tally sink` and `tally notify` run the pipeline's services one by one; `tally
+//! topics create` prepares Kafka; `tally gen` generates traffic; `tally estimate` is a what-if
+//! calculator of cost and carbon; `tally report` writes reports. Each service reads `--config
+//! FILE` (TOML), then `TALLY__*` environment variables, then `TALLY_KAFKA_BROKERS` /
+//! `TALLY_CLICKHOUSE_URL`.
 mod error;
 mod estimate;
 mod gen;
 mod topics;
+mod up;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -65,6 +70,11 @@ enum Command {
     Estimate(estimate::EstimateArgs),
     /// Generate realistic traffic (with runaway agents) and print its ground truth.
     Gen(gen::GenArgs),
+    /// The whole pipeline in one process: ingest, processor, loop detection and a store —
+    /// embedded (journal and Parquet) unless Kafka and ClickHouse are configured.
+    Up(up::UpArgs),
+    /// SQL over `tally up`'s embedded store.
+    Query(up::QueryArgs),
     /// Reports for people, read from ClickHouse.
     Report {
         #[command(subcommand)]
@@ -278,6 +288,8 @@ async fn run(command: Command) -> Result<(), TallyError> {
         Command::Sink { config } => tally_sink::run(load(config.as_deref())?).await?,
         Command::Notify { config } => tally_notify::run(load(config.as_deref())?).await?,
         Command::Gen(args) => gen::run(args).await?,
+        Command::Up(args) => up::up(args).await?,
+        Command::Query(args) => up::query(args).await?,
         Command::Migrate { config } => {
             let config: tally_sink::SinkConfig = load(config.as_deref())?;
             for outcome in tally_sink::migrate(&config).await? {

@@ -1,0 +1,37 @@
+//! The one error type of `tally up`'s embedded pipeline and store.
+
+/// Why the embedded pipeline or store failed.
+#[must_use]
+#[derive(Debug, thiserror::Error)]
+pub enum EmbeddedError {
+    /// A file of the data directory could not be read or written.
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+    /// The journal holds something that is not a frame where a frame must be.
+    #[error("the journal is damaged: {0}")]
+    Corrupt(String),
+    /// A processor stage failed.
+    #[error(transparent)]
+    Processor(#[from] tally_processor::ProcessorError),
+    /// The ingest service failed.
+    #[error(transparent)]
+    Ingest(#[from] tally_ingest::IngestError),
+    /// Records could not be decoded or rows converted.
+    #[error(transparent)]
+    Contract(#[from] tally_contract::ContractError),
+    /// Arrow, Parquet or DataFusion refused something.
+    #[error("{0}")]
+    Store(String),
+    /// A query failed; the message is DataFusion's.
+    #[error("query failed: {0}")]
+    Query(String),
+}
+
+impl From<datafusion::error::DataFusionError> for EmbeddedError {
+    fn from(error: datafusion::error::DataFusionError) -> Self {
+        EmbeddedError::Query(error.to_string())
+    }
+}

@@ -1,0 +1,20 @@
+//! `tally up`: the whole pipeline in one process, for a first look without Kafka or
+//! ClickHouse — the same ingest server, processor stages and sink tables as production, with
+//! Kafka swapped for a durable local [`journal`] and ClickHouse for Parquet files queried by
+//! DataFusion ([`store`], [`query`]).
+//!
+//! - [`journal`]: the log between stages; a frame (an ingest request, or a stage transaction
+//!   with the input position it consumed up to) is written and fsynced whole.
+//! - [`runner`]: runs a processor [`tally_processor::pipeline::Stage`] over the journal, one
+//!   frame per transaction, exactly once across crashes.
+//! - [`store`]: the sink's tables as Parquet files, partitioned by day, small files compacted.
+//! - [`query`]: DataFusion over the store, with ClickHouse's table names and columns.
+//! - [`up`]: wires them together behind the ingest HTTP server.
+pub mod error;
+pub mod journal;
+pub mod query;
+pub mod runner;
+pub mod store;
+pub mod up;
+
+pub use error::EmbeddedError;

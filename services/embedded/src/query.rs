@@ -1,0 +1,263 @@
+//! SQL over the embedded store with DataFusion: the tables under ClickHouse's names and
+//! columns. Each is a view that reads as ClickHouse's `FINAL` does — one row per key, the
+//! latest version — over the Parquet files (`<table>_stored`); `llm_calls` also has
+//! ClickHouse's `cost_usd` (the nano-dollars as an exact `DECIMAL(38, 9)`).
+use std::path::Path;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, Decimal128Array, Int64Array, RecordBatch};
+use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Volatility};
+use datafusion::prelude::{create_udf, SessionContext};
+
+use crate::store::{schema, TABLES};
+use crate::EmbeddedError;
+
+/// One view per table: `FINAL`'s deduplication, by the ClickHouse table's sorting key and
+/// version column.
+const VIEWS: [(&str, &str); 6] = [
+    (
+        "llm_calls",
+        "SELECT DISTINCT ON (tenant, team, event_id) *, nanos_to_usd(cost_total_nanos) AS cost_usd \
+         FROM llm_calls_stored ORDER BY tenant, team, event_id, enriched_at DESC",
+    ),
+    (
+        "deploys",
+        "SELECT DISTINCT ON (tenant, team, service, environment, occurred_at, event_id) * \
+         FROM deploys_stored ORDER BY tenant, team, service, environment, occurred_at, event_id, received_at DESC",
+    ),
+    (
+        "tickets",
+        "SELECT DISTINCT ON (tenant, ticket_id, occurred_at, event_id) * FROM tickets_stored \
+         ORDER BY tenant, ticket_id, occurred_at, event_id, received_at DESC",
+    ),
+    (
+        "spend_windows",
+        "SELECT DISTINCT ON (tenant, team, window_seconds, window_start, dimension, dimension_value) * \
+         FROM spend_windows_stored \
+         ORDER BY tenant, team, window_seconds, window_start, dimension, dimension_value, revision DESC",
+    ),
+    (
+        "loop_signals",
+        "SELECT DISTINCT ON (tenant, team, signal_id, state, last_event_at) * FROM loop_signals_stored \
+         ORDER BY tenant, team, signal_id, state, last_event_at, emitted_at DESC",
+    ),
+    (
+        "alerts",
+        "SELECT DISTINCT ON (tenant, alert_id, state) * FROM alerts_stored \
+         ORDER BY tenant, alert_id, state, emitted_at DESC",
+    ),
+];
+
+/// `nanos_to_usd(Int64) -> Decimal128(38, 9)`: the same integer read as dollars, exactly.
+fn nanos_to_usd() -> ScalarUDF {
+    create_udf(
+        "nanos_to_usd",
+        vec![DataType::Int64],
+        DataType::Decimal128(38, 9),
+        Volatility::Immutable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let arrays = ColumnarValue::values_to_arrays(args)?;
+            let nanos = arrays[0]
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .expect("declared Int64");
+            let dollars: Decimal128Array = nanos.iter().map(|v| v.map(i128::from)).collect();
+            let dollars = dollars.with_precision_and_scale(38, 9)?;
+            Ok(ColumnarValue::Array(Arc::new(dollars) as ArrayRef))
+        }),
+    )
+}
+
+/// A DataFusion session over the store in `store`.
+pub async fn context(store: &Path) -> Result<SessionContext, EmbeddedError> {
+    let context = SessionContext::new();
+    context.register_udf(nanos_to_usd());
+    for spec in TABLES {
+        let dir = store.join(spec.name);
+        std::fs::create_dir_all(&dir).map_err(|source| EmbeddedError::Io {
+            context: format!("cannot create {}", dir.display()),
+            source,
+        })?;
+        let url = ListingTableUrl::parse(format!("{}/", dir.display()))?;
+        let options =
+            ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+        let config = ListingTableConfig::new(url)
+            .with_listing_options(options)
+            .with_schema(schema(spec.name)?);
+        let table = ListingTable::try_new(config)?;
+        context.register_table(format!("{}_stored", spec.name), Arc::new(table))?;
+    }
+    for (name, sql) in VIEWS {
+        context.sql(&format!("CREATE VIEW {name} AS {sql}")).await?;
+    }
+    Ok(context)
+}
+
+/// Runs one SQL statement.
+pub async fn run(context: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>, EmbeddedError> {
+    Ok(context.sql(sql).await?.collect().await?)
+}
+
+/// Output formats of `tally query`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Table,
+    Csv,
+    Json,
+}
+
+impl std::str::FromStr for Format {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Format, String> {
+        match s {
+            "table" => Ok(Format::Table),
+            "csv" => Ok(Format::Csv),
+            "json" => Ok(Format::Json),
+            other => Err(format!(
+                "unknown format {other:?}; expected table, csv or json"
+            )),
+        }
+    }
+}
+
+/// Rows of cells as text, NULL as `None`.
+type Cells = Vec<Vec<Option<String>>>;
+
+/// Column names and every cell as text.
+fn cells(batches: &[RecordBatch]) -> Result<(Vec<String>, Cells), EmbeddedError> {
+    let Some(first) = batches.first() else {
+        return Ok((Vec::new(), Vec::new()));
+    };
+    let names = first
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    let options = FormatOptions::default();
+    let mut rows = Vec::new();
+    for batch in batches {
+        let formatters = batch
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| EmbeddedError::Query(e.to_string()))?;
+        for row in 0..batch.num_rows() {
+            rows.push(
+                batch
+                    .columns()
+                    .iter()
+                    .zip(&formatters)
+                    .map(|(column, f)| (!column.is_null(row)).then(|| f.value(row).to_string()))
+                    .collect(),
+            );
+        }
+    }
+    Ok((names, rows))
+}
+
+fn is_number(data_type: &DataType) -> bool {
+    data_type.is_numeric()
+}
+
+/// The result in a format, ending with a newline.
+pub fn render(batches: &[RecordBatch], format: Format) -> Result<String, EmbeddedError> {
+    let (names, rows) = cells(batches)?;
+    Ok(match format {
+        Format::Table => table(&names, &rows),
+        Format::Csv => {
+            let mut out = csv_line(names.iter().map(|n| Some(n.as_str())));
+            for row in &rows {
+                out.push_str(&csv_line(row.iter().map(Option::as_deref)));
+            }
+            out
+        }
+        Format::Json => {
+            let numeric: Vec<bool> = batches.first().map_or(Vec::new(), |b| {
+                b.schema()
+                    .fields()
+                    .iter()
+                    .map(|f| is_number(f.data_type()))
+                    .collect()
+            });
+            let mut out = String::from("[");
+            for (i, row) in rows.iter().enumerate() {
+                let object: serde_json::Map<String, serde_json::Value> = names
+                    .iter()
+                    .zip(row)
+                    .zip(&numeric)
+                    .map(|((name, cell), number)| {
+                        let value = match cell {
+                            None => serde_json::Value::Null,
+                            // Numbers as JSON numbers when they survive the trip exactly.
+                            Some(text) if *number => {
+                                serde_json::from_str::<serde_json::Number>(text)
+                                    .ok()
+                                    .filter(|n| n.to_string() == *text)
+                                    .map_or_else(
+                                        || serde_json::Value::String(text.clone()),
+                                        serde_json::Value::Number,
+                                    )
+                            }
+                            Some(text) => serde_json::Value::String(text.clone()),
+                        };
+                        (name.clone(), value)
+                    })
+                    .collect();
+                out.push_str(if i == 0 { "\n  " } else { ",\n  " });
+                out.push_str(&serde_json::Value::Object(object).to_string());
+            }
+            out.push_str(if rows.is_empty() { "]\n" } else { "\n]\n" });
+            out
+        }
+    })
+}
+
+fn csv_line<'a>(cells: impl Iterator<Item = Option<&'a str>>) -> String {
+    let quoted: Vec<String> = cells
+        .map(|cell| match cell {
+            None => String::new(),
+            Some(text) if text.contains([',', '"', '\n']) => {
+                format!("\"{}\"", text.replace('"', "\"\""))
+            }
+            Some(text) => text.to_string(),
+        })
+        .collect();
+    format!("{}\n", quoted.join(","))
+}
+
+fn table(names: &[String], rows: &[Vec<Option<String>>]) -> String {
+    let text = |cell: &Option<String>| cell.clone().unwrap_or_else(|| "NULL".into());
+    let mut widths: Vec<usize> = names.iter().map(|n| n.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(text(cell).chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        format!("{}\n", padded.join("  ").trim_end())
+    };
+    let mut out = line(names.to_vec());
+    out.push_str(&line(widths.iter().map(|w| "-".repeat(*w)).collect()));
+    for row in rows {
+        out.push_str(&line(row.iter().map(text).collect()));
+    }
+    out.push_str(&format!(
+        "({} row{})\n",
+        rows.len(),
+        if rows.len() == 1 { "" } else { "s" }
+    ));
+    out
+}

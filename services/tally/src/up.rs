@@ -1,0 +1,115 @@
+//! `tally up` and `tally query`: the whole pipeline in one process. With neither
+//! `TALLY_KAFKA_BROKERS` nor `TALLY_CLICKHOUSE_URL` set it runs on the embedded journal and
+//! Parquet store ([`tally_embedded`]); with both set it runs the production services —
+//! ingest, processor and sink — in one process against them.
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use tally_contract::config::{load, CLICKHOUSE_URL_ENV, KAFKA_BROKERS_ENV};
+use tally_embedded::query::{self, Format};
+use tally_embedded::up::{UpConfig, UpOptions};
+
+use crate::error::TallyError;
+
+/// Options of `tally up`.
+#[derive(Debug, clap::Args)]
+pub struct UpArgs {
+    /// Where the journal and the store live.
+    #[arg(long, default_value = "tally-data")]
+    data_dir: PathBuf,
+    /// Address of the HTTP ingest (default 127.0.0.1:8080, or `[ingest] listen`).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// TOML file with `[ingest]` and `[processor]` sections, as `tally ingest` and `tally
+    /// process` read them.
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+/// Options of `tally query`.
+#[derive(Debug, clap::Args)]
+pub struct QueryArgs {
+    /// One SQL statement (DataFusion's dialect) over `llm_calls`, `spend_windows`,
+    /// `loop_signals`, `alerts`, `deploys`, `tickets`.
+    sql: String,
+    /// The data directory of `tally up`.
+    #[arg(long, default_value = "tally-data")]
+    data_dir: PathBuf,
+    /// table, csv or json.
+    #[arg(long, default_value = "table")]
+    format: Format,
+}
+
+fn set(variable: &str) -> bool {
+    std::env::var(variable).is_ok_and(|v| !v.trim().is_empty())
+}
+
+/// Runs `tally up`.
+pub async fn up(args: UpArgs) -> Result<(), TallyError> {
+    match (set(KAFKA_BROKERS_ENV), set(CLICKHOUSE_URL_ENV)) {
+        (false, false) => {
+            let config: UpConfig = load(args.config.as_deref())?;
+            let options = UpOptions {
+                data_dir: args.data_dir,
+                listen: args.listen,
+                config,
+            };
+            tally_embedded::up::run(options, tally_contract::shutdown::signal()).await?;
+            Ok(())
+        }
+        (true, true) => production(args).await,
+        _ => Err(TallyError::Usage(format!(
+            "tally up runs either on its embedded store (set neither {KAFKA_BROKERS_ENV} nor \
+             {CLICKHOUSE_URL_ENV}) or on Kafka and ClickHouse (set both); one of them alone is \
+             not supported"
+        ))),
+    }
+}
+
+/// Ingest, processor and sink in one process, on Kafka and ClickHouse.
+async fn production(args: UpArgs) -> Result<(), TallyError> {
+    let mut ingest: tally_ingest::IngestConfig = load(args.config.as_deref())?;
+    if let Some(listen) = args.listen {
+        ingest.listen = listen;
+    }
+    let processor: tally_processor::ProcessorConfig = load(None)?;
+    let sink: tally_sink::SinkConfig = load(None)?;
+    for outcome in tally_sink::migrate(&sink).await? {
+        tracing::info!(?outcome, "migration");
+    }
+    eprintln!(
+        "tally up: on Kafka ({}) and ClickHouse ({}); ingest on http://{}",
+        processor.kafka.brokers, sink.clickhouse.url, ingest.listen
+    );
+    tokio::try_join!(
+        async { tally_ingest::run(ingest).await.map_err(TallyError::from) },
+        async {
+            tally_processor::run(processor)
+                .await
+                .map_err(TallyError::from)
+        },
+        async { tally_sink::run(sink).await.map_err(TallyError::from) },
+    )?;
+    Ok(())
+}
+
+/// Runs `tally query`.
+pub async fn query(args: QueryArgs) -> Result<(), TallyError> {
+    let store = store_dir(&args.data_dir)?;
+    let context = query::context(&store).await?;
+    let batches = query::run(&context, &args.sql).await?;
+    print!("{}", query::render(&batches, args.format)?);
+    Ok(())
+}
+
+fn store_dir(data_dir: &Path) -> Result<PathBuf, TallyError> {
+    let store = data_dir.join("store");
+    if !store.is_dir() {
+        return Err(TallyError::Usage(format!(
+            "{} holds no store: start `tally up --data-dir {}` first",
+            data_dir.display(),
+            data_dir.display()
+        )));
+    }
+    Ok(store)
+}
