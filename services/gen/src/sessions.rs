@@ -180,6 +180,7 @@ impl Gen {
             record.status = CallStatus::Error;
             record.error_type = Some("rate_limit_error".into());
             record.output_tokens = 0;
+            record.reasoning_tokens = 0;
         }
         if let Some(human) = call.human {
             record.tags.insert("interactive".into(), human.to_string());

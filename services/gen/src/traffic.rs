@@ -520,6 +520,22 @@ mod tests {
     }
 
     #[test]
+    fn every_call_has_consistent_tokens_whatever_the_seed() {
+        for seed in 1..6 {
+            let mut c = config(10_000, Mix::Mixed);
+            c.seed = seed;
+            for call in calls(&generate(&c)) {
+                assert!(
+                    call.input_tokens >= call.cache_read_tokens + call.cache_write_tokens
+                        && call.output_tokens >= call.reasoning_tokens
+                        && call.reasoning_tokens >= 0,
+                    "seed {seed}: {call:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn every_loop_kind_is_injected_and_labelled() {
         let workload = generate(&config(20_000, Mix::Mixed));
         for kind in LoopSignalType::ALL {
