@@ -9,10 +9,12 @@
 //!   frame per transaction, exactly once across crashes.
 //! - [`store`]: the sink's tables as Parquet files, partitioned by day, small files compacted.
 //! - [`query`]: DataFusion over the store, with ClickHouse's table names and columns.
+//! - [`reports`]: `tally report` over the store, the same text as from ClickHouse.
 //! - [`up`]: wires them together behind the ingest HTTP server.
 pub mod error;
 pub mod journal;
 pub mod query;
+pub mod reports;
 pub mod runner;
 pub mod store;
 pub mod up;

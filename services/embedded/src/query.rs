@@ -1,17 +1,23 @@
 //! SQL over the embedded store with DataFusion: the tables under ClickHouse's names and
 //! columns. Each is a view that reads as ClickHouse's `FINAL` does — one row per key, the
 //! latest version — over the Parquet files (`<table>_stored`); `llm_calls` also has
-//! ClickHouse's `cost_usd` (the nano-dollars as an exact `DECIMAL(38, 9)`).
+//! ClickHouse's `cost_usd` (the nano-dollars as an exact `DECIMAL(38, 9)`). Two functions
+//! help the reports' SQL: `scale9(n)` reads an integer as n × 10⁻⁹, an exact
+//! `DECIMAL(38, 9)`, and `utc('YYYY-MM-DD')` is that midnight as a UTC timestamp.
 use std::path::Path;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, Decimal128Array, Int64Array, RecordBatch};
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::array::{
+    Array, ArrayRef, Decimal128Array, Int64Array, RecordBatch, StringArray,
+    TimestampMicrosecondArray,
+};
+use datafusion::arrow::datatypes::{DataType, TimeUnit};
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
+use datafusion::error::DataFusionError;
 use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Volatility};
 use datafusion::prelude::{create_udf, SessionContext};
 
@@ -23,7 +29,7 @@ use crate::EmbeddedError;
 const VIEWS: [(&str, &str); 6] = [
     (
         "llm_calls",
-        "SELECT DISTINCT ON (tenant, team, event_id) *, nanos_to_usd(cost_total_nanos) AS cost_usd \
+        "SELECT DISTINCT ON (tenant, team, event_id) *, scale9(cost_total_nanos) AS cost_usd \
          FROM llm_calls_stored ORDER BY tenant, team, event_id, enriched_at DESC",
     ),
     (
@@ -54,30 +60,71 @@ const VIEWS: [(&str, &str); 6] = [
     ),
 ];
 
-/// `nanos_to_usd(Int64) -> Decimal128(38, 9)`: the same integer read as dollars, exactly.
-fn nanos_to_usd() -> ScalarUDF {
+/// `scale9(Int64) -> Decimal128(38, 9)`: the same integer read as billionths, exactly.
+fn scale9() -> ScalarUDF {
     create_udf(
-        "nanos_to_usd",
+        "scale9",
         vec![DataType::Int64],
         DataType::Decimal128(38, 9),
         Volatility::Immutable,
         Arc::new(|args: &[ColumnarValue]| {
             let arrays = ColumnarValue::values_to_arrays(args)?;
-            let nanos = arrays[0]
+            let integers = arrays[0]
                 .as_any()
                 .downcast_ref::<Int64Array>()
                 .expect("declared Int64");
-            let dollars: Decimal128Array = nanos.iter().map(|v| v.map(i128::from)).collect();
-            let dollars = dollars.with_precision_and_scale(38, 9)?;
-            Ok(ColumnarValue::Array(Arc::new(dollars) as ArrayRef))
+            let decimals: Decimal128Array = integers.iter().map(|v| v.map(i128::from)).collect();
+            let decimals = decimals.with_precision_and_scale(38, 9)?;
+            Ok(ColumnarValue::Array(Arc::new(decimals) as ArrayRef))
         }),
     )
+}
+
+/// `utc(Utf8) -> Timestamp(µs, UTC)`: a `YYYY-MM-DD` date's midnight, UTC.
+fn utc() -> ScalarUDF {
+    create_udf(
+        "utc",
+        vec![DataType::Utf8],
+        DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+        Volatility::Immutable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let arrays = ColumnarValue::values_to_arrays(args)?;
+            let texts = arrays[0]
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .expect("declared Utf8");
+            let mut out = Vec::with_capacity(texts.len());
+            for text in texts.iter() {
+                out.push(match text {
+                    None => None,
+                    Some(text) => Some(midnight_micros(text).ok_or_else(|| {
+                        DataFusionError::Plan(format!("utc(): {text:?} is not a date YYYY-MM-DD"))
+                    })?),
+                });
+            }
+            let stamps = TimestampMicrosecondArray::from(out).with_timezone("UTC");
+            Ok(ColumnarValue::Array(Arc::new(stamps) as ArrayRef))
+        }),
+    )
+}
+
+/// Epoch microseconds of a `YYYY-MM-DD` date's midnight, UTC.
+pub fn midnight_micros(text: &str) -> Option<i64> {
+    let mut parts = text.split('-');
+    let (year, month, day) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || year.len() != 4 || month.len() != 2 || day.len() != 2 {
+        return None;
+    }
+    let month = time::Month::try_from(month.parse::<u8>().ok()?).ok()?;
+    let date = time::Date::from_calendar_date(year.parse().ok()?, month, day.parse().ok()?).ok()?;
+    Some((date.midnight().assume_utc().unix_timestamp_nanos() / 1_000) as i64)
 }
 
 /// A DataFusion session over the store in `store`.
 pub async fn context(store: &Path) -> Result<SessionContext, EmbeddedError> {
     let context = SessionContext::new();
-    context.register_udf(nanos_to_usd());
+    context.register_udf(scale9());
+    context.register_udf(utc());
     for spec in TABLES {
         let dir = store.join(spec.name);
         std::fs::create_dir_all(&dir).map_err(|source| EmbeddedError::Io {

@@ -11,12 +11,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use tally_contract::config::{ServiceConfig, KAFKA_BROKERS_ENV};
+use tally_contract::config::{ServiceConfig, CLICKHOUSE_URL_ENV, KAFKA_BROKERS_ENV};
 use tally_contract::records::{EnrichedLlmCall, LoopSignal, Micros, SignalState};
 use tally_contract::topics::Topic;
 use tally_ingest::producer::{BoxFuture, Outgoing, Publisher};
 use tally_ingest::{ApiKeyConfig, IngestConfig, Server};
 use tally_processor::ProcessorConfig;
+use tally_sink::SinkConfig;
 
 use crate::journal::{Journal, Record};
 use crate::store::{spawn_tables, StoreStats};
@@ -25,8 +26,8 @@ use crate::EmbeddedError;
 /// The API key `tally up` accepts on loopback when the configuration names none.
 pub const LOCAL_KEY: &str = "tally-local";
 
-/// The configuration file of `tally up`: the ingest's and the processor's settings, as
-/// `tally ingest` and `tally process` read them.
+/// The configuration file of `tally up`: each part's settings as its own service reads them.
+/// One process has one Kafka: `[ingest.kafka]` (or `TALLY_KAFKA_BROKERS`) serves all parts.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpConfig {
@@ -37,12 +38,15 @@ pub struct UpConfig {
     /// The processor: prices, carbon, windows, budgets, loop detection (`[processor]`).
     #[serde(default)]
     pub processor: ProcessorConfig,
+    /// The ClickHouse sink (`[sink]`), when `tally up` runs on Kafka and ClickHouse.
+    #[serde(default)]
+    pub sink: SinkConfig,
 }
 
 impl ServiceConfig for UpConfig {
     const ENV_ALIASES: &'static [(&'static str, &'static str)] = &[
         (KAFKA_BROKERS_ENV, "ingest.kafka.brokers"),
-        (KAFKA_BROKERS_ENV, "processor.kafka.brokers"),
+        (CLICKHOUSE_URL_ENV, "sink.clickhouse.url"),
     ];
 }
 
@@ -99,7 +103,7 @@ fn sha256_hex(text: &str) -> String {
 }
 
 /// The ingest settings, with the local key when none is configured.
-fn ingest_config(options: &UpOptions) -> Result<IngestConfig, EmbeddedError> {
+pub fn ingest_config(options: &UpOptions) -> Result<IngestConfig, EmbeddedError> {
     let mut ingest = options.config.ingest.clone();
     if let Some(listen) = options.listen {
         ingest.listen = listen;

@@ -2,7 +2,13 @@
 //! ClickHouse's views and tables as exact text (ClickHouse formats the decimals, so a report
 //! shows what the SQL says, to the cent), rendered as a text table, CSV, JSON or a
 //! self-contained HTML page with a bar plot per section.
+//!
+//! The same reports come from `tally up`'s embedded store ([`SectionSource`] with
+//! [`Dialect::DataFusion`]): each section's SQL is written here in both dialects, side by
+//! side, and the embedded source writes every figure as ClickHouse's text does, so the two
+//! stores give the same report byte for byte (a test holds them to it).
 use std::fmt::Write;
+use std::future::Future;
 
 use clickhouse::Client;
 use serde::Serialize;
@@ -26,6 +32,45 @@ pub struct Report {
     pub title: String,
     pub sections: Vec<Section>,
     pub notes: Vec<String>,
+}
+
+/// Which SQL a source speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    ClickHouse,
+    DataFusion,
+}
+
+/// Where a report's sections are read from: ClickHouse, or `tally up`'s embedded store.
+pub trait SectionSource: Sync {
+    /// The SQL it speaks.
+    fn dialect(&self) -> Dialect;
+
+    /// Runs `sql` with `binds` (dates, `YYYY-MM-DD`, for its `?`s) and reads the result as
+    /// text cells, every figure written as ClickHouse writes it.
+    fn section(
+        &self,
+        title: &str,
+        sql: &str,
+        binds: &[&str],
+        plot: Option<(&'static str, &'static str)>,
+    ) -> impl Future<Output = Result<Section, SinkError>> + Send;
+}
+
+impl SectionSource for Client {
+    fn dialect(&self) -> Dialect {
+        Dialect::ClickHouse
+    }
+
+    fn section(
+        &self,
+        title: &str,
+        sql: &str,
+        binds: &[&str],
+        plot: Option<(&'static str, &'static str)>,
+    ) -> impl Future<Output = Result<Section, SinkError>> + Send {
+        section(self, title, sql, binds, plot)
+    }
 }
 
 /// Runs a query and reads its result as text cells (`JSONCompactEachRowWithNames`).
@@ -255,7 +300,7 @@ const MONEY_NOTE: &str = "Money is exact: nano-dollars and Decimal(38, 9) dollar
 
 /// Spend per team (and more dimensions), from `llm_calls FINAL`.
 pub async fn spend(
-    client: &Client,
+    source: &impl SectionSource,
     from: &str,
     to: &str,
     by: &[String],
@@ -275,18 +320,28 @@ pub async fn spend(
             DIMENSIONS.join(", ")
         )));
     }
-    let dims = by
-        .iter()
-        .map(|d| format!("ifNull(toString({d}), '') AS {d}"))
-        .collect::<Vec<_>>()
-        .join(", ");
     let group = by.join(", ");
-    let sql = format!(
-        "SELECT {dims}, count() AS calls, countIf(unpriced) AS unpriced_calls, sum(input_tokens + output_tokens) AS tokens,
-                sum(ifNull(cost_total_nanos, 0)) AS cost_nanos, toString(sum(ifNull(cost_usd, 0))) AS cost_usd
-         FROM llm_calls FINAL WHERE occurred_at >= toDateTime64(?, 6, 'UTC') AND occurred_at < toDateTime64(?, 6, 'UTC')
-         GROUP BY {group} ORDER BY cost_nanos DESC"
-    );
+    let sql = match source.dialect() {
+        Dialect::ClickHouse => {
+            let dims = dimensions(by, |d| format!("ifNull(toString({d}), '') AS {d}"));
+            format!(
+                "SELECT {dims}, count() AS calls, countIf(unpriced) AS unpriced_calls, sum(input_tokens + output_tokens) AS tokens,
+                        sum(ifNull(cost_total_nanos, 0)) AS cost_nanos, toString(sum(ifNull(cost_usd, 0))) AS cost_usd
+                 FROM llm_calls FINAL WHERE occurred_at >= toDateTime64(?, 6, 'UTC') AND occurred_at < toDateTime64(?, 6, 'UTC')
+                 GROUP BY {group} ORDER BY cost_nanos DESC, {group}"
+            )
+        }
+        Dialect::DataFusion => {
+            let dims = dimensions(by, |d| format!("coalesce(CAST({d} AS VARCHAR), '') AS {d}"));
+            format!(
+                "SELECT {dims}, count(*) AS calls, sum(CASE WHEN unpriced THEN 1 ELSE 0 END) AS unpriced_calls,
+                        sum(input_tokens + output_tokens) AS tokens, sum(coalesce(cost_total_nanos, 0)) AS cost_nanos,
+                        scale9(sum(coalesce(cost_total_nanos, 0))) AS cost_usd
+                 FROM llm_calls WHERE occurred_at >= utc(?) AND occurred_at < utc(?)
+                 GROUP BY {group} ORDER BY cost_nanos DESC, {group}"
+            )
+        }
+    };
     let label: &'static str = match by.first().map(String::as_str) {
         Some("model") => "model",
         Some("provider") => "provider",
@@ -296,14 +351,14 @@ pub async fn spend(
         Some("service_tier") => "service_tier",
         _ => "team",
     };
-    let section = section(
-        client,
-        &format!("Spend by {}", by.join(" / ")),
-        &sql,
-        &[from, to],
-        Some((label, "cost_usd")),
-    )
-    .await?;
+    let section = source
+        .section(
+            &format!("Spend by {}", by.join(" / ")),
+            &sql,
+            &[from, to],
+            Some((label, "cost_usd")),
+        )
+        .await?;
     Ok(Report {
         title: format!("LLM spend, {from} to {to}"),
         sections: vec![section],
@@ -311,51 +366,151 @@ pub async fn spend(
     })
 }
 
+fn dimensions(by: &[String], column: impl Fn(&str) -> String) -> String {
+    by.iter().map(|d| column(d)).collect::<Vec<_>>().join(", ")
+}
+
+/// `cost_per_deploy`, in DataFusion's dialect (the view's SQL is in `sql/migrations`).
+const COST_PER_DEPLOY_DATAFUSION: &str = "
+    WITH d AS (
+        SELECT tenant, team, service, environment, event_id, version, ticket_ids, occurred_at AS deployed_at,
+               coalesce(lag(occurred_at, 1) OVER (PARTITION BY tenant, service, environment ORDER BY occurred_at),
+                        utc('1970-01-01')) AS previous_deploy_at
+        FROM deploys WHERE status = 'succeeded'
+    )
+    SELECT d.team AS team, d.service AS service, d.environment AS environment, d.event_id AS deploy_id,
+           coalesce(d.version, '') AS version, d.deployed_at AS deployed_at,
+           sum(CASE WHEN c.occurred_at > d.previous_deploy_at AND c.occurred_at <= d.deployed_at THEN 1 ELSE 0 END) AS team_calls,
+           sum(CASE WHEN c.unpriced AND c.occurred_at > d.previous_deploy_at AND c.occurred_at <= d.deployed_at THEN 1 ELSE 0 END) AS team_unpriced_calls,
+           scale9(sum(CASE WHEN c.occurred_at > d.previous_deploy_at AND c.occurred_at <= d.deployed_at
+                           THEN coalesce(c.cost_total_nanos, 0) ELSE 0 END)) AS team_cost_usd,
+           scale9(sum(CASE WHEN c.occurred_at <= d.deployed_at AND array_has(d.ticket_ids, coalesce(c.ticket_id, ''))
+                           THEN coalesce(c.cost_total_nanos, 0) ELSE 0 END)) AS ticket_cost_usd
+    FROM d LEFT JOIN llm_calls c ON c.tenant = d.tenant AND c.team = d.team
+    WHERE d.deployed_at >= utc(?) AND d.deployed_at < utc(?)
+    GROUP BY d.tenant, d.team, d.service, d.environment, d.event_id, d.version, d.previous_deploy_at, d.deployed_at
+    ORDER BY deploy_id";
+
+/// `cost_per_ticket(unattributed_share, loaded_hourly_rate_usd)`, in DataFusion's dialect;
+/// `{share}` and `{rate}` are replaced. A ticket never opened counts as opened at the epoch,
+/// as ClickHouse's `minIf` over no rows gives.
+const COST_PER_TICKET_DATAFUSION: &str = "
+    WITH t AS (
+        SELECT tenant, ticket_id,
+               last_value(team ORDER BY occurred_at) AS team,
+               last_value(kind ORDER BY occurred_at) AS kind,
+               coalesce(min(CASE WHEN status IN ('opened', 'in_progress') THEN occurred_at END), utc('1970-01-01')) AS opened_at,
+               max(CASE WHEN status = 'closed' THEN occurred_at END) AS closed_at,
+               last_value(estimate_hours ORDER BY occurred_at) AS estimate_hours
+        FROM tickets GROUP BY tenant, ticket_id
+        HAVING sum(CASE WHEN status = 'closed' THEN 1 ELSE 0 END) > 0
+    ),
+    costs AS (
+        SELECT t.tenant AS tenant, t.team AS team, t.ticket_id AS ticket_id, t.kind AS kind, t.closed_at AS closed_at,
+               t.estimate_hours AS estimate_hours,
+               sum(CASE WHEN c.ticket_id = t.ticket_id THEN coalesce(c.cost_total_nanos, 0) ELSE 0 END) AS tagged_cost_nanos,
+               sum(CASE WHEN c.ticket_id IS NULL AND c.occurred_at >= t.opened_at AND c.occurred_at <= t.closed_at
+                        THEN coalesce(c.cost_total_nanos, 0) ELSE 0 END) AS unattributed_team_cost_nanos
+        FROM t LEFT JOIN llm_calls c ON c.tenant = t.tenant AND c.team = t.team
+        GROUP BY t.tenant, t.team, t.ticket_id, t.kind, t.opened_at, t.closed_at, t.estimate_hours
+    )
+    SELECT team, ticket_id, kind, closed_at,
+           scale9(tagged_cost_nanos + CAST(floor(CAST(unattributed_team_cost_nanos AS DOUBLE) * {share}) AS BIGINT)) AS attributed_cost_usd,
+           estimate_hours, estimate_hours * {rate} AS human_cost_usd
+    FROM costs WHERE closed_at >= utc(?) AND closed_at < utc(?)
+    ORDER BY ticket_id";
+
+/// `team_efficiency`, in DataFusion's dialect. Dollars per feature or deploy divide the
+/// nano-dollars (truncating, as ClickHouse's Decimal division does).
+const TEAM_EFFICIENCY_DATAFUSION: &str = "
+    WITH spend AS (
+        SELECT tenant, team, CAST(date_trunc('month', occurred_at) AS DATE) AS month,
+               sum(input_tokens + output_tokens) AS tokens, sum(coalesce(cost_total_nanos, 0)) AS cost_nanos
+        FROM llm_calls GROUP BY 1, 2, 3
+    ),
+    shipped AS (
+        SELECT tenant, team, CAST(date_trunc('month', occurred_at) AS DATE) AS month, count(*) AS deploys
+        FROM deploys WHERE status = 'succeeded' GROUP BY 1, 2, 3
+    ),
+    closed AS (
+        SELECT tenant, team, CAST(date_trunc('month', occurred_at) AS DATE) AS month,
+               sum(CASE WHEN kind = 'feature' THEN 1 ELSE 0 END) AS features,
+               sum(CASE WHEN kind = 'bug' THEN 1 ELSE 0 END) AS bugs
+        FROM tickets WHERE status = 'closed' GROUP BY 1, 2, 3
+    )
+    SELECT s.team AS team, s.month AS month, s.tokens AS tokens, scale9(s.cost_nanos) AS cost_usd,
+           coalesce(d.deploys, 0) AS deploys, coalesce(c.features, 0) AS closed_features, coalesce(c.bugs, 0) AS closed_bugs,
+           CASE WHEN coalesce(c.features, 0) = 0 THEN NULL ELSE scale9(s.cost_nanos / c.features) END AS cost_per_feature_usd,
+           CASE WHEN coalesce(d.deploys, 0) = 0 THEN NULL ELSE scale9(s.cost_nanos / d.deploys) END AS cost_per_deploy_usd
+    FROM spend s
+    LEFT JOIN shipped d ON d.tenant = s.tenant AND d.team = s.team AND d.month = s.month
+    LEFT JOIN closed c ON c.tenant = s.tenant AND c.team = s.team AND c.month = s.month
+    WHERE s.month >= CAST(? AS DATE) AND s.month < CAST(? AS DATE)
+    ORDER BY team, month";
+
 /// Cost per deploy, per closed ticket and team efficiency, from the views.
 pub async fn attribution(
-    client: &Client,
+    source: &impl SectionSource,
     from: &str,
     to: &str,
     unattributed_share: f64,
     loaded_hourly_rate_usd: f64,
 ) -> Result<Report, SinkError> {
-    let deploys = section(
-        client,
-        "Cost per deploy (team spend since the previous deploy of the service; spend tagged with its tickets)",
+    let clickhouse = source.dialect() == Dialect::ClickHouse;
+    let deploys_sql = if clickhouse {
         "SELECT team, service, environment, deploy_id, ifNull(version, '') AS version, toString(deployed_at) AS deployed_at,
                 team_calls, team_unpriced_calls, toString(team_cost_usd) AS team_cost_usd, toString(ticket_cost_usd) AS ticket_cost_usd
          FROM (SELECT * FROM cost_per_deploy WHERE deployed_at >= toDateTime64(?, 6, 'UTC') AND deployed_at < toDateTime64(?, 6, 'UTC'))
-         ORDER BY deploy_id",
-        &[from, to],
-        Some(("deploy_id", "team_cost_usd")),
-    )
-    .await?;
+         ORDER BY deploy_id".to_string()
+    } else {
+        COST_PER_DEPLOY_DATAFUSION.to_string()
+    };
+    let deploys = source
+        .section(
+            "Cost per deploy (team spend since the previous deploy of the service; spend tagged with its tickets)",
+            &deploys_sql,
+            &[from, to],
+            Some(("deploy_id", "team_cost_usd")),
+        )
+        .await?;
     let share = unattributed_share.to_string();
     let rate = loaded_hourly_rate_usd.to_string();
-    let tickets = section(
-        client,
-        &format!("Cost per closed ticket (tagged spend + {share} of untagged team spend while open; estimate x ${rate}/h)"),
-        &format!(
+    let tickets_sql = if clickhouse {
+        format!(
             "SELECT team, ticket_id, kind, toString(closed_at) AS closed_at, toString(attributed_cost_usd) AS attributed_cost_usd,
                     ifNull(toString(estimate_hours), '') AS estimate_hours, ifNull(toString(human_cost_usd), '') AS human_cost_usd
              FROM (SELECT * FROM cost_per_ticket(unattributed_share = {share}, loaded_hourly_rate_usd = {rate})
                    WHERE closed_at >= toDateTime64(?, 6, 'UTC') AND closed_at < toDateTime64(?, 6, 'UTC'))
              ORDER BY ticket_id"
-        ),
-        &[from, to],
-        Some(("ticket_id", "attributed_cost_usd")),
-    )
-    .await?;
-    let efficiency = section(
-        client,
-        "Team efficiency per month",
+        )
+    } else {
+        COST_PER_TICKET_DATAFUSION
+            .replace("{share}", &format!("CAST({share} AS DOUBLE)"))
+            .replace("{rate}", &format!("CAST({rate} AS DOUBLE)"))
+    };
+    let tickets = source
+        .section(
+            &format!("Cost per closed ticket (tagged spend + {share} of untagged team spend while open; estimate x ${rate}/h)"),
+            &tickets_sql,
+            &[from, to],
+            Some(("ticket_id", "attributed_cost_usd")),
+        )
+        .await?;
+    let efficiency_sql = if clickhouse {
         "SELECT team, toString(month) AS month, tokens, toString(cost_usd) AS cost_usd, deploys, closed_features, closed_bugs,
                 ifNull(toString(cost_per_feature_usd), '') AS cost_per_feature_usd, ifNull(toString(cost_per_deploy_usd), '') AS cost_per_deploy_usd
-         FROM (SELECT * FROM team_efficiency WHERE month >= toDate(?) AND month < toDate(?)) ORDER BY team, month",
-        &[from, to],
-        Some(("team", "cost_usd")),
-    )
-    .await?;
+         FROM (SELECT * FROM team_efficiency WHERE month >= toDate(?) AND month < toDate(?)) ORDER BY team, month".to_string()
+    } else {
+        TEAM_EFFICIENCY_DATAFUSION.to_string()
+    };
+    let efficiency = source
+        .section(
+            "Team efficiency per month",
+            &efficiency_sql,
+            &[from, to],
+            Some(("team", "cost_usd")),
+        )
+        .await?;
     Ok(Report {
         title: format!("What the spend bought, {from} to {to}"),
         sections: vec![deploys, tickets, efficiency],
@@ -363,22 +518,42 @@ pub async fn attribution(
     })
 }
 
-/// Runaway-agent signals, their latest state each, from `loop_signals FINAL`.
-pub async fn loops(client: &Client, from: &str, to: &str) -> Result<Report, SinkError> {
-    let signals = section(
-        client,
-        "Runaway-agent signals (latest state of each)",
-        "SELECT team, signal_type, argMax(state, emitted_at) AS state, argMax(severity, emitted_at) AS severity,
-                ifNull(any(session_id), '') AS session, max(evidence_calls) AS calls,
-                toString(toDecimal128(max(cost_nanos_burned), 9) / 1000000000) AS cost_usd,
-                toString(toDecimal128(max(co2e_ug_burned), 9) / 1000000000) AS co2e_kg,
-                argMax(explanation, emitted_at) AS explanation
-         FROM loop_signals FINAL WHERE first_event_at >= toDateTime64(?, 6, 'UTC') AND first_event_at < toDateTime64(?, 6, 'UTC')
-         GROUP BY signal_id, team, signal_type ORDER BY max(cost_nanos_burned) DESC",
-        &[from, to],
-        Some(("session", "cost_usd")),
-    )
-    .await?;
+/// Runaway-agent signals, their latest state each, from `loop_signals FINAL`. A signal's
+/// latest record is the last emitted, and of records emitted together the later state
+/// (open, update, resolved).
+pub async fn loops(source: &impl SectionSource, from: &str, to: &str) -> Result<Report, SinkError> {
+    let sql = match source.dialect() {
+        Dialect::ClickHouse => {
+            "SELECT team, signal_type,
+                    argMax(state, (emitted_at, state_rank)) AS state,
+                    argMax(severity, (emitted_at, state_rank)) AS severity,
+                    ifNull(any(session_id), '') AS session, max(evidence_calls) AS calls,
+                    toString(toDecimal128(max(cost_nanos_burned), 9) / 1000000000) AS cost_usd,
+                    toString(toDecimal128(max(co2e_ug_burned), 9) / 1000000000) AS co2e_kg,
+                    argMax(explanation, (emitted_at, state_rank)) AS explanation
+             FROM (SELECT *, indexOf(['open', 'update', 'resolved'], state) AS state_rank FROM loop_signals FINAL
+                   WHERE first_event_at >= toDateTime64(?, 6, 'UTC') AND first_event_at < toDateTime64(?, 6, 'UTC'))
+             GROUP BY signal_id, team, signal_type ORDER BY max(cost_nanos_burned) DESC, signal_id"
+        }
+        Dialect::DataFusion => {
+            "SELECT team, signal_type,
+                    last_value(state ORDER BY emitted_at, CASE state WHEN 'open' THEN 1 WHEN 'update' THEN 2 ELSE 3 END) AS state,
+                    last_value(severity ORDER BY emitted_at, CASE state WHEN 'open' THEN 1 WHEN 'update' THEN 2 ELSE 3 END) AS severity,
+                    coalesce(max(session_id), '') AS session, max(evidence_calls) AS calls,
+                    scale9(max(cost_nanos_burned)) AS cost_usd, scale9(max(co2e_ug_burned)) AS co2e_kg,
+                    last_value(explanation ORDER BY emitted_at, CASE state WHEN 'open' THEN 1 WHEN 'update' THEN 2 ELSE 3 END) AS explanation
+             FROM loop_signals WHERE first_event_at >= utc(?) AND first_event_at < utc(?)
+             GROUP BY signal_id, team, signal_type ORDER BY max(cost_nanos_burned) DESC, signal_id"
+        }
+    };
+    let signals = source
+        .section(
+            "Runaway-agent signals (latest state of each)",
+            sql,
+            &[from, to],
+            Some(("session", "cost_usd")),
+        )
+        .await?;
     Ok(Report {
         title: format!("Runaway agents, {from} to {to}"),
         sections: vec![signals],

@@ -87,7 +87,7 @@ enum Command {
     },
 }
 
-/// Where and how a report is written, and which ClickHouse it reads.
+/// Where and how a report is written, and which store it reads.
 #[derive(Debug, clap::Args)]
 struct ReportOutput {
     /// table, csv, json or html.
@@ -99,6 +99,9 @@ struct ReportOutput {
     /// TOML configuration file with a `[clickhouse]` section.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Read `tally up`'s embedded store in this data directory instead of ClickHouse.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -165,15 +168,44 @@ enum ReportCommand {
         /// TOML configuration file with a `[clickhouse]` section.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Read `tally up`'s embedded store in this data directory instead of ClickHouse.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
     },
+}
+
+/// The store a report reads: ClickHouse, or `tally up`'s embedded store.
+#[allow(clippy::large_enum_variant)] // one per run
+enum Store {
+    ClickHouse(clickhouse::Client),
+    Embedded(tally_embedded::reports::EmbeddedSource),
+}
+
+async fn store_for(
+    config: &Option<PathBuf>,
+    data_dir: &Option<PathBuf>,
+) -> Result<Store, TallyError> {
+    match data_dir {
+        Some(dir) => Ok(Store::Embedded(up::embedded_source(dir).await?)),
+        None => {
+            let config: tally_sink::SinkConfig = load(config.as_deref())?;
+            Ok(Store::ClickHouse(tally_sink::sink::client(&config)))
+        }
+    }
+}
+
+/// Runs a tabular report on whichever store.
+macro_rules! on_store {
+    ($store:expr, |$source:ident| $call:expr) => {
+        match &$store {
+            Store::ClickHouse($source) => $call,
+            Store::Embedded($source) => $call,
+        }
+    };
 }
 
 async fn report_command(report: ReportCommand) -> Result<(), TallyError> {
     use tally_sink::{report, tabular};
-    let client_for = |config: &Option<PathBuf>| -> Result<clickhouse::Client, TallyError> {
-        let config: tally_sink::SinkConfig = load(config.as_deref())?;
-        Ok(tally_sink::sink::client(&config))
-    };
     let (text, output) = match report {
         ReportCommand::Emissions {
             from,
@@ -182,10 +214,15 @@ async fn report_command(report: ReportCommand) -> Result<(), TallyError> {
             format,
             out,
             config,
+            data_dir,
         } => {
-            let client = client_for(&config)?;
-            let report =
-                report::emissions(&client, &report::EmissionsQuery { from, to, by }).await?;
+            let query = report::EmissionsQuery { from, to, by };
+            let report = match store_for(&config, &data_dir).await? {
+                Store::ClickHouse(client) => report::emissions(&client, &query).await?,
+                Store::Embedded(source) => {
+                    tally_embedded::reports::emissions(&source, &query).await?
+                }
+            };
             let text = match format.as_str() {
                 "table" => report.table(),
                 "csv" => report.csv(),
@@ -205,14 +242,10 @@ async fn report_command(report: ReportCommand) -> Result<(), TallyError> {
             by,
             output,
         } => {
-            let client = client_for(&output.config)?;
-            (
-                render(
-                    &tabular::spend(&client, &from, &to, &by).await?,
-                    &output.format,
-                )?,
-                output.out,
-            )
+            let store = store_for(&output.config, &output.data_dir).await?;
+            let report = on_store!(store, |source| tabular::spend(source, &from, &to, &by)
+                .await?);
+            (render(&report, &output.format)?, output.out)
         }
         ReportCommand::Attribution {
             from,
@@ -221,23 +254,21 @@ async fn report_command(report: ReportCommand) -> Result<(), TallyError> {
             loaded_hourly_rate_usd,
             output,
         } => {
-            let client = client_for(&output.config)?;
-            let report = tabular::attribution(
-                &client,
+            let store = store_for(&output.config, &output.data_dir).await?;
+            let report = on_store!(store, |source| tabular::attribution(
+                source,
                 &from,
                 &to,
                 unattributed_share,
                 loaded_hourly_rate_usd,
             )
-            .await?;
+            .await?);
             (render(&report, &output.format)?, output.out)
         }
         ReportCommand::Loops { from, to, output } => {
-            let client = client_for(&output.config)?;
-            (
-                render(&tabular::loops(&client, &from, &to).await?, &output.format)?,
-                output.out,
-            )
+            let store = store_for(&output.config, &output.data_dir).await?;
+            let report = on_store!(store, |source| tabular::loops(source, &from, &to).await?);
+            (render(&report, &output.format)?, output.out)
         }
     };
     match output {

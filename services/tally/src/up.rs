@@ -46,18 +46,18 @@ fn set(variable: &str) -> bool {
 
 /// Runs `tally up`.
 pub async fn up(args: UpArgs) -> Result<(), TallyError> {
+    let config: UpConfig = load(args.config.as_deref())?;
+    let options = UpOptions {
+        data_dir: args.data_dir,
+        listen: args.listen,
+        config,
+    };
     match (set(KAFKA_BROKERS_ENV), set(CLICKHOUSE_URL_ENV)) {
         (false, false) => {
-            let config: UpConfig = load(args.config.as_deref())?;
-            let options = UpOptions {
-                data_dir: args.data_dir,
-                listen: args.listen,
-                config,
-            };
             tally_embedded::up::run(options, tally_contract::shutdown::signal()).await?;
             Ok(())
         }
-        (true, true) => production(args).await,
+        (true, true) => production(options).await,
         _ => Err(TallyError::Usage(format!(
             "tally up runs either on its embedded store (set neither {KAFKA_BROKERS_ENV} nor \
              {CLICKHOUSE_URL_ENV}) or on Kafka and ClickHouse (set both); one of them alone is \
@@ -66,20 +66,24 @@ pub async fn up(args: UpArgs) -> Result<(), TallyError> {
     }
 }
 
-/// Ingest, processor and sink in one process, on Kafka and ClickHouse.
-async fn production(args: UpArgs) -> Result<(), TallyError> {
-    let mut ingest: tally_ingest::IngestConfig = load(args.config.as_deref())?;
-    if let Some(listen) = args.listen {
-        ingest.listen = listen;
-    }
-    let processor: tally_processor::ProcessorConfig = load(None)?;
-    let sink: tally_sink::SinkConfig = load(None)?;
+/// Ingest, processor and sink in one process, on Kafka and ClickHouse: the production
+/// services themselves, with `[ingest.kafka]` as the one Kafka of all three.
+async fn production(options: UpOptions) -> Result<(), TallyError> {
+    let ingest = tally_embedded::up::ingest_config(&options)?;
+    let mut processor = options.config.processor;
+    processor.kafka = ingest.kafka.clone();
+    let mut sink = options.config.sink;
+    sink.kafka = ingest.kafka.clone();
     for outcome in tally_sink::migrate(&sink).await? {
         tracing::info!(?outcome, "migration");
     }
     eprintln!(
-        "tally up: on Kafka ({}) and ClickHouse ({}); ingest on http://{}",
-        processor.kafka.brokers, sink.clickhouse.url, ingest.listen
+        "tally up: on Kafka ({}) and ClickHouse ({}, database {}); ingest on http://{} (API key: {} unless [ingest] api_keys says otherwise)",
+        ingest.kafka.brokers,
+        sink.clickhouse.url,
+        sink.clickhouse.database,
+        ingest.listen,
+        tally_embedded::up::LOCAL_KEY
     );
     tokio::try_join!(
         async { tally_ingest::run(ingest).await.map_err(TallyError::from) },
@@ -100,6 +104,14 @@ pub async fn query(args: QueryArgs) -> Result<(), TallyError> {
     let batches = query::run(&context, &args.sql).await?;
     print!("{}", query::render(&batches, args.format)?);
     Ok(())
+}
+
+/// `tally up`'s store in `data_dir` as a report source.
+pub async fn embedded_source(
+    data_dir: &Path,
+) -> Result<tally_embedded::reports::EmbeddedSource, TallyError> {
+    let context = query::context(&store_dir(data_dir)?).await?;
+    Ok(tally_embedded::reports::EmbeddedSource { context })
 }
 
 fn store_dir(data_dir: &Path) -> Result<PathBuf, TallyError> {

@@ -197,7 +197,7 @@ fn sigkill_while_gen_sends_then_restart_counts_every_accepted_call_once() {
     let port = free_port();
     let up = start_up(dir.path(), port);
     // About eight seconds of sending; gen waits and retries while tally up is down.
-    let mut sending = gen(port, 24_000, 3_000, 9)
+    let sending = gen(port, 24_000, 3_000, 9)
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();

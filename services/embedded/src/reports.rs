@@ -1,0 +1,255 @@
+//! `tally report` on the embedded store: the very reports of [`tally_sink::tabular`] and
+//! [`tally_sink::report`], their DataFusion SQL run here, every figure written as ClickHouse
+//! writes it — integers as digits, decimals without trailing zeros, timestamps as
+//! `YYYY-MM-DD hh:mm:ss.ffffff`, dates as `YYYY-MM-DD`, floats in their shortest form — so
+//! both stores give the same report text.
+use std::future::Future;
+
+use datafusion::arrow::array::{
+    Array, AsArray, Decimal128Array, Float64Array, ListArray, RecordBatch,
+};
+use datafusion::arrow::datatypes::{
+    DataType, Date32Type, Int64Type, TimeUnit, TimestampMicrosecondType,
+};
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use datafusion::prelude::SessionContext;
+use tally_sink::report::{self, EmissionsQuery, EmissionsReport, EmissionsRow};
+use tally_sink::tabular::{Dialect, Section, SectionSource};
+use tally_sink::SinkError;
+
+use crate::query::midnight_micros;
+use crate::EmbeddedError;
+
+/// The embedded store as a report source.
+pub struct EmbeddedSource {
+    pub context: SessionContext,
+}
+
+fn query_error(e: impl std::fmt::Display) -> SinkError {
+    SinkError::Config(format!("the embedded store: {e}"))
+}
+
+/// Puts the dates into the SQL's `?`s, as quoted literals (checked to be dates first).
+fn bind(sql: &str, binds: &[&str]) -> Result<String, SinkError> {
+    let mut out = String::with_capacity(sql.len());
+    let mut binds = binds.iter();
+    for (i, piece) in sql.split('?').enumerate() {
+        if i > 0 {
+            let value = binds
+                .next()
+                .ok_or_else(|| query_error("more ? than values"))?;
+            if midnight_micros(value).is_none() {
+                return Err(SinkError::Config(format!(
+                    "{value:?} is not a date YYYY-MM-DD"
+                )));
+            }
+            out.push('\'');
+            out.push_str(value);
+            out.push('\'');
+        }
+        out.push_str(piece);
+    }
+    Ok(out)
+}
+
+async fn collect(context: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>, SinkError> {
+    context
+        .sql(sql)
+        .await
+        .map_err(query_error)?
+        .collect()
+        .await
+        .map_err(query_error)
+}
+
+/// A decimal as ClickHouse's `toString` writes it: no trailing zeros.
+fn decimal_text(mantissa: i128, scale: u32) -> String {
+    let sign = if mantissa < 0 { "-" } else { "" };
+    let digits = mantissa.unsigned_abs();
+    let divisor = 10u128.pow(scale);
+    let (whole, fraction) = (digits / divisor, digits % divisor);
+    let fraction = format!("{fraction:0width$}", width = scale as usize);
+    let fraction = fraction.trim_end_matches('0');
+    if fraction.is_empty() {
+        format!("{sign}{whole}")
+    } else {
+        format!("{sign}{whole}.{fraction}")
+    }
+}
+
+fn timestamp_text(micros: i64) -> String {
+    let Ok(t) = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1_000) else {
+        return micros.to_string();
+    };
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:06}",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.microsecond()
+    )
+}
+
+fn date_text(days: i32) -> String {
+    time::Date::from_julian_day(2_440_588 + days)
+        .map(|d| d.to_string())
+        .unwrap_or_else(|_| days.to_string())
+}
+
+/// One cell as ClickHouse's text; NULL is empty.
+fn cell(column: &dyn Array, row: usize) -> Result<String, SinkError> {
+    if column.is_null(row) {
+        return Ok(String::new());
+    }
+    Ok(match column.data_type() {
+        DataType::Decimal128(_, scale) => {
+            let decimals: &Decimal128Array = column.as_primitive();
+            decimal_text(decimals.value(row), *scale as u32)
+        }
+        DataType::Timestamp(TimeUnit::Microsecond, _) => {
+            timestamp_text(column.as_primitive::<TimestampMicrosecondType>().value(row))
+        }
+        DataType::Date32 => date_text(column.as_primitive::<Date32Type>().value(row)),
+        DataType::Float64 => {
+            let floats: &Float64Array = column.as_primitive();
+            format!("{}", floats.value(row))
+        }
+        _ => {
+            let formatter =
+                ArrayFormatter::try_new(column, &FormatOptions::default()).map_err(query_error)?;
+            formatter.value(row).to_string()
+        }
+    })
+}
+
+impl SectionSource for EmbeddedSource {
+    fn dialect(&self) -> Dialect {
+        Dialect::DataFusion
+    }
+
+    fn section(
+        &self,
+        title: &str,
+        sql: &str,
+        binds: &[&str],
+        plot: Option<(&'static str, &'static str)>,
+    ) -> impl Future<Output = Result<Section, SinkError>> + Send {
+        let sql = bind(sql, binds);
+        let title = title.to_string();
+        async move {
+            let batches = collect(&self.context, &sql?).await?;
+            let columns = batches.first().map_or(Vec::new(), |b| {
+                b.schema()
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().clone())
+                    .collect()
+            });
+            let mut rows = Vec::new();
+            for batch in &batches {
+                for row in 0..batch.num_rows() {
+                    rows.push(
+                        batch
+                            .columns()
+                            .iter()
+                            .map(|c| cell(c.as_ref(), row))
+                            .collect::<Result<Vec<_>, _>>()?,
+                    );
+                }
+            }
+            Ok(Section {
+                title,
+                columns,
+                rows,
+                plot,
+            })
+        }
+    }
+}
+
+fn strings(list: &ListArray, row: usize) -> Vec<String> {
+    let values = list.value(row);
+    let values = values.as_string::<i32>();
+    (0..values.len())
+        .map(|i| values.value(i).to_string())
+        .collect()
+}
+
+fn integers(list: &ListArray, row: usize) -> Vec<i64> {
+    let values = list.value(row);
+    let values = values.as_primitive::<Int64Type>();
+    (0..values.len()).map(|i| values.value(i)).collect()
+}
+
+/// `tally report emissions` from the embedded store.
+pub async fn emissions(
+    source: &EmbeddedSource,
+    query: &EmissionsQuery,
+) -> Result<EmissionsReport, EmbeddedError> {
+    report::check_dimensions(&query.by).map_err(|e| EmbeddedError::Query(e.to_string()))?;
+    let sql = bind(report::EMISSIONS_ROWS_DATAFUSION, &[&query.from, &query.to])
+        .map_err(|e| EmbeddedError::Query(e.to_string()))?;
+    let batches = collect(&source.context, &sql)
+        .await
+        .map_err(|e| EmbeddedError::Query(e.to_string()))?;
+    let mut rows = Vec::new();
+    for batch in &batches {
+        let column = |name: &str| {
+            batch
+                .column_by_name(name)
+                .ok_or_else(|| EmbeddedError::Query(format!("no column {name}")))
+        };
+        let text = |name: &str, row: usize| -> Result<String, EmbeddedError> {
+            cell(column(name)?.as_ref(), row).map_err(|e| EmbeddedError::Query(e.to_string()))
+        };
+        for row in 0..batch.num_rows() {
+            let list = |name: &str| -> Result<&ListArray, EmbeddedError> {
+                column(name)?
+                    .as_any()
+                    .downcast_ref::<ListArray>()
+                    .ok_or_else(|| EmbeddedError::Query(format!("{name} is not a list")))
+            };
+            rows.push(EmissionsRow {
+                month: text("month", row)?,
+                team: text("team", row)?,
+                model: text("model", row)?,
+                provider: text("provider", row)?,
+                region: text("region", row)?,
+                calls: text("calls", row)?.parse().unwrap_or(0),
+                tokens: text("tokens", row)?.parse().unwrap_or(0),
+                energy_uwh: integers(list("energy_uwh")?, row),
+                co2e_ug: integers(list("co2e_ug")?, row),
+                carbon_method_versions: strings(list("carbon_method_versions")?, row),
+                grid_dataset_versions: strings(list("grid_dataset_versions")?, row),
+                grid_sources: strings(list("grid_sources")?, row),
+            });
+        }
+    }
+    Ok(report::build(query, &rows))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn figures_are_written_as_clickhouse_writes_them() {
+        assert_eq!(decimal_text(38_686_556_900, 9), "38.6865569");
+        assert_eq!(decimal_text(5_000_000_000, 9), "5");
+        assert_eq!(decimal_text(0, 9), "0");
+        assert_eq!(decimal_text(-500_000_000, 9), "-0.5");
+        assert_eq!(
+            timestamp_text(1_793_613_600_000_000),
+            "2026-11-02 10:00:00.000000"
+        );
+        assert_eq!(date_text(20_393), "2025-10-26");
+        assert_eq!(
+            bind("a ? b ?", &["2026-11-01", "2026-12-01"]).unwrap(),
+            "a '2026-11-01' b '2026-12-01'"
+        );
+        assert!(bind("a ?", &["1; DROP"]).is_err());
+    }
+}
