@@ -3,7 +3,9 @@
 //! latest version — over the Parquet files (`<table>_stored`); `llm_calls` also has
 //! ClickHouse's `cost_usd` (the nano-dollars as an exact `DECIMAL(38, 9)`). Two functions
 //! help the reports' SQL: `scale9(n)` reads an integer as n × 10⁻⁹, an exact
-//! `DECIMAL(38, 9)`, and `utc('YYYY-MM-DD')` is that midnight as a UTC timestamp.
+//! `DECIMAL(38, 9)`, and `utc('YYYY-MM-DD')` is that midnight as a UTC timestamp. The report
+//! views of ClickHouse are there too (`sql/datafusion/`): `emissions_monthly`,
+//! `cost_per_deploy`, `team_efficiency`, and `cost_per_ticket(share, rate)`, a table function.
 use std::path::Path;
 use std::sync::Arc;
 
@@ -13,11 +15,15 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use datafusion::catalog::{TableFunctionImpl, TableProvider};
+use datafusion::common::ScalarValue;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
+use datafusion::datasource::ViewTable;
 use datafusion::error::DataFusionError;
+use datafusion::logical_expr::Expr;
 use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Volatility};
 use datafusion::prelude::{create_udf, SessionContext};
 
@@ -120,6 +126,75 @@ pub fn midnight_micros(text: &str) -> Option<i64> {
     Some((date.midnight().assume_utc().unix_timestamp_nanos() / 1_000) as i64)
 }
 
+/// The report views (`sql/datafusion/views.sql`), ClickHouse's `0003_views.sql` in DataFusion's
+/// dialect.
+const REPORT_VIEWS: &str = include_str!("../../../sql/datafusion/views.sql");
+/// The body of the `cost_per_ticket(unattributed_share, loaded_hourly_rate_usd)` function.
+const COST_PER_TICKET: &str = include_str!("../../../sql/datafusion/cost_per_ticket.sql");
+
+/// `cost_per_ticket(unattributed_share, loaded_hourly_rate_usd)`: ClickHouse's parameterised
+/// view, as a table function: the view's SQL with the two numbers put in, planned on call.
+#[derive(Debug)]
+struct CostPerTicket {
+    state: datafusion::execution::SessionState,
+}
+
+fn number(expr: &Expr, name: &str) -> datafusion::error::Result<f64> {
+    let value = match expr {
+        Expr::Literal(ScalarValue::Float64(Some(v)), _) => Some(*v),
+        Expr::Literal(ScalarValue::Int64(Some(v)), _) => Some(*v as f64),
+        Expr::Literal(ScalarValue::Decimal128(Some(v), _, scale), _) => {
+            Some(*v as f64 / 10f64.powi(i32::from(*scale)))
+        }
+        _ => None,
+    };
+    value.filter(|v| v.is_finite()).ok_or_else(|| {
+        DataFusionError::Plan(format!(
+            "cost_per_ticket(): {name} must be a number, not {expr}"
+        ))
+    })
+}
+
+impl TableFunctionImpl for CostPerTicket {
+    fn call(&self, args: &[Expr]) -> datafusion::error::Result<Arc<dyn TableProvider>> {
+        let [share, rate] = args else {
+            return Err(DataFusionError::Plan(
+                "cost_per_ticket(unattributed_share, loaded_hourly_rate_usd) takes two numbers"
+                    .into(),
+            ));
+        };
+        let sql = COST_PER_TICKET
+            .replace(
+                "{unattributed_share}",
+                &format!("CAST({} AS DOUBLE)", number(share, "unattributed_share")?),
+            )
+            .replace(
+                "{loaded_hourly_rate_usd}",
+                &format!(
+                    "CAST({} AS DOUBLE)",
+                    number(rate, "loaded_hourly_rate_usd")?
+                ),
+            );
+        // Planning needs no I/O: the tables' schemas are declared, not read.
+        let plan = futures::executor::block_on(self.state.create_logical_plan(&sql))?;
+        Ok(Arc::new(ViewTable::new(plan, Some(sql))))
+    }
+}
+
+/// The statements of a SQL file: split on `;` at line ends, comments dropped.
+fn statements(file: &str) -> Vec<String> {
+    let without_comments: String = file
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("--"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    without_comments
+        .split(";\n")
+        .map(|s| s.trim().trim_end_matches(';').to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
 /// A DataFusion session over the store in `store`.
 pub async fn context(store: &Path) -> Result<SessionContext, EmbeddedError> {
     let context = SessionContext::new();
@@ -143,6 +218,15 @@ pub async fn context(store: &Path) -> Result<SessionContext, EmbeddedError> {
     for (name, sql) in VIEWS {
         context.sql(&format!("CREATE VIEW {name} AS {sql}")).await?;
     }
+    for statement in statements(REPORT_VIEWS) {
+        context.sql(&statement).await?;
+    }
+    context.register_udtf(
+        "cost_per_ticket",
+        Arc::new(CostPerTicket {
+            state: context.state(),
+        }),
+    );
     Ok(context)
 }
 

@@ -101,24 +101,16 @@ pub async fn emissions(
     Ok(build(query, &rows))
 }
 
-/// The rows [`emissions`] reads from `emissions_monthly`, in DataFusion's dialect over
-/// `tally up`'s store: the same groups and sums (the view's kWh and kg are these micro-unit
-/// sums / 10^9), months from the first `?` to the second.
+/// The rows [`emissions`] reads, from `tally up`'s `emissions_monthly` view
+/// (`sql/datafusion/views.sql`), in DataFusion's dialect.
 pub const EMISSIONS_ROWS_DATAFUSION: &str = "
-    SELECT month, team, model, provider, region, calls, tokens, energy_uwh, co2e_ug,
+    SELECT month, team, model, provider, region, calls, tokens,
+           make_array(CAST(energy_kwh_low * 1000000000 AS BIGINT), CAST(energy_kwh_central * 1000000000 AS BIGINT),
+                      CAST(energy_kwh_high * 1000000000 AS BIGINT)) AS energy_uwh,
+           make_array(CAST(co2e_kg_low * 1000000000 AS BIGINT), CAST(co2e_kg_central * 1000000000 AS BIGINT),
+                      CAST(co2e_kg_high * 1000000000 AS BIGINT)) AS co2e_ug,
            carbon_method_versions, grid_dataset_versions, grid_sources
-    FROM (
-        SELECT CAST(date_trunc('month', occurred_at) AS DATE) AS month, tenant, team, model, provider,
-               coalesce(region, '') AS region, count(*) AS calls, sum(input_tokens + output_tokens) AS tokens,
-               make_array(sum(energy_uwh_low), sum(energy_uwh_central), sum(energy_uwh_high)) AS energy_uwh,
-               make_array(sum(co2e_ug_low), sum(co2e_ug_central), sum(co2e_ug_high)) AS co2e_ug,
-               array_sort(array_agg(DISTINCT carbon_method_version)) AS carbon_method_versions,
-               array_sort(array_agg(DISTINCT grid_dataset_version)) AS grid_dataset_versions,
-               array_sort(array_agg(DISTINCT grid_source)) AS grid_sources
-        FROM llm_calls
-        GROUP BY 1, 2, 3, 4, 5, 6
-    )
-    WHERE month >= CAST(? AS DATE) AND month < CAST(? AS DATE)
+    FROM emissions_monthly WHERE month >= CAST(? AS DATE) AND month < CAST(? AS DATE)
     ORDER BY month, team, model, provider, region, tenant";
 
 /// Checks the breakdown dimensions.

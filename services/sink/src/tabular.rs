@@ -370,82 +370,20 @@ fn dimensions(by: &[String], column: impl Fn(&str) -> String) -> String {
     by.iter().map(|d| column(d)).collect::<Vec<_>>().join(", ")
 }
 
-/// `cost_per_deploy`, in DataFusion's dialect (the view's SQL is in `sql/migrations`).
+/// The ClickHouse report SQL's twins over `tally up`'s views (`sql/datafusion/`).
 const COST_PER_DEPLOY_DATAFUSION: &str = "
-    WITH d AS (
-        SELECT tenant, team, service, environment, event_id, version, ticket_ids, occurred_at AS deployed_at,
-               coalesce(lag(occurred_at, 1) OVER (PARTITION BY tenant, service, environment ORDER BY occurred_at),
-                        utc('1970-01-01')) AS previous_deploy_at
-        FROM deploys WHERE status = 'succeeded'
-    )
-    SELECT d.team AS team, d.service AS service, d.environment AS environment, d.event_id AS deploy_id,
-           coalesce(d.version, '') AS version, d.deployed_at AS deployed_at,
-           sum(CASE WHEN c.occurred_at > d.previous_deploy_at AND c.occurred_at <= d.deployed_at THEN 1 ELSE 0 END) AS team_calls,
-           sum(CASE WHEN c.unpriced AND c.occurred_at > d.previous_deploy_at AND c.occurred_at <= d.deployed_at THEN 1 ELSE 0 END) AS team_unpriced_calls,
-           scale9(sum(CASE WHEN c.occurred_at > d.previous_deploy_at AND c.occurred_at <= d.deployed_at
-                           THEN coalesce(c.cost_total_nanos, 0) ELSE 0 END)) AS team_cost_usd,
-           scale9(sum(CASE WHEN c.occurred_at <= d.deployed_at AND array_has(d.ticket_ids, coalesce(c.ticket_id, ''))
-                           THEN coalesce(c.cost_total_nanos, 0) ELSE 0 END)) AS ticket_cost_usd
-    FROM d LEFT JOIN llm_calls c ON c.tenant = d.tenant AND c.team = d.team
-    WHERE d.deployed_at >= utc(?) AND d.deployed_at < utc(?)
-    GROUP BY d.tenant, d.team, d.service, d.environment, d.event_id, d.version, d.previous_deploy_at, d.deployed_at
+    SELECT team, service, environment, deploy_id, coalesce(version, '') AS version, deployed_at,
+           team_calls, team_unpriced_calls, team_cost_usd, ticket_cost_usd
+    FROM cost_per_deploy WHERE deployed_at >= utc(?) AND deployed_at < utc(?)
     ORDER BY deploy_id";
-
-/// `cost_per_ticket(unattributed_share, loaded_hourly_rate_usd)`, in DataFusion's dialect;
-/// `{share}` and `{rate}` are replaced. A ticket never opened counts as opened at the epoch,
-/// as ClickHouse's `minIf` over no rows gives.
 const COST_PER_TICKET_DATAFUSION: &str = "
-    WITH t AS (
-        SELECT tenant, ticket_id,
-               last_value(team ORDER BY occurred_at) AS team,
-               last_value(kind ORDER BY occurred_at) AS kind,
-               coalesce(min(CASE WHEN status IN ('opened', 'in_progress') THEN occurred_at END), utc('1970-01-01')) AS opened_at,
-               max(CASE WHEN status = 'closed' THEN occurred_at END) AS closed_at,
-               last_value(estimate_hours ORDER BY occurred_at) AS estimate_hours
-        FROM tickets GROUP BY tenant, ticket_id
-        HAVING sum(CASE WHEN status = 'closed' THEN 1 ELSE 0 END) > 0
-    ),
-    costs AS (
-        SELECT t.tenant AS tenant, t.team AS team, t.ticket_id AS ticket_id, t.kind AS kind, t.closed_at AS closed_at,
-               t.estimate_hours AS estimate_hours,
-               sum(CASE WHEN c.ticket_id = t.ticket_id THEN coalesce(c.cost_total_nanos, 0) ELSE 0 END) AS tagged_cost_nanos,
-               sum(CASE WHEN c.ticket_id IS NULL AND c.occurred_at >= t.opened_at AND c.occurred_at <= t.closed_at
-                        THEN coalesce(c.cost_total_nanos, 0) ELSE 0 END) AS unattributed_team_cost_nanos
-        FROM t LEFT JOIN llm_calls c ON c.tenant = t.tenant AND c.team = t.team
-        GROUP BY t.tenant, t.team, t.ticket_id, t.kind, t.opened_at, t.closed_at, t.estimate_hours
-    )
-    SELECT team, ticket_id, kind, closed_at,
-           scale9(tagged_cost_nanos + CAST(floor(CAST(unattributed_team_cost_nanos AS DOUBLE) * {share}) AS BIGINT)) AS attributed_cost_usd,
-           estimate_hours, estimate_hours * {rate} AS human_cost_usd
-    FROM costs WHERE closed_at >= utc(?) AND closed_at < utc(?)
+    SELECT team, ticket_id, kind, closed_at, attributed_cost_usd, estimate_hours, human_cost_usd
+    FROM cost_per_ticket({share}, {rate}) WHERE closed_at >= utc(?) AND closed_at < utc(?)
     ORDER BY ticket_id";
-
-/// `team_efficiency`, in DataFusion's dialect. Dollars per feature or deploy divide the
-/// nano-dollars (truncating, as ClickHouse's Decimal division does).
 const TEAM_EFFICIENCY_DATAFUSION: &str = "
-    WITH spend AS (
-        SELECT tenant, team, CAST(date_trunc('month', occurred_at) AS DATE) AS month,
-               sum(input_tokens + output_tokens) AS tokens, sum(coalesce(cost_total_nanos, 0)) AS cost_nanos
-        FROM llm_calls GROUP BY 1, 2, 3
-    ),
-    shipped AS (
-        SELECT tenant, team, CAST(date_trunc('month', occurred_at) AS DATE) AS month, count(*) AS deploys
-        FROM deploys WHERE status = 'succeeded' GROUP BY 1, 2, 3
-    ),
-    closed AS (
-        SELECT tenant, team, CAST(date_trunc('month', occurred_at) AS DATE) AS month,
-               sum(CASE WHEN kind = 'feature' THEN 1 ELSE 0 END) AS features,
-               sum(CASE WHEN kind = 'bug' THEN 1 ELSE 0 END) AS bugs
-        FROM tickets WHERE status = 'closed' GROUP BY 1, 2, 3
-    )
-    SELECT s.team AS team, s.month AS month, s.tokens AS tokens, scale9(s.cost_nanos) AS cost_usd,
-           coalesce(d.deploys, 0) AS deploys, coalesce(c.features, 0) AS closed_features, coalesce(c.bugs, 0) AS closed_bugs,
-           CASE WHEN coalesce(c.features, 0) = 0 THEN NULL ELSE scale9(s.cost_nanos / c.features) END AS cost_per_feature_usd,
-           CASE WHEN coalesce(d.deploys, 0) = 0 THEN NULL ELSE scale9(s.cost_nanos / d.deploys) END AS cost_per_deploy_usd
-    FROM spend s
-    LEFT JOIN shipped d ON d.tenant = s.tenant AND d.team = s.team AND d.month = s.month
-    LEFT JOIN closed c ON c.tenant = s.tenant AND c.team = s.team AND c.month = s.month
-    WHERE s.month >= CAST(? AS DATE) AND s.month < CAST(? AS DATE)
+    SELECT team, month, tokens, cost_usd, deploys, closed_features, closed_bugs,
+           cost_per_feature_usd, cost_per_deploy_usd
+    FROM team_efficiency WHERE month >= CAST(? AS DATE) AND month < CAST(? AS DATE)
     ORDER BY team, month";
 
 /// Cost per deploy, per closed ticket and team efficiency, from the views.
@@ -485,8 +423,8 @@ pub async fn attribution(
         )
     } else {
         COST_PER_TICKET_DATAFUSION
-            .replace("{share}", &format!("CAST({share} AS DOUBLE)"))
-            .replace("{rate}", &format!("CAST({rate} AS DOUBLE)"))
+            .replace("{share}", &format!("{unattributed_share:?}"))
+            .replace("{rate}", &format!("{loaded_hourly_rate_usd:?}"))
     };
     let tickets = source
         .section(

@@ -179,6 +179,23 @@ fn gen_into_tally_up_gives_the_ground_truth_in_tally_query() {
         "{}",
         rows[0]
     );
+    // ClickHouse's report views are there, over the same rows.
+    let views = query(
+        dir.path(),
+        "SELECT (SELECT sum(calls) FROM emissions_monthly) AS calls, \
+         (SELECT count(*) FROM cost_per_ticket(0.5, 120)) AS closed_tickets, \
+         (SELECT count(*) FROM team_efficiency) AS team_months, \
+         (SELECT count(*) FROM cost_per_deploy) AS deploys",
+    )
+    .unwrap();
+    assert_eq!(views[0]["calls"], truth["calls"]);
+    assert!(
+        views[0]["closed_tickets"].as_u64().unwrap() > 0,
+        "{}",
+        views[0]
+    );
+    assert!(views[0]["team_months"].as_u64().unwrap() > 0);
+    assert!(views[0]["deploys"].as_u64().unwrap() > 0);
     // Exact dollars, as in ClickHouse.
     let usd = query(dir.path(), "SELECT sum(cost_usd) AS usd FROM llm_calls").unwrap();
     let nanos = truth["cost_nanos"].as_i64().unwrap();
