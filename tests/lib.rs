@@ -215,3 +215,38 @@ pub async fn fetch_metrics(address: &str) -> String {
     socket.read_to_string(&mut response).await.unwrap();
     response
 }
+
+/// A child process (a `tally` service a test started) killed when dropped, so a failing test
+/// leaves nothing running.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A TCP port on loopback that nothing listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port on loopback")
+        .port()
+}
+
+/// Waits until something listens on `127.0.0.1:port`; fails if `child` exits first.
+pub fn wait_listening(child: &mut KillOnDrop, port: u16, timeout: Duration) {
+    let deadline = std::time::Instant::now() + timeout;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing listens on {port} after {timeout:?}"
+        );
+        assert!(
+            child.0.try_wait().expect("the child's status").is_none(),
+            "the process that should listen on {port} exited"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

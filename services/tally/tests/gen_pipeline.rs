@@ -4,8 +4,7 @@
 //! ground truth exactly: calls, tokens of every kind, cost in nano-dollars, per team too,
 //! deploys and tickets; and the injected runaway agents raise loop signals.
 use std::collections::BTreeMap;
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -13,19 +12,11 @@ use sha2::{Digest, Sha256};
 use tally_contract::kafka::{create_topics, KafkaConfig, TopicLayout};
 use tally_contract::topics::Topic;
 use tally_tests::{
-    clickhouse_url, delete_topics, kafka_config, require_kafka, unique_name, TestDatabase,
+    clickhouse_url, delete_topics, free_port, kafka_config, require_kafka, unique_name, KillOnDrop,
+    TestDatabase,
 };
 
 const KEY: &str = "gen-pipeline-test-key";
-
-struct Service(Child);
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// A `tally` command on the test's topics; `database` for the commands that use ClickHouse
 /// (the others refuse a `[clickhouse]` section).
@@ -42,14 +33,6 @@ fn tally(args: &[&str], kafka: &KafkaConfig, database: Option<&str>) -> Command 
             .env("TALLY__CLICKHOUSE__DATABASE", database);
     }
     command
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn ingest_config(port: u16) -> std::path::PathBuf {
@@ -70,7 +53,7 @@ fn ingest_config(port: u16) -> std::path::PathBuf {
     path
 }
 
-async fn wait_until_up(port: u16, ingest: &mut Service) {
+async fn wait_until_up(port: u16, ingest: &mut KillOnDrop) {
     let deadline = Instant::now() + Duration::from_secs(60);
     let client = reqwest::Client::new();
     loop {
@@ -131,7 +114,7 @@ async fn generated_traffic_lands_in_clickhouse_exactly_as_the_ground_truth_says(
 
     let port = free_port();
     let config = ingest_config(port);
-    let mut ingest = Service(
+    let mut ingest = KillOnDrop(
         tally(
             &["ingest", "--config", config.to_str().unwrap()],
             &kafka,
@@ -140,14 +123,14 @@ async fn generated_traffic_lands_in_clickhouse_exactly_as_the_ground_truth_says(
         .spawn()
         .unwrap(),
     );
-    let _process = Service(
+    let _process = KillOnDrop(
         tally(&["process"], &kafka, None)
             .env("TALLY__GROUP_ID", unique_name("gen-process"))
             .env("TALLY__INSTANCE_ID", "gen-test")
             .spawn()
             .unwrap(),
     );
-    let _sink = Service(
+    let _sink = KillOnDrop(
         tally(&["sink"], &kafka, Some(&db.name))
             .env("TALLY__GROUP_ID", unique_name("gen-sink"))
             .env("TALLY__BATCH_MAX_WAIT_MS", "200")

@@ -2,26 +2,17 @@
 //! goes through `tally up` on its embedded store, and through `tally up` on the real Kafka
 //! broker and ClickHouse server; `tally report spend`, `attribution` (cost per deploy, per
 //! ticket, team efficiency) and `emissions` then print the same text from both, byte for byte.
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tally_contract::kafka::{create_topics, KafkaConfig, TopicLayout};
 use tally_contract::topics::Topic;
 use tally_tests::{
-    clickhouse_url, delete_topics, kafka_config, require_kafka, unique_name, TestDatabase,
+    clickhouse_url, delete_topics, free_port, kafka_config, require_kafka, unique_name,
+    wait_listening, KillOnDrop, TestDatabase,
 };
-
-struct Up(Child);
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn tally(args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_tally"));
@@ -31,26 +22,6 @@ fn tally(args: &[&str]) -> Command {
         .env_remove("TALLY_CLICKHOUSE_URL")
         .env("TALLY_LOG", "warn");
     command
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_listening(up: &mut Up, port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "tally up did not listen on {port}"
-        );
-        assert!(up.0.try_wait().unwrap().is_none(), "tally up exited");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn gen(port: u16) -> Value {
@@ -141,18 +112,20 @@ async fn reports_from_the_embedded_store_equal_reports_from_clickhouse() {
 
     let dir = tempfile::tempdir().unwrap();
     let embedded_port = free_port();
-    let mut embedded = Up(tally(&[
-        "up",
-        "--data-dir",
-        dir.path().to_str().unwrap(),
-        "--listen",
-        &format!("127.0.0.1:{embedded_port}"),
-    ])
-    .stderr(Stdio::null())
-    .spawn()
-    .unwrap());
+    let mut embedded = KillOnDrop(
+        tally(&[
+            "up",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "--listen",
+            &format!("127.0.0.1:{embedded_port}"),
+        ])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap(),
+    );
     let kafka_port = free_port();
-    let mut production = Up(
+    let mut production = KillOnDrop(
         tally(&["up", "--listen", &format!("127.0.0.1:{kafka_port}")])
             .env("TALLY_KAFKA_BROKERS", &kafka.brokers)
             .env("TALLY_CLICKHOUSE_URL", clickhouse_url())
@@ -166,8 +139,8 @@ async fn reports_from_the_embedded_store_equal_reports_from_clickhouse() {
             .spawn()
             .unwrap(),
     );
-    wait_listening(&mut embedded, embedded_port);
-    wait_listening(&mut production, kafka_port);
+    wait_listening(&mut embedded, embedded_port, Duration::from_secs(60));
+    wait_listening(&mut production, kafka_port, Duration::from_secs(60));
 
     let truth = gen(embedded_port);
     assert_eq!(

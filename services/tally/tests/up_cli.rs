@@ -3,21 +3,12 @@
 //! truth (calls, tokens of every kind, cost in nano-dollars, per team). And with `tally up`
 //! killed with SIGKILL while `tally gen` sends, and started again, every event that got a 202
 //! is counted once.
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-
-struct Up(Child);
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use tally_tests::{free_port, wait_listening, KillOnDrop};
 
 fn tally(args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_tally"));
@@ -29,15 +20,7 @@ fn tally(args: &[&str]) -> Command {
     command
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start_up(dir: &Path, port: u16) -> Up {
+fn start_up(dir: &Path, port: u16) -> KillOnDrop {
     let up = tally(&[
         "up",
         "--data-dir",
@@ -48,13 +31,8 @@ fn start_up(dir: &Path, port: u16) -> Up {
     .stderr(Stdio::null())
     .spawn()
     .unwrap();
-    let mut up = Up(up);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "tally up did not listen");
-        assert!(up.0.try_wait().unwrap().is_none(), "tally up exited");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let mut up = KillOnDrop(up);
+    wait_listening(&mut up, port, Duration::from_secs(30));
     up
 }
 
@@ -220,7 +198,7 @@ fn sigkill_while_gen_sends_then_restart_counts_every_accepted_call_once() {
         .unwrap();
     std::thread::sleep(Duration::from_millis(2_500));
     let mut up = up;
-    unsafe_sigkill(&mut up.0);
+    sigkill(&mut up.0);
     std::thread::sleep(Duration::from_millis(500));
     let _up = start_up(dir.path(), port);
     let out = sending.wait_with_output().unwrap();
@@ -230,7 +208,7 @@ fn sigkill_while_gen_sends_then_restart_counts_every_accepted_call_once() {
 }
 
 /// SIGKILL: no chance to flush or commit anything.
-fn unsafe_sigkill(child: &mut Child) {
+fn sigkill(child: &mut Child) {
     let status = Command::new("kill")
         .args(["-KILL", &child.id().to_string()])
         .status()
