@@ -10,9 +10,11 @@
 //! - [`store`]: the sink's tables as Parquet files, partitioned by day, small files compacted.
 //! - [`query`]: DataFusion over the store, with ClickHouse's table names and columns.
 //! - [`reports`]: `tally report` over the store, the same text as from ClickHouse.
+//! - [`mirror`]: with Kafka as the transport, copies the derived topics into the journal.
 //! - [`up`]: wires them together behind the ingest HTTP server.
 pub mod error;
 pub mod journal;
+pub mod mirror;
 pub mod query;
 pub mod reports;
 pub mod runner;

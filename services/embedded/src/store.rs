@@ -2,6 +2,9 @@
 //! under `<data-dir>/store/<table>/date=<YYYY-MM-DD>/part-<from>-<to>.parquet`, written from
 //! the journal by the same record → row conversion as the ClickHouse sink.
 //!
+//! The same loop fills ClickHouse instead ([`ClickHouseTable`]) when `tally up` runs on
+//! ClickHouse without Kafka.
+//!
 //! Exactly once: a flush writes its files (one per day it touches) under temporary names,
 //! renames them, then renames `<table>/_committed` to the offset after the batch. Opening the
 //! store deletes what a crash left past the committed offset, so the next flush writes it
@@ -192,19 +195,7 @@ impl TableFiles {
 
     /// The offset after the last record in the committed files.
     pub fn committed(&self) -> Result<u64, EmbeddedError> {
-        match std::fs::read_to_string(self.committed_path()) {
-            Ok(text) => text.trim().parse().map_err(|_| {
-                EmbeddedError::Corrupt(format!(
-                    "{} is not an offset",
-                    self.committed_path().display()
-                ))
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
-            Err(e) => Err(io(format!(
-                "cannot read {}",
-                self.committed_path().display()
-            ))(e)),
-        }
+        read_offset(&self.committed_path())
     }
 
     fn days(&self) -> Result<Vec<PathBuf>, EmbeddedError> {
@@ -248,14 +239,7 @@ impl TableFiles {
                 compact(&dir)?;
             }
         }
-        let temporary = self.dir.join("_committed.tmp");
-        std::fs::write(&temporary, to.to_string())
-            .map_err(io(format!("cannot write {}", temporary.display())))?;
-        File::open(&temporary)
-            .and_then(|f| f.sync_all())
-            .map_err(io(format!("cannot sync {}", temporary.display())))?;
-        std::fs::rename(&temporary, self.committed_path())
-            .map_err(io(format!("cannot commit {}", self.dir.display())))
+        write_offset(&self.committed_path(), to)
     }
 }
 
@@ -374,24 +358,131 @@ pub struct StoreStats {
     pub dead_letters: AtomicU64,
 }
 
-/// Fills one table from its topic until `stop`: reads up to [`FLUSH_RECORDS`] records (or
-/// what `flush_every` gathered), converts them as the ClickHouse sink does, writes and commits.
-/// A record that does not decode goes to the dead-letter topic with the reason.
+/// Where a table's rows go: Parquet files, or ClickHouse.
+pub trait Destination<T: SinkTable> {
+    /// The offset of the topic after the last record written.
+    fn committed(&self) -> Result<u64, EmbeddedError>;
+    /// Writes the rows of records `from..to` of the topic, then records `to` as committed.
+    fn write(&self, rows: &[T::Row], from: u64, to: u64) -> Result<(), EmbeddedError>;
+}
+
+/// The table's Parquet files.
+pub struct ParquetTable {
+    files: TableFiles,
+    fields: Vec<FieldRef>,
+}
+
+impl ParquetTable {
+    /// Opens the table's files under `store`.
+    pub fn open<T: SinkTable>(store: &Path) -> Result<ParquetTable, EmbeddedError> {
+        let spec = *spec(T::TABLE)?;
+        let fields = schema_of::<T>(&spec)?.fields().iter().cloned().collect();
+        Ok(ParquetTable {
+            files: TableFiles::open(store, spec)?,
+            fields,
+        })
+    }
+}
+
+impl<T: SinkTable> Destination<T> for ParquetTable {
+    fn committed(&self) -> Result<u64, EmbeddedError> {
+        self.files.committed()
+    }
+
+    fn write(&self, rows: &[T::Row], from: u64, to: u64) -> Result<(), EmbeddedError> {
+        let batch = serde_arrow::to_record_batch(&self.fields, &rows)
+            .map_err(|e| EmbeddedError::Store(format!("{}: {e}", T::TABLE)))?;
+        self.files.write(&batch, from, to)
+    }
+}
+
+/// The table in ClickHouse, filled from the journal: each flush is one INSERT with the
+/// deduplication token `journal:<table>:<from>:<to>`; after ClickHouse acknowledged it, the
+/// offset is recorded in `<positions>/<table>.committed`. A crash in between inserts the same
+/// rows again, and the table's ReplacingMergeTree collapses them (read with FINAL), as the
+/// Kafka sink does.
+pub struct ClickHouseTable {
+    client: clickhouse::Client,
+    runtime: tokio::runtime::Handle,
+    position: PathBuf,
+}
+
+impl ClickHouseTable {
+    /// A writer of `T`'s table, its position kept under `positions`.
+    pub fn new<T: SinkTable>(
+        client: clickhouse::Client,
+        runtime: tokio::runtime::Handle,
+        positions: &Path,
+    ) -> Result<ClickHouseTable, EmbeddedError> {
+        std::fs::create_dir_all(positions)
+            .map_err(io(format!("cannot create {}", positions.display())))?;
+        Ok(ClickHouseTable {
+            client,
+            runtime,
+            position: positions.join(format!("{}.committed", T::TABLE)),
+        })
+    }
+}
+
+impl<T: SinkTable> Destination<T> for ClickHouseTable {
+    fn committed(&self) -> Result<u64, EmbeddedError> {
+        read_offset(&self.position)
+    }
+
+    fn write(&self, rows: &[T::Row], from: u64, to: u64) -> Result<(), EmbeddedError> {
+        let token = format!("journal:{}:{from}:{to}", T::TABLE);
+        let mut wait = Duration::from_secs(1);
+        // ClickHouse down: wait and insert again, reading nothing more meanwhile.
+        while let Err(error) = self.runtime.block_on(tally_sink::sink::insert::<T>(
+            &self.client,
+            rows.iter(),
+            Some(&token),
+        )) {
+            tracing::warn!(table = T::TABLE, %error, retry_in = ?wait, "insert failed");
+            std::thread::sleep(wait);
+            wait = (wait * 2).min(Duration::from_secs(30));
+        }
+        write_offset(&self.position, to)
+    }
+}
+
+fn read_offset(path: &Path) -> Result<u64, EmbeddedError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => text
+            .trim()
+            .parse()
+            .map_err(|_| EmbeddedError::Corrupt(format!("{} is not an offset", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(io(format!("cannot read {}", path.display()))(e)),
+    }
+}
+
+/// Writes an offset file atomically (a temporary file, synced, renamed over it).
+fn write_offset(path: &Path, offset: u64) -> Result<(), EmbeddedError> {
+    let temporary = path.with_extension("tmp");
+    std::fs::write(&temporary, offset.to_string())
+        .map_err(io(format!("cannot write {}", temporary.display())))?;
+    File::open(&temporary)
+        .and_then(|f| f.sync_all())
+        .map_err(io(format!("cannot sync {}", temporary.display())))?;
+    std::fs::rename(&temporary, path).map_err(io(format!("cannot write {}", path.display())))
+}
+
+/// Fills one table from its topic in the journal until `stop`: reads up to
+/// [`FLUSH_RECORDS`] records (or what `flush_every` gathered), converts them as the ClickHouse
+/// sink does, and hands them to `destination`. A record that does not decode goes to the
+/// dead-letter topic with the reason.
 pub fn run_table<T: SinkTable>(
     journal: &Journal,
-    store: &Path,
+    destination: &dyn Destination<T>,
     topic_prefix: &str,
     flush_every: Duration,
     stop: &AtomicBool,
     stats: &StoreStats,
 ) -> Result<(), EmbeddedError> {
-    let spec = *spec(T::TABLE)?;
-    let files = TableFiles::open(store, spec)?;
-    let schema = schema_of::<T>(&spec)?;
-    let fields: Vec<FieldRef> = schema.fields().iter().cloned().collect();
-    let topic = spec.topic.name(topic_prefix);
+    let topic = T::TOPIC.name(topic_prefix);
     let dead_letters = Topic::DeadLetter.name(topic_prefix);
-    let mut position = files.committed()?;
+    let mut position = destination.committed()?;
     let mut last_flush = Instant::now();
     loop {
         let stopping = stop.load(Ordering::SeqCst);
@@ -411,13 +502,17 @@ pub fn run_table<T: SinkTable>(
             let payload = record.payload.as_deref().unwrap_or_default();
             match T::row(payload, 0, record.offset as i64) {
                 Ok(row) => rows.push(row),
-                Err(error) => letters.push(dead_letter(
-                    &topic,
-                    &record.key,
-                    payload,
-                    record.offset,
-                    &error.to_string(),
-                )?),
+                Err(error) => letters.push(Record {
+                    topic: dead_letters.clone(),
+                    key: Vec::new(),
+                    payload: Some(dead_letter(
+                        &topic,
+                        &record.key,
+                        payload,
+                        record.offset,
+                        &error.to_string(),
+                    )?),
+                }),
             }
         }
         let to = records.last().map_or(position, |r| r.offset + 1);
@@ -425,19 +520,9 @@ pub fn run_table<T: SinkTable>(
             stats
                 .dead_letters
                 .fetch_add(letters.len() as u64, Ordering::Relaxed);
-            let letters = letters
-                .into_iter()
-                .map(|payload| Record {
-                    topic: dead_letters.clone(),
-                    key: Vec::new(),
-                    payload: Some(payload),
-                })
-                .collect();
-            journal.append(&format!("store-{}", spec.name), &[], letters)?;
+            journal.append(&format!("store-{}", T::TABLE), &[], letters)?;
         }
-        let batch = serde_arrow::to_record_batch(&fields, &rows)
-            .map_err(|e| EmbeddedError::Store(format!("{}: {e}", spec.name)))?;
-        files.write(&batch, position, to)?;
+        destination.write(&rows, position, to)?;
         stats.rows.fetch_add(rows.len() as u64, Ordering::Relaxed);
         stats.files.fetch_add(1, Ordering::Relaxed);
         position = to;
@@ -468,24 +553,61 @@ fn dead_letter(
     Ok(tally_contract::encode(&letter)?)
 }
 
+/// Where `tally up` keeps its tables.
+#[derive(Clone)]
+pub enum Store {
+    /// Parquet files under this directory.
+    Parquet(PathBuf),
+    /// ClickHouse, with the writers' positions under this directory.
+    ClickHouse {
+        client: Box<clickhouse::Client>,
+        runtime: tokio::runtime::Handle,
+        positions: PathBuf,
+    },
+}
+
+fn run_into<T: SinkTable>(
+    store: &Store,
+    journal: &Journal,
+    topic_prefix: &str,
+    flush_every: Duration,
+    stop: &AtomicBool,
+    stats: &StoreStats,
+) -> Result<(), EmbeddedError> {
+    match store {
+        Store::Parquet(dir) => {
+            let table = ParquetTable::open::<T>(dir)?;
+            run_table::<T>(journal, &table, topic_prefix, flush_every, stop, stats)
+        }
+        Store::ClickHouse {
+            client,
+            runtime,
+            positions,
+        } => {
+            let table = ClickHouseTable::new::<T>((**client).clone(), runtime.clone(), positions)?;
+            run_table::<T>(journal, &table, topic_prefix, flush_every, stop, stats)
+        }
+    }
+}
+
 /// Starts a writer thread per table.
 pub fn spawn_tables(
     journal: Arc<Journal>,
-    store: PathBuf,
+    store: Store,
     topic_prefix: String,
     flush_every: Duration,
     stop: Arc<AtomicBool>,
     stats: Arc<StoreStats>,
 ) -> Vec<std::thread::JoinHandle<Result<(), EmbeddedError>>> {
     type Run =
-        fn(&Journal, &Path, &str, Duration, &AtomicBool, &StoreStats) -> Result<(), EmbeddedError>;
+        fn(&Store, &Journal, &str, Duration, &AtomicBool, &StoreStats) -> Result<(), EmbeddedError>;
     let writers: [(&str, Run); 6] = [
-        ("llm_calls", run_table::<tables::LlmCalls>),
-        ("deploys", run_table::<tables::Deploys>),
-        ("tickets", run_table::<tables::Tickets>),
-        ("spend_windows", run_table::<tables::SpendWindows>),
-        ("loop_signals", run_table::<tables::LoopSignals>),
-        ("alerts", run_table::<tables::Alerts>),
+        ("llm_calls", run_into::<tables::LlmCalls>),
+        ("deploys", run_into::<tables::Deploys>),
+        ("tickets", run_into::<tables::Tickets>),
+        ("spend_windows", run_into::<tables::SpendWindows>),
+        ("loop_signals", run_into::<tables::LoopSignals>),
+        ("alerts", run_into::<tables::Alerts>),
     ];
     writers
         .into_iter()
@@ -499,7 +621,7 @@ pub fn spawn_tables(
             );
             std::thread::Builder::new()
                 .name(format!("store-{name}"))
-                .spawn(move || run(&journal, &store, &prefix, flush_every, &stop, &stats))
+                .spawn(move || run(&store, &journal, &prefix, flush_every, &stop, &stats))
                 .expect("a thread can be spawned")
         })
         .collect()

@@ -20,7 +20,7 @@ use tally_processor::ProcessorConfig;
 use tally_sink::SinkConfig;
 
 use crate::journal::{Journal, Record};
-use crate::store::{spawn_tables, StoreStats};
+use crate::store::{spawn_tables, Store, StoreStats};
 use crate::EmbeddedError;
 
 /// The API key `tally up` accepts on loopback when the configuration names none.
@@ -89,6 +89,24 @@ impl Publisher for JournalPublisher {
     }
 }
 
+/// What carries records between the parts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// The journal in the data directory.
+    Journal,
+    /// Kafka (`[ingest.kafka]`); the derived topics are copied into the journal for the store.
+    Kafka,
+}
+
+/// Where the tables go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    /// Parquet files in the data directory, for `tally query`.
+    Parquet,
+    /// ClickHouse (`[sink.clickhouse]`), filled from the journal.
+    ClickHouse,
+}
+
 /// Where `tally up` runs.
 #[derive(Debug, Clone)]
 pub struct UpOptions {
@@ -96,6 +114,8 @@ pub struct UpOptions {
     /// Instead of `[ingest] listen`.
     pub listen: Option<SocketAddr>,
     pub config: UpConfig,
+    pub transport: Transport,
+    pub store: StoreKind,
 }
 
 fn sha256_hex(text: &str) -> String {
@@ -135,9 +155,9 @@ pub async fn run(
 ) -> Result<(), EmbeddedError> {
     let ingest = ingest_config(&options)?;
     let mut processor = options.config.processor.clone();
+    // One process, one Kafka and one set of topic names: the ingest's.
+    processor.kafka = ingest.kafka.clone();
     processor.validate()?;
-    // One process: every part uses the ingest's topic names.
-    processor.kafka.topic_prefix = ingest.kafka.topic_prefix.clone();
     let prefix = ingest.kafka.topic_prefix.clone();
     let journal = Arc::new(Journal::open(&options.data_dir.join("journal"))?);
     let enricher =
@@ -145,29 +165,86 @@ pub async fn run(
     let stop = Arc::new(AtomicBool::new(false));
     let stage_stats = Arc::new(tally_processor::pipeline::Stats::default());
     let store_stats = Arc::new(StoreStats::default());
-    let mut threads = crate::runner::spawn_stages(
-        journal.clone(),
-        processor,
-        enricher,
-        stop.clone(),
-        stage_stats.clone(),
-    );
-    let store = options.data_dir.join("store");
+    let (server, mut threads) = match options.transport {
+        Transport::Journal => {
+            let threads = crate::runner::spawn_stages(
+                journal.clone(),
+                processor,
+                enricher,
+                stop.clone(),
+                stage_stats.clone(),
+            );
+            let publisher = Arc::new(JournalPublisher(journal.clone()));
+            (Server::bind_with(ingest.clone(), publisher).await?, threads)
+        }
+        Transport::Kafka => {
+            tally_contract::kafka::create_topics(&ingest.kafka, Default::default()).await?;
+            let mut threads: Vec<std::thread::JoinHandle<Result<(), EmbeddedError>>> =
+                tally_processor::spawn_stages(
+                    processor,
+                    enricher,
+                    stop.clone(),
+                    stage_stats.clone(),
+                )
+                .into_iter()
+                .map(|stage| {
+                    std::thread::spawn(move || {
+                        stage
+                            .join()
+                            .map_err(|_| EmbeddedError::Store("a stage panicked".into()))?
+                            .map_err(EmbeddedError::from)
+                    })
+                })
+                .collect();
+            let (journal, kafka, stop) = (journal.clone(), ingest.kafka.clone(), stop.clone());
+            threads.push(std::thread::spawn(move || {
+                crate::mirror::run(&journal, &kafka, &stop)
+            }));
+            (Server::bind(ingest.clone()).await?, threads)
+        }
+    };
+    let store = match options.store {
+        StoreKind::Parquet => Store::Parquet(options.data_dir.join("store")),
+        StoreKind::ClickHouse => {
+            let sink = &options.config.sink;
+            tally_sink::migrate(sink)
+                .await
+                .map_err(|e| EmbeddedError::Store(e.to_string()))?;
+            Store::ClickHouse {
+                client: Box::new(tally_sink::sink::client(sink)),
+                runtime: tokio::runtime::Handle::current(),
+                positions: options.data_dir.join("clickhouse"),
+            }
+        }
+    };
     threads.extend(spawn_tables(
         journal.clone(),
-        store.clone(),
+        store,
         prefix.clone(),
         Duration::from_secs(1),
         stop.clone(),
         store_stats.clone(),
     ));
-    let server = Server::bind_with(ingest, Arc::new(JournalPublisher(journal.clone()))).await?;
     let address = server.local_addr();
     eprintln!("tally up: listening on http://{address} (API key: {LOCAL_KEY} unless [ingest] api_keys says otherwise)");
+    let transport = match options.transport {
+        Transport::Journal => "the journal".to_string(),
+        Transport::Kafka => format!("Kafka at {}", ingest.kafka.brokers),
+    };
+    let store = match options.store {
+        StoreKind::Parquet => format!(
+            "Parquet in {}; query it with: tally query --data-dir {} \"SELECT team, sum(cost_usd) FROM llm_calls GROUP BY team\"",
+            options.data_dir.join("store").display(),
+            options.data_dir.display()
+        ),
+        StoreKind::ClickHouse => format!(
+            "ClickHouse at {} (database {})",
+            options.config.sink.clickhouse.url, options.config.sink.clickhouse.database
+        ),
+    };
     eprintln!(
-        "           data in {} (journal/, store/); query it with: tally query --data-dir {} \"SELECT team, sum(cost_usd) FROM llm_calls GROUP BY team\"",
-        options.data_dir.display(),
-        options.data_dir.display()
+        "           records through {transport} (journal in {}); tables in {store}",
+        options.data_dir.join("journal").display()
     );
     let summary = {
         let (journal, stop, prefix) = (journal.clone(), stop.clone(), prefix.clone());
@@ -192,8 +269,8 @@ pub async fn run(
 
 /// The live summary: calls per second, spend today (UTC) and open loop signals.
 fn summarise(journal: &Journal, prefix: &str, stop: &AtomicBool) {
-    let calls = Topic::LlmCalls.name(prefix);
     let enriched = Topic::LlmCallsEnriched.name(prefix);
+    let calls = enriched.clone();
     let signals = Topic::LoopSignals.name(prefix);
     let (mut enriched_at, mut signals_at) = (0u64, 0u64);
     let mut spend_today: i128 = 0;

@@ -448,7 +448,9 @@ impl<R> Batch<R> {
     }
 }
 
-async fn insert<'r, T: SinkTable>(
+/// Inserts rows into `T`'s table in one INSERT, with a deduplication token when given (an
+/// exact retry of the same token is dropped by ClickHouse).
+pub async fn insert<'r, T: SinkTable>(
     client: &Client,
     rows: impl Iterator<Item = &'r T::Row>,
     token: Option<&str>,

@@ -1,13 +1,14 @@
 //! `tally up` and `tally query`: the whole pipeline in one process. With neither
 //! `TALLY_KAFKA_BROKERS` nor `TALLY_CLICKHOUSE_URL` set it runs on the embedded journal and
-//! Parquet store ([`tally_embedded`]); with both set it runs the production services —
-//! ingest, processor and sink — in one process against them.
+//! Parquet store ([`tally_embedded`]); with one of them, on Kafka (then Parquet) or into
+//! ClickHouse (from the journal); with both, the production services — ingest, processor and
+//! sink — in one process against them.
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use tally_contract::config::{load, CLICKHOUSE_URL_ENV, KAFKA_BROKERS_ENV};
 use tally_embedded::query::{self, Format};
-use tally_embedded::up::{UpConfig, UpOptions};
+use tally_embedded::up::{StoreKind, Transport, UpConfig, UpOptions};
 
 use crate::error::TallyError;
 
@@ -47,23 +48,28 @@ fn set(variable: &str) -> bool {
 /// Runs `tally up`.
 pub async fn up(args: UpArgs) -> Result<(), TallyError> {
     let config: UpConfig = load(args.config.as_deref())?;
+    let kafka = set(KAFKA_BROKERS_ENV);
+    let clickhouse = set(CLICKHOUSE_URL_ENV);
     let options = UpOptions {
         data_dir: args.data_dir,
         listen: args.listen,
         config,
+        transport: if kafka {
+            Transport::Kafka
+        } else {
+            Transport::Journal
+        },
+        store: if clickhouse {
+            StoreKind::ClickHouse
+        } else {
+            StoreKind::Parquet
+        },
     };
-    match (set(KAFKA_BROKERS_ENV), set(CLICKHOUSE_URL_ENV)) {
-        (false, false) => {
-            tally_embedded::up::run(options, tally_contract::shutdown::signal()).await?;
-            Ok(())
-        }
-        (true, true) => production(options).await,
-        _ => Err(TallyError::Usage(format!(
-            "tally up runs either on its embedded store (set neither {KAFKA_BROKERS_ENV} nor \
-             {CLICKHOUSE_URL_ENV}) or on Kafka and ClickHouse (set both); one of them alone is \
-             not supported"
-        ))),
+    if kafka && clickhouse {
+        return production(options).await;
     }
+    tally_embedded::up::run(options, tally_contract::shutdown::signal()).await?;
+    Ok(())
 }
 
 /// Ingest, processor and sink in one process, on Kafka and ClickHouse: the production
