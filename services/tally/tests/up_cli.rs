@@ -3,9 +3,8 @@
 //! truth (calls, tokens of every kind, cost in nano-dollars, per team). And with `tally up`
 //! killed with SIGKILL while `tally gen` sends, and started again, every event that got a 202
 //! is counted once.
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use tally_tests::free_port;
