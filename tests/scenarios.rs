@@ -46,7 +46,7 @@ impl Scenario {
 /// How many scenarios of each healthy shape...
 const HEALTHY_COUNTS: [usize; 7] = [4, 4, 3, 3, 2, 3, 2];
 /// ...and of each runaway shape.
-const LOOP_COUNTS: [usize; 8] = [2, 2, 3, 2, 2, 3, 2, 2];
+const LOOP_COUNTS: [usize; 9] = [2, 2, 3, 2, 2, 3, 2, 2, 2];
 
 /// The whole set: several of each healthy shape and of each loop kind, all starting on
 /// [`DAY_ZERO`] at staggered times.

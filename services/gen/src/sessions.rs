@@ -42,7 +42,7 @@ pub const HEALTHY: [(&str, Shape); 7] = [
 ];
 
 /// The runaway shapes: the kind each shows, and its variants.
-pub const LOOPS: [(LoopSignalType, Shape); 8] = [
+pub const LOOPS: [(LoopSignalType, Shape); 9] = [
     (LoopSignalType::RetryStorm, retry_storm_failures),
     (LoopSignalType::RetryStorm, retry_storm_same_prompt),
     (LoopSignalType::RepeatedToolCall, repeated_tool_call),
@@ -50,6 +50,7 @@ pub const LOOPS: [(LoopSignalType, Shape); 8] = [
     (LoopSignalType::Cycle, cycle_of_handoffs),
     (LoopSignalType::ContextGrowth, context_growth),
     (LoopSignalType::IdleBurn, idle_burn),
+    (LoopSignalType::IdleBurn, idle_burn_same_output),
     (LoopSignalType::UsageSpike, usage_spike),
 ];
 
@@ -75,6 +76,8 @@ pub struct Call<'a> {
     pub output: i64,
     pub tool: Option<(&'a str, String)>,
     pub prompt: String,
+    /// Fingerprint of the completion.
+    pub completion: String,
     pub failed: bool,
     pub human: Option<bool>,
 }
@@ -172,6 +175,7 @@ impl Gen {
         }
         record.latency_ms = Some(400 + call.output);
         record.prompt_fingerprint = Some(call.prompt);
+        record.output_fingerprint = (!call.failed).then_some(call.completion);
         if let Some((tool, args)) = call.tool {
             record.tool_name = Some(tool.to_string());
             record.tool_args_fingerprint = Some(args);
@@ -210,6 +214,7 @@ impl Gen {
             output: self.between(80, 900),
             tool: None,
             prompt: self.fingerprint(),
+            completion: self.fingerprint(),
             failed: false,
             human: None,
         }
@@ -398,13 +403,16 @@ pub fn retry_storm_failures(g: &mut Gen) {
     }
 }
 
-/// The same prompt sent again and again, answered every time.
+/// The same prompt sent again and again, answered differently every time.
 pub fn retry_storm_same_prompt(g: &mut Gen) {
     g.new_session();
     warm_up(g, "poller");
     let call = g.think("poller", "claude-sonnet-4-5", 12_000, 0);
     for _ in 0..g.between(8, 20) {
-        g.call(call.clone());
+        // The same request each time; the answers vary (and are rejected).
+        let mut again = call.clone();
+        again.completion = g.fingerprint();
+        g.call(again);
         g.wait(2, 10);
     }
 }
@@ -497,6 +505,23 @@ pub fn idle_burn(g: &mut Gen) {
         g.call(call);
         context = (context + g.between(100, 600)).min(60_000);
         g.wait(40, 180);
+    }
+}
+
+/// An unattended agent getting the same answer again and again (a status check that never
+/// changes), its prompt changing with the growing transcript.
+pub fn idle_burn_same_output(g: &mut Gen) {
+    g.new_session();
+    warm_up(g, "watcher");
+    let answer = g.fingerprint();
+    let mut context = 4_000;
+    for _ in 0..g.between(7, 12) {
+        let mut call = g.think("watcher", "gpt-4o-mini", context, 0);
+        call.human = Some(false);
+        call.completion = answer.clone();
+        g.call(call);
+        context += g.between(50, 200);
+        g.wait(30, 90);
     }
 }
 

@@ -19,8 +19,8 @@ pub struct Context<'a> {
     pub latest_occurred_at: Micros,
 }
 
-/// Raw text fields a client may send. They are fingerprinted (input side) or dropped
-/// (output side) and never leave the ingest service.
+/// Raw text fields a client may send. They are fingerprinted and never leave the ingest
+/// service.
 const PROMPT_TEXT_FIELDS: [&str; 3] = ["prompt", "messages", "gen_ai.input.messages"];
 const OUTPUT_TEXT_FIELDS: [&str; 3] = ["completion", "output", "gen_ai.output.messages"];
 
@@ -51,6 +51,9 @@ pub fn llm_call_from_json(value: Value, context: &Context<'_>) -> Result<LlmCall
     let tool_args_fingerprint = r
         .string("tool_args_fingerprint")
         .or(derived_id_source.tool_args_fingerprint.clone());
+    let output_fingerprint = r
+        .string("output_fingerprint")
+        .or(derived_id_source.output_fingerprint.clone());
 
     let mut call = LlmCall {
         event_id: String::new(),
@@ -84,6 +87,7 @@ pub fn llm_call_from_json(value: Value, context: &Context<'_>) -> Result<LlmCall
         error_type,
         finish_reason: r.string("finish_reason"),
         prompt_fingerprint,
+        output_fingerprint,
         tool_name: r.string("tool_name"),
         tool_args_fingerprint,
         ticket_id: r.string("ticket_id"),
@@ -114,6 +118,7 @@ pub fn llm_call_from_json(value: Value, context: &Context<'_>) -> Result<LlmCall
 /// What stripping raw text leaves: fingerprints, and the content a derived id hashes.
 struct Stripped {
     prompt_fingerprint: Option<String>,
+    output_fingerprint: Option<String>,
     tool_args_fingerprint: Option<String>,
     /// The record as received, raw text replaced by its fingerprint, canonical JSON.
     content: String,
@@ -124,6 +129,7 @@ struct Stripped {
 fn strip_text(value: &mut Value) -> Stripped {
     let mut stripped = Stripped {
         prompt_fingerprint: None,
+        output_fingerprint: None,
         tool_args_fingerprint: None,
         content: String::new(),
     };
@@ -136,7 +142,11 @@ fn strip_text(value: &mut Value) -> Stripped {
             }
         }
         for field in OUTPUT_TEXT_FIELDS {
-            map.remove(field);
+            if let Some(text) = map.remove(field).filter(|v| !v.is_null()) {
+                stripped
+                    .output_fingerprint
+                    .get_or_insert_with(|| fingerprint::of_value(&text));
+            }
         }
         if let Some(args) = map.remove("tool_args").filter(|v| !v.is_null()) {
             stripped.tool_args_fingerprint = Some(fingerprint::of_value(&args));
@@ -151,6 +161,11 @@ fn strip_text(value: &mut Value) -> Stripped {
         if let Some(fp) = &stripped.tool_args_fingerprint {
             content
                 .entry("tool_args_fingerprint")
+                .or_insert_with(|| Value::String(fp.clone()));
+        }
+        if let Some(fp) = &stripped.output_fingerprint {
+            content
+                .entry("output_fingerprint")
                 .or_insert_with(|| Value::String(fp.clone()));
         }
         stripped.content = fingerprint::canonical_json(&Value::Object(content));
@@ -377,6 +392,10 @@ mod tests {
         assert_eq!(
             call.tool_args_fingerprint,
             Some(fingerprint::of_value(&json!({"order": 42})))
+        );
+        assert_eq!(
+            call.output_fingerprint,
+            Some(fingerprint::of_value(&json!("Sure, refunding.")))
         );
         let encoded = format!("{call:?}");
         assert!(!encoded.contains("refund order") && !encoded.contains("Sure, refunding"));

@@ -552,6 +552,10 @@ pub fn span_to_record(
         "gen_ai.input.messages",
         first(&["gen_ai.input.messages", "gen_ai.prompt"]).map(json_value),
     );
+    put(
+        "gen_ai.output.messages",
+        first(&["gen_ai.output.messages", "gen_ai.completion"]).map(json_value),
+    );
     SpanRecord::Call(Value::Object(record))
 }
 

@@ -28,6 +28,7 @@ async fn migrations_apply_once_and_a_changed_one_is_refused() {
         "0002_events_windows_alerts.sql",
         "0003_views.sql",
         "0004_rollups.sql",
+        "0005_output_fingerprint.sql",
     ];
     assert_eq!(first, names.map(|n| Outcome::Applied(n.into())));
     let second = migrate(&server, &db.name, &migrations).await.unwrap();

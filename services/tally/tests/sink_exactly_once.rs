@@ -61,8 +61,8 @@ async fn sigkill_mid_run_keeps_clickhouse_totals_exact() {
     let group = unique_name("sink");
 
     for expected in [
-        "applied 0001_llm_calls.sql\napplied 0002_events_windows_alerts.sql\napplied 0003_views.sql\napplied 0004_rollups.sql",
-        "already 0001_llm_calls.sql\nalready 0002_events_windows_alerts.sql\nalready 0003_views.sql\nalready 0004_rollups.sql",
+        "applied 0001_llm_calls.sql\napplied 0002_events_windows_alerts.sql\napplied 0003_views.sql\napplied 0004_rollups.sql\napplied 0005_output_fingerprint.sql",
+        "already 0001_llm_calls.sql\nalready 0002_events_windows_alerts.sql\nalready 0003_views.sql\nalready 0004_rollups.sql\nalready 0005_output_fingerprint.sql",
     ] {
         let out = tally(&["migrate"], &kafka, &db.name, &group)
             .output()

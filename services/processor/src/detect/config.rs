@@ -163,9 +163,9 @@ pub struct ContextGrowthConfig {
     pub min_input_tokens: i64,
 }
 
-/// `idle_burn`: a session spending without a break for hours with no human turn. A call is
-/// a human turn when tagged `interactive=true` or `origin=user`; every other call counts as
-/// autonomous.
+/// `idle_burn`: a session spending without a break for hours with no human turn, or
+/// producing the same output again and again with no human turn. A call is a human turn when
+/// tagged `interactive=true` or `origin=user`; every other call counts as autonomous.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IdleBurnConfig {
@@ -178,6 +178,9 @@ pub struct IdleBurnConfig {
     /// A pause longer than this many seconds ends the stretch of spending.
     #[serde(default = "default_max_gap_secs")]
     pub max_gap_secs: i64,
+    /// Autonomous calls in a row with the same `output_fingerprint` that open the signal too.
+    #[serde(default = "default_max_identical_outputs")]
+    pub max_identical_outputs: usize,
 }
 
 /// `usage_spike`: tokens and calls of a team's workflow (or agent, when calls carry no
@@ -262,6 +265,9 @@ fn default_max_autonomous_secs() -> i64 {
 fn default_max_gap_secs() -> i64 {
     900
 }
+fn default_max_identical_outputs() -> usize {
+    5
+}
 fn default_bucket_secs() -> i64 {
     300
 }
@@ -344,6 +350,7 @@ impl Default for IdleBurnConfig {
             enabled: true,
             max_autonomous_secs: default_max_autonomous_secs(),
             max_gap_secs: default_max_gap_secs(),
+            max_identical_outputs: default_max_identical_outputs(),
         }
     }
 }

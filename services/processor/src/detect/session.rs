@@ -49,6 +49,9 @@ pub struct Step {
     pub tool: Option<String>,
     pub tool_args: Option<String>,
     pub prompt: Option<String>,
+    /// Fingerprint of the completion (absent in state written before it existed).
+    #[serde(default)]
+    pub output: Option<String>,
     pub failed: bool,
     pub error_type: Option<String>,
     pub input_tokens: i64,
@@ -68,6 +71,7 @@ impl Step {
             tool: c.tool_name.clone(),
             tool_args: c.tool_args_fingerprint.clone(),
             prompt: c.prompt_fingerprint.clone(),
+            output: c.output_fingerprint.clone(),
             failed: c.status == CallStatus::Error,
             error_type: c.error_type.clone(),
             input_tokens: c.input_tokens,

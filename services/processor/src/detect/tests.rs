@@ -30,6 +30,7 @@ fn call(n: usize, at: Micros) -> EnrichedLlmCall {
     c.call.status = CallStatus::Ok;
     c.call.error_type = None;
     c.call.prompt_fingerprint = Some(format!("prompt-{n}"));
+    c.call.output_fingerprint = Some(format!("output-{n}"));
     c.call.tool_name = None;
     c.call.tool_args_fingerprint = None;
     c.call.tags.clear();
@@ -291,6 +292,37 @@ fn idle_burn_opens_after_two_hours_without_a_human_turn() {
         &every_ten_minutes(Some(3)),
     );
     assert!(opened(&out, LoopSignalType::IdleBurn).is_empty());
+}
+
+#[test]
+fn idle_burn_opens_on_the_fifth_identical_autonomous_output() {
+    let config = DetectConfig::default();
+    let calls: Vec<_> = (0..7)
+        .map(|n| {
+            let mut c = call(n, T0 + n as i64 * 30 * SEC);
+            if n >= 2 {
+                c.call.output_fingerprint = Some("all is well".into());
+            }
+            c
+        })
+        .collect();
+    let out = feed(&mut Detector::default(), &config, &calls);
+    assert_eq!(opened(&out, LoopSignalType::IdleBurn), vec![6]);
+    assert_eq!(all_types(&out), vec![LoopSignalType::IdleBurn]);
+    let s = &out[6][0].signal;
+    assert_eq!(s.evidence_event_ids, ["e2", "e3", "e4", "e5", "e6"]);
+    assert_eq!(
+        s.explanation,
+        "the same output 5 times in a row with no human turn (output fingerprint all is well)"
+    );
+    // A person in between restarts the count.
+    let mut calls = calls;
+    calls[4]
+        .call
+        .tags
+        .insert("interactive".into(), "true".into());
+    let out = feed(&mut Detector::default(), &config, &calls);
+    assert!(all_types(&out).is_empty());
 }
 
 #[test]
