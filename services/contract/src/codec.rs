@@ -165,7 +165,7 @@ mod tests {
                 err,
                 ContractError::Decode {
                     record: "LlmCall",
-                    version: 1,
+                    version: 2,
                     ..
                 }
             ),

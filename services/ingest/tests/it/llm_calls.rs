@@ -112,6 +112,7 @@ async fn native_records_and_every_usage_shape_reach_kafka_field_by_field() {
     want.prompt_fingerprint = Some(fingerprint::of_value(
         &json!([{"role": "user", "content": "never stored"}]),
     ));
+    want.output_fingerprint = Some(fingerprint::of_value(&json!("never stored either")));
     want.ticket_id = Some("PAY-1".into());
     want.reported_cost_micros = Some(4200);
     want.tags = [("interactive".to_string(), "false".to_string())].into();
