@@ -11,6 +11,7 @@
 
 mod avro_de;
 pub mod clickhouse;
+pub mod clock;
 pub mod codec;
 pub mod config;
 mod error;

@@ -9,10 +9,10 @@
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+use tally_contract::clock::now_micros;
 
 use rdkafka::message::{OwnedMessage, Timestamp};
-use tally_contract::records::Micros;
 use tally_processor::pipeline::{ApplyRecord, Changelogs, OutputSink, Outputs, Stage, Stats};
 use tally_processor::{ProcessorConfig, ProcessorError};
 
@@ -78,12 +78,6 @@ impl OutputSink for Buffer {
         });
         Ok(())
     }
-}
-
-fn now_micros() -> Micros {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as Micros)
 }
 
 /// Runs `stage` over the journal until `stop` is set.

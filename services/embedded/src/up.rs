@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tally_contract::clock::now_micros;
 
 use serde::{Deserialize, Serialize};
 use tally_contract::config::{ServiceConfig, CLICKHOUSE_URL_ENV, KAFKA_BROKERS_ENV};
@@ -342,12 +343,6 @@ fn summarise(journal: &Journal, prefix: &str, stop: &AtomicBool) {
             printed = Instant::now();
         }
     }
-}
-
-fn now_micros() -> Micros {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as Micros)
 }
 
 fn day(micros: Micros) -> i64 {

@@ -19,7 +19,8 @@ use std::collections::HashSet;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+use tally_contract::clock::now_micros;
 
 use axum::body::{to_bytes, Body};
 use axum::extract::{Request, State};
@@ -279,12 +280,6 @@ impl App {
             }),
         }
     }
-}
-
-fn now_micros() -> Micros {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as Micros)
 }
 
 // ------------------------------------------------------------------ answers

@@ -23,10 +23,11 @@ use tally_contract::records::Alert;
 use tally_contract::topics::Topic;
 use tokio::sync::mpsc;
 
-use crate::dead_letter::{now_micros, DeadLetters, Record};
+use crate::dead_letter::{DeadLetters, Record};
 use crate::stats::Stats;
 use crate::worker::Job;
 use crate::{NotifyConfig, NotifyError, Stop};
+use tally_contract::clock::now_micros;
 
 /// How often moved offsets are committed.
 const COMMIT_INTERVAL: Duration = Duration::from_millis(250);

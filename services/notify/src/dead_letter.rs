@@ -2,12 +2,13 @@
 //! did not decode) is written there with the reason, byte for byte as it was read, by an
 //! idempotent producer. The alert counts as finished only once Kafka acknowledged the dead
 //! letter; until then its offset is not committed.
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+use tally_contract::clock::now_micros;
 
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tally_contract::encode;
 use tally_contract::kafka::KafkaConfig;
-use tally_contract::records::{DeadLetter, Micros};
+use tally_contract::records::DeadLetter;
 use tally_contract::topics::Topic;
 
 use crate::{NotifyError, Stop, Stopped};
@@ -99,11 +100,4 @@ impl DeadLetters {
             backoff = (backoff * 2).min(Duration::from_secs(30));
         }
     }
-}
-
-/// Now, in epoch microseconds.
-pub fn now_micros() -> Micros {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as Micros)
 }

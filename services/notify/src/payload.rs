@@ -10,11 +10,10 @@
 //!   by `alert_id` so the firing and the resolve are one Alertmanager alert.
 use std::collections::BTreeMap;
 use std::time::Duration;
+use tally_contract::clock::rfc3339;
 
 use serde_json::{json, Map, Value};
 use tally_contract::records::{Alert, AlertKind, AlertState, Micros, Severity};
-use time::format_description::well_known::Rfc3339;
-use time::OffsetDateTime;
 
 use crate::config::DestinationKind;
 
@@ -161,14 +160,6 @@ pub fn label_name(raw: &str) -> Option<String> {
         name.insert(0, '_');
     }
     Some(name)
-}
-
-/// An epoch-microsecond time as RFC 3339 in UTC, with as many fraction digits as it needs.
-pub fn rfc3339(micros: Micros) -> String {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1_000)
-        .ok()
-        .and_then(|t| t.format(&Rfc3339).ok())
-        .unwrap_or_else(|| "1970-01-01T00:00:00Z".into())
 }
 
 fn severity_badge(severity: Severity) -> (&'static str, &'static str) {

@@ -10,13 +10,14 @@ use tally_contract::records::{Alert, AlertState};
 use tokio::sync::mpsc;
 
 use crate::consumer::Ticket;
-use crate::dead_letter::{now_micros, DeadLetters, Record};
+use crate::dead_letter::{DeadLetters, Record};
 use crate::dedup::{Decision, Dedup};
 use crate::deliver::{Delivery, Destination};
 use crate::payload;
 use crate::retry::RetryPolicy;
 use crate::stats::{DestinationStats, Stats};
 use crate::Stop;
+use tally_contract::clock::now_micros;
 
 /// One alert for one destination.
 #[derive(Debug, Clone)]

@@ -16,7 +16,8 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+use tally_contract::clock::now_micros;
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -545,12 +546,6 @@ fn next_offsets(batch: &[OwnedMessage]) -> Result<TopicPartitionList, ProcessorE
             .map_err(kafka("offsets"))?;
     }
     Ok(list)
-}
-
-fn now_micros() -> Micros {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as Micros)
 }
 
 /// Starts a stage on a thread of its own.

@@ -1,6 +1,7 @@
 //! `tally estimate`: the cost, energy and CO2e of a call (or of N tokens at its mix), with the
 //! method and data versions, computed by the processor's own code.
 use std::path::PathBuf;
+use tally_contract::clock::now_micros;
 
 use clap::Args;
 use serde_json::json;
@@ -186,10 +187,4 @@ fn wh(micro_wh: i128) -> String {
 
 fn grams(micrograms: i128) -> String {
     fixed(micrograms, 6)
-}
-
-fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64)
 }

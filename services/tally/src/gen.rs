@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+use tally_contract::clock::{now_micros, rfc3339};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -136,19 +137,6 @@ pub struct TeamTruth {
     pub input_tokens: i64,
     pub output_tokens: i64,
     pub cost_nanos: i64,
-}
-
-fn now_micros() -> Micros {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as Micros)
-}
-
-fn rfc3339(micros: Micros) -> String {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1_000)
-        .ok()
-        .and_then(|t| t.format(&Rfc3339).ok())
-        .unwrap_or_else(|| micros.to_string())
 }
 
 fn traffic_config(args: &GenArgs) -> Result<TrafficConfig, TallyError> {

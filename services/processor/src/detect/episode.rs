@@ -1,11 +1,10 @@
 //! The life of one signal: open once, update while its loop continues, escalate once,
 //! resolve after a quiet period; and the `LoopSignal` and `Alert` records it produces.
 use serde::{Deserialize, Serialize};
+use tally_contract::clock::rfc3339;
 use tally_contract::records::{
     Alert, AlertKind, AlertState, LoopSignal, LoopSignalType, Micros, Severity, SignalState,
 };
-use time::format_description::well_known::Rfc3339;
-use time::OffsetDateTime;
 
 use super::session::{grouped, Burn, Finding, Step};
 use crate::budgets::dollars;
@@ -186,14 +185,14 @@ impl Episode {
         let message = if resolved {
             format!(
                 "No call continued it after {}. In total: {}.",
-                timestamp(self.last_at),
+                rfc3339(self.last_at),
                 self.burn_text()
             )
         } else {
             format!(
                 "{}. Burned since {}: {}.",
                 capitalised(&self.explanation),
-                timestamp(self.first_at),
+                rfc3339(self.first_at),
                 self.burn_text()
             )
         };
@@ -265,12 +264,4 @@ fn capitalised(text: &str) -> String {
         Some(first) => first.to_uppercase().chain(chars).collect(),
         None => String::new(),
     }
-}
-
-/// RFC 3339 of an event time, for messages.
-pub fn timestamp(micros: Micros) -> String {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1_000)
-        .ok()
-        .and_then(|t| t.format(&Rfc3339).ok())
-        .unwrap_or_else(|| micros.to_string())
 }

@@ -140,7 +140,7 @@ impl SpikeState {
             bucket.burn.calls,
             self.scope,
             config.bucket_secs / 60,
-            super::episode::timestamp(bucket.start),
+            tally_contract::clock::rfc3339(bucket.start),
             bucket.tokens as f64 / self.baseline,
             grouped(self.baseline.round() as i64),
             self.baseline_calls
