@@ -18,6 +18,7 @@ use tally_sink::tabular::{Dialect, Section, SectionSource};
 use tally_sink::SinkError;
 
 use crate::query::midnight_micros;
+use crate::store::date_text;
 use crate::EmbeddedError;
 
 /// The embedded store as a report source.
@@ -91,12 +92,6 @@ fn timestamp_text(micros: i64) -> String {
         t.second(),
         t.microsecond()
     )
-}
-
-fn date_text(days: i32) -> String {
-    time::Date::from_julian_day(2_440_588 + days)
-        .map(|d| d.to_string())
-        .unwrap_or_else(|_| days.to_string())
 }
 
 /// One cell as ClickHouse's text; NULL is empty.

@@ -245,10 +245,14 @@ impl TableFiles {
 
 /// `YYYY-MM-DD` of epoch microseconds.
 fn day_of(micros: i64) -> String {
-    let days = micros.div_euclid(86_400_000_000);
-    time::Date::from_julian_day(2_440_588 + days as i32)
+    date_text(micros.div_euclid(86_400_000_000) as i32)
+}
+
+/// `YYYY-MM-DD` of a day counted from the epoch (Arrow's `Date32`).
+pub(crate) fn date_text(days: i32) -> String {
+    time::Date::from_julian_day(2_440_588 + days)
         .map(|d| d.to_string())
-        .unwrap_or_else(|_| "invalid".into())
+        .unwrap_or_else(|_| days.to_string())
 }
 
 fn split_by_day(

@@ -232,18 +232,27 @@ pub fn period_bounds(period: Period, at: Micros) -> (Micros, Micros) {
     }
 }
 
+/// `$1,234.57`: nano-dollars to the cent, for people.
 pub(crate) fn dollars(nanos: i128) -> String {
     let cents = (nanos + 5_000_000) / 10_000_000;
-    let (whole, fraction) = (cents / 100, cents % 100);
-    let digits = whole.to_string();
-    let mut grouped = String::new();
+    format!("${}.{:02}", grouped(cents / 100), cents % 100)
+}
+
+/// `1,234,567`: counts a person reads.
+pub(crate) fn grouped(n: impl Into<i128>) -> String {
+    let n = n.into();
+    let digits = n.unsigned_abs().to_string();
+    let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
         if i > 0 && (digits.len() - i) % 3 == 0 {
-            grouped.push(',');
+            out.push(',');
         }
-        grouped.push(c);
+        out.push(c);
     }
-    format!("${grouped}.{fraction:02}")
+    if n < 0 {
+        out.insert(0, '-');
+    }
+    out
 }
 
 fn period_label(period: Period, start: Micros) -> String {

@@ -5,7 +5,8 @@
 //! input is read from cache. Once open, the signal continues while growth stays above a
 //! quarter of the threshold, so a slowing loop is not resolved while it still grows.
 use super::config::ContextGrowthConfig;
-use super::session::{grouped, Finding, SessionState};
+use super::session::{Finding, SessionState};
+use crate::budgets::grouped;
 
 /// A finding when input tokens grow fast and uncached; `open` says the signal is already open.
 pub fn check(config: &ContextGrowthConfig, session: &SessionState, open: bool) -> Option<Finding> {

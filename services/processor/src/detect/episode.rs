@@ -6,8 +6,9 @@ use tally_contract::records::{
     Alert, AlertKind, AlertState, LoopSignal, LoopSignalType, Micros, Severity, SignalState,
 };
 
-use super::session::{grouped, Burn, Finding, Step};
+use super::session::{Burn, Finding, Step};
 use crate::budgets::dollars;
+use crate::budgets::grouped;
 use crate::decimal::Decimal;
 
 /// Who and what a signal is about.

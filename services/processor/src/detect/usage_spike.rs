@@ -16,7 +16,8 @@ use tally_contract::records::{EnrichedLlmCall, Micros};
 
 use super::config::UsageSpikeConfig;
 use super::episode::Episode;
-use super::session::{grouped, Burn, Finding};
+use super::session::{Burn, Finding};
+use crate::budgets::grouped;
 
 /// Calls of one bucket.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -124,13 +125,16 @@ impl SpikeState {
         if start > current_start {
             self.roll(config, start, length, at);
         }
-        let bucket = [self.current.as_mut(), self.previous.as_mut()]
+        [self.current.as_mut(), self.previous.as_mut()]
+            .into_iter()
+            .flatten()
+            .find(|b| b.start == start)?
+            .add(call, max_evidence);
+        let bucket = [self.current.as_ref(), self.previous.as_ref()]
             .into_iter()
             .flatten()
             .find(|b| b.start == start)?;
-        bucket.add(call, max_evidence);
-        let bucket = bucket.clone();
-        if !config.enabled || !self.is_spike(config, &bucket) {
+        if !config.enabled || !self.is_spike(config, bucket) {
             return None;
         }
         let explanation = format!(
@@ -148,7 +152,7 @@ impl SpikeState {
         Some(Finding {
             first_at: bucket.first_at,
             last_at: bucket.last_at,
-            evidence: bucket.evidence,
+            evidence: bucket.evidence.clone(),
             burn: bucket.burn,
             explanation,
         })
