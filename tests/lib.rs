@@ -250,3 +250,39 @@ pub fn wait_listening(child: &mut KillOnDrop, port: u16, timeout: Duration) {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// The Python of the venv with the real OpenTelemetry SDK (`TALLY_OTEL_PYTHON`, else made by
+/// `scripts/otel-venv.sh`).
+pub fn otel_python() -> PathBuf {
+    if let Ok(python) = std::env::var("TALLY_OTEL_PYTHON") {
+        return PathBuf::from(python);
+    }
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/otel-venv.sh");
+    let output = std::process::Command::new(&script)
+        .output()
+        .expect("scripts/otel-venv.sh runs");
+    assert!(
+        output.status.success(),
+        "otel-venv.sh failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    PathBuf::from(String::from_utf8(output.stdout).unwrap().trim())
+}
+
+/// `tests/otel/emit_genai_spans.py`: GenAI spans exported by the real OpenTelemetry SDK
+/// (`protocol` protobuf or json) to `endpoint` with `api_key`; fails the test if the export
+/// did not succeed.
+pub fn emit_genai_spans(endpoint: &str, protocol: &str, api_key: &str, run_id: &str) {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("otel/emit_genai_spans.py");
+    let output = std::process::Command::new(otel_python())
+        .arg(script)
+        .args([endpoint, protocol, api_key, run_id])
+        .output()
+        .expect("the OpenTelemetry client runs");
+    assert!(
+        output.status.success(),
+        "export failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

@@ -6,6 +6,11 @@
 //!
 //! Every config struct denies unknown fields, so a typo is an error at start-up that names the
 //! key and where it came from, never a silently ignored setting.
+//!
+//! One environment is often shared by every service (docker-compose's `x-` anchors, a
+//! Kubernetes ConfigMap): a `TALLY__SECTION__…` variable whose top-level key is another
+//! service's ([`SERVICE_KEYS`]) and not this one's is left to that service. A top-level key
+//! that no service has is still an error.
 use std::path::Path;
 
 use figment::providers::{Env, Format, Serialized, Toml};
@@ -20,6 +25,50 @@ pub const KAFKA_BROKERS_ENV: &str = "TALLY_KAFKA_BROKERS";
 pub const CLICKHOUSE_URL_ENV: &str = "TALLY_CLICKHOUSE_URL";
 /// Prefix of the layered environment variables (`TALLY__KAFKA__TOPIC_PREFIX`).
 pub const ENV_PREFIX: &str = "TALLY__";
+
+/// The top-level keys of every tally service's configuration (ingest, processor, sink,
+/// notify, topics, up). A test of the `tally` binary holds it equal to their union.
+pub const SERVICE_KEYS: &[&str] = &[
+    "api_keys",
+    "auto_offset_reset",
+    "batch_max_bytes",
+    "batch_max_rows",
+    "batch_max_wait_ms",
+    "budgets",
+    "carbon",
+    "clickhouse",
+    "commit_interval_ms",
+    "dedup_max_entries",
+    "dedup_window_secs",
+    "default_team",
+    "destinations",
+    "detect",
+    "group_id",
+    "ingest",
+    "instance_id",
+    "kafka",
+    "listen",
+    "max_alert_age_secs",
+    "max_batch",
+    "max_body_bytes",
+    "max_future_skew_secs",
+    "max_in_flight",
+    "metrics_listen",
+    "otlp_team_attribute",
+    "pricing",
+    "processor",
+    "produce_timeout_ms",
+    "producer",
+    "queue_capacity",
+    "renotify_interval_secs",
+    "retry",
+    "roles",
+    "session_timeout_ms",
+    "sink",
+    "tables",
+    "transaction_timeout_ms",
+    "windows",
+];
 
 /// A service's configuration: defaults come from `Default`.
 pub trait ServiceConfig: Serialize + DeserializeOwned + Default {
@@ -39,7 +88,13 @@ pub fn load<T: ServiceConfig>(file: Option<&Path>) -> Result<T> {
         }
         figment = figment.merge(Toml::file_exact(path));
     }
-    figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__"));
+    let own = serde_aux::serde_introspection::serde_introspect::<T>();
+    let mine = move |key: &figment::value::UncasedStr| {
+        let top = key.as_str().split("__").next().unwrap_or_default();
+        let known = |keys: &[&str]| keys.iter().any(|k| k.eq_ignore_ascii_case(top));
+        known(own) || !known(SERVICE_KEYS)
+    };
+    figment = figment.merge(Env::prefixed(ENV_PREFIX).filter(mine).split("__"));
     for (variable, key) in T::ENV_ALIASES {
         let key = *key;
         figment = figment.merge(Env::raw().only(&[variable]).map(move |_| key.into()));
@@ -99,6 +154,30 @@ mod tests {
             let sample: Sample = load(None).unwrap();
             assert_eq!(sample, Sample::default());
             assert_eq!(sample.kafka.brokers, "127.0.0.1:9092");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn shared_environment_of_other_services_is_left_to_them_and_typos_stay_errors() {
+        Jail::expect_with(|jail| {
+            // Another service's section (the sink's ClickHouse), as docker-compose shares it.
+            jail.set_env("TALLY__CLICKHOUSE__DATABASE", "tally");
+            jail.set_env("TALLY__LISTEN", "0.0.0.0:8080");
+            jail.set_env("TALLY__KAFKA__TOPIC_PREFIX", "p.");
+            let sample: Sample = load(None).unwrap();
+            assert_eq!(
+                sample.kafka.topic_prefix, "p.",
+                "its own sections still apply"
+            );
+            // A typo inside its own section, or a key no service has, is an error naming it.
+            jail.set_env("TALLY__KAFKA__BROKERZ", "x");
+            let err = load::<Sample>(None).unwrap_err().to_string();
+            assert!(err.contains("brokerz"), "{err}");
+            jail.clear_env();
+            jail.set_env("TALLY__BATCH_ROWZ", "1");
+            let err = load::<Sample>(None).unwrap_err().to_string();
+            assert!(err.contains("batch_rowz"), "{err}");
             Ok(())
         });
     }

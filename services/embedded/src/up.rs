@@ -29,9 +29,14 @@ pub const LOCAL_KEY: &str = "tally-local";
 
 /// The configuration file of `tally up`: each part's settings as its own service reads them.
 /// One process has one Kafka: `[ingest.kafka]` (or `TALLY_KAFKA_BROKERS`) serves all parts.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpConfig {
+    /// The team of events sent with the built-in key `tally-local` that name none (an
+    /// OpenTelemetry span without `tally.team`, a call without `team`): they are counted
+    /// under it, never refused. Keys of `[ingest] api_keys` keep their own team rules.
+    #[serde(default = "default_team")]
+    pub default_team: String,
     /// The ingest service (`[ingest]`). Without `api_keys`, the key `tally-local` (tenant
     /// `acme`, any team) is accepted, and only on a loopback address.
     #[serde(default)]
@@ -42,6 +47,21 @@ pub struct UpConfig {
     /// The ClickHouse sink (`[sink]`), when `tally up` runs on Kafka and ClickHouse.
     #[serde(default)]
     pub sink: SinkConfig,
+}
+
+fn default_team() -> String {
+    "unassigned".to_string()
+}
+
+impl Default for UpConfig {
+    fn default() -> Self {
+        UpConfig {
+            default_team: default_team(),
+            ingest: IngestConfig::default(),
+            processor: ProcessorConfig::default(),
+            sink: SinkConfig::default(),
+        }
+    }
 }
 
 impl ServiceConfig for UpConfig {
@@ -140,7 +160,7 @@ pub fn ingest_config(options: &UpOptions) -> Result<IngestConfig, EmbeddedError>
             name: "tally-up-local".into(),
             sha256: sha256_hex(LOCAL_KEY),
             tenant: "acme".into(),
-            team: None,
+            team: Some(options.config.default_team.clone()),
             any_team: true,
             rate_limit_per_sec: 1_000_000,
             github_webhook_secret: None,

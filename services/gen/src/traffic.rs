@@ -184,6 +184,7 @@ pub fn generate(config: &TrafficConfig) -> Workload {
         let mut generator = Gen::new(rng.random(), caller, start);
         shape(&mut generator);
         let (mut session_calls, _) = generator.finish();
+        end_by(&mut session_calls, config.start + config.span);
         sessions += 1;
         // Half of the agent sessions work on a ticket: opened before, closed after.
         if agent && rng.random_range(0..2) == 0 && !session_calls.is_empty() {
@@ -196,6 +197,8 @@ pub fn generate(config: &TrafficConfig) -> Workload {
             }
             let opened = first - rng.random_range(1..48) * HOUR;
             let done = last + rng.random_range(30..480) * MINUTE;
+            // A ticket whose work ends near the end of the span is still open at its end.
+            let closes = done < config.start + config.span;
             let kind = [
                 TicketKind::Feature,
                 TicketKind::Feature,
@@ -212,16 +215,18 @@ pub fn generate(config: &TrafficConfig) -> Workload {
                 opened,
                 estimate,
             ));
-            others.push(ticket_event(
-                config,
-                team,
-                &ticket,
-                kind,
-                TicketStatus::Closed,
-                done,
-                estimate,
-            ));
-            closed[t].push((done, ticket));
+            if closes {
+                others.push(ticket_event(
+                    config,
+                    team,
+                    &ticket,
+                    kind,
+                    TicketStatus::Closed,
+                    done,
+                    estimate,
+                ));
+                closed[t].push((done, ticket));
+            }
         }
         calls.extend(session_calls);
     }
@@ -240,6 +245,22 @@ pub fn generate(config: &TrafficConfig) -> Workload {
         events,
         sessions,
         loops,
+    }
+}
+
+/// Moves a session back in time, whole, so that its last call is before `end`: a session
+/// that begins late in the span would otherwise run past it (past now, with the default
+/// start), and ingest refuses events from the future. Its shape, and so its loop, is kept.
+fn end_by(calls: &mut [LlmCall], end: Micros) {
+    let Some(last) = calls.iter().map(|c| c.occurred_at).max() else {
+        return;
+    };
+    let excess = last - end + 1;
+    if excess > 0 {
+        for call in calls {
+            call.occurred_at -= excess;
+            call.received_at -= excess;
+        }
     }
 }
 
@@ -532,6 +553,25 @@ mod tests {
                     "seed {seed}: {call:?}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn no_event_is_dated_at_or_after_the_end_of_the_span_whatever_the_start() {
+        // Starts at several times of day: sessions that begin late in the span are moved
+        // back, tickets that would close after it stay open.
+        for hour in [0, 7, 13, 18, 23] {
+            let mut c = config(4_000, Mix::Mixed);
+            c.start += hour * HOUR + 17 * MINUTE;
+            c.span = DAY;
+            let end = c.start + c.span;
+            let workload = generate(&c);
+            let last = workload.events.iter().map(Event::at).max().unwrap();
+            assert!(
+                last < end,
+                "start +{hour} h: an event at {last} >= end {end}"
+            );
+            assert_eq!(calls(&workload).len(), 4_000);
         }
     }
 

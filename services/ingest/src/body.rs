@@ -48,16 +48,13 @@ pub fn parse_records(body: &[u8]) -> Result<Vec<Value>, MalformedBody> {
     }
 }
 
+/// NDJSON, or any sequence of JSON objects separated by whitespace: one object written over
+/// several lines (as `curl -d` examples are) is one record. Positions are of the whole body.
 fn parse_ndjson(text: &str) -> Result<Vec<Value>, MalformedBody> {
-    let mut records = Vec::new();
-    for (number, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let value = serde_json::from_str(line).map_err(|e| from_serde(&e, number))?;
-        records.push(value);
-    }
-    Ok(records)
+    serde_json::Deserializer::from_str(text)
+        .into_iter::<Value>()
+        .map(|value| value.map_err(|e| from_serde(&e, 0)))
+        .collect()
 }
 
 fn from_serde(error: &serde_json::Error, line_offset: usize) -> MalformedBody {
@@ -101,6 +98,10 @@ mod tests {
                 .len(),
             3
         );
+        // One object over several lines, as the README's curl examples send it.
+        let pretty = b"{\"occurred_at\": \"2026-11-23T10:00:00Z\",\n  \"service\": \"checkout\"}\n";
+        assert_eq!(parse_records(pretty).unwrap().len(), 1);
+        assert_eq!(parse_records(b"{\"a\":\n1}\n{\"a\":\n2}").unwrap().len(), 2);
     }
 
     #[test]

@@ -273,6 +273,23 @@ team = "payments"
     }
 
     #[test]
+    fn api_keys_come_from_the_environment_as_an_array_of_inline_tables() {
+        // How docker-compose (or a Kubernetes secret) hands keys to ingest without a file.
+        Jail::expect_with(|jail| {
+            jail.set_env(
+                "TALLY__API_KEYS",
+                r#"[{name = "gateway", sha256 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", tenant = "acme", team = "payments"}, {name = "ci", sha256 = "0000000000000000000000000000000000000000000000000000000000000000", tenant = "acme", any_team = true}]"#,
+            );
+            let config: IngestConfig = load(None).unwrap();
+            config.validate().unwrap();
+            assert_eq!(config.api_keys.len(), 2);
+            assert_eq!(config.api_keys[0].team.as_deref(), Some("payments"));
+            assert!(config.api_keys[1].any_team);
+            Ok(())
+        });
+    }
+
+    #[test]
     fn invalid_settings_are_named() {
         let no_keys = IngestConfig::default();
         assert!(no_keys

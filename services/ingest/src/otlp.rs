@@ -578,9 +578,17 @@ fn json_value(value: &AttrValue) -> Value {
     }
 }
 
+/// The first item of an array attribute. LiteLLM's OpenTelemetry callback sends the array
+/// as its JSON text (`'["stop"]'`): that is read as the array it encodes.
 fn first_of_array(value: &AttrValue) -> Value {
     match value {
         AttrValue::Array(items) => items.first().map_or(Value::Null, json_value),
+        AttrValue::Str(text) if text.trim_start().starts_with('[') => {
+            match serde_json::from_str::<Vec<Value>>(text) {
+                Ok(items) => items.into_iter().next().unwrap_or(Value::Null),
+                Err(_) => Value::String(text.clone()),
+            }
+        }
         other => json_value(other),
     }
 }
@@ -711,6 +719,36 @@ mod tests {
         let from_json = decode_json(body.to_string().as_bytes()).unwrap();
         let from_proto = decode_protobuf(&request().encode_to_vec()).unwrap();
         assert_eq!(from_json, from_proto);
+    }
+
+    #[test]
+    fn finish_reasons_sent_as_json_text_are_read_as_the_array() {
+        // LiteLLM's OpenTelemetry callback: `gen_ai.response.finish_reasons = '["stop"]'`.
+        let mut span = decode_protobuf(&request().encode_to_vec()).unwrap()[0].spans[0].clone();
+        let reasons = |span: &mut Span, value: AttrValue| {
+            span.attributes
+                .retain(|(key, _)| key != "gen_ai.response.finish_reasons");
+            span.attributes
+                .push(("gen_ai.response.finish_reasons".into(), value));
+            match span_to_record(&[], span, "tally.team") {
+                SpanRecord::Call(record) => record["finish_reason"].clone(),
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(
+            reasons(&mut span, AttrValue::Str(r#"["stop"]"#.into())),
+            "stop"
+        );
+        assert_eq!(
+            reasons(&mut span, AttrValue::Str(r#" ["length", "stop"]"#.into())),
+            "length"
+        );
+        assert_eq!(reasons(&mut span, AttrValue::Str("stop".into())), "stop");
+        assert_eq!(
+            reasons(&mut span, AttrValue::Str("[not json".into())),
+            "[not json",
+            "text that is no JSON array is kept as sent"
+        );
     }
 
     #[test]

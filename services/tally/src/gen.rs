@@ -149,6 +149,19 @@ fn traffic_config(args: &GenArgs) -> Result<TrafficConfig, TallyError> {
         }
         None => now_micros() - span,
     };
+    // Events are sent no later than they are dated: ingest refuses calls from the future.
+    let sends = args.out.is_none();
+    if sends && start + span > now_micros() {
+        return Err(TallyError::Usage(format!(
+            "--start {} with --span {} s ends at {}, after now ({}): tally gen never sends an \
+             event dated after the moment it sends it; choose an earlier --start or a shorter \
+             --span (or write a file with --out)",
+            rfc3339(start),
+            span / 1_000_000,
+            rfc3339(start + span),
+            rfc3339(now_micros())
+        )));
+    }
     let calls = args
         .calls
         .unwrap_or((args.rate as u128 * args.duration.as_secs() as u128) as usize);

@@ -338,3 +338,24 @@ async fn run(command: Command) -> Result<(), TallyError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use serde_aux::serde_introspection::serde_introspect;
+    use tally_contract::config::SERVICE_KEYS;
+
+    #[test]
+    fn the_shared_environment_knows_every_services_top_level_keys() {
+        let mut keys: BTreeSet<&str> = BTreeSet::new();
+        keys.extend(serde_introspect::<tally_ingest::IngestConfig>());
+        keys.extend(serde_introspect::<tally_processor::ProcessorConfig>());
+        keys.extend(serde_introspect::<tally_sink::SinkConfig>());
+        keys.extend(serde_introspect::<tally_notify::NotifyConfig>());
+        keys.extend(serde_introspect::<crate::topics::TopicsConfig>());
+        keys.extend(serde_introspect::<tally_embedded::up::UpConfig>());
+        let listed: BTreeSet<&str> = SERVICE_KEYS.iter().copied().collect();
+        assert_eq!(listed, keys, "tally_contract::config::SERVICE_KEYS");
+    }
+}

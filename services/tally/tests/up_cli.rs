@@ -87,6 +87,39 @@ fn sigkill_while_gen_sends_then_restart_counts_every_accepted_call_once() {
     assert_store_equals_truth(dir.path(), &truth);
 }
 
+#[test]
+fn opentelemetry_spans_without_a_team_are_counted_under_the_default_team() {
+    // The real OpenTelemetry SDK pointed at `tally up` with the built-in key: its spans name
+    // no `tally.team`. They are counted under `unassigned`, not refused in a partialSuccess
+    // the SDK would not log.
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _up = start_up(dir.path(), port);
+    let endpoint = format!("http://127.0.0.1:{port}/v1/traces");
+    tally_tests::emit_genai_spans(&endpoint, "protobuf", "tally-local", "run-otel");
+    let sql = "SELECT team, count(*) AS calls, min(finish_reason) AS finish_reason \
+               FROM llm_calls GROUP BY team";
+    let rows = wait_for_rows(dir.path(), sql, |rows| {
+        rows.first().is_some_and(|r| r["calls"] == 4)
+    });
+    assert_eq!(
+        rows,
+        vec![serde_json::json!({"team": "unassigned", "calls": 4, "finish_reason": "stop"})]
+    );
+}
+
+/// The rows of `sql` once `ready` says they are complete (the store flushes every second).
+fn wait_for_rows(dir: &std::path::Path, sql: &str, ready: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let rows = query(dir, sql).unwrap();
+        if ready(&rows) || std::time::Instant::now() > deadline {
+            return rows;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// SIGKILL: no chance to flush or commit anything.
 fn sigkill(child: &mut Child) {
     let status = Command::new("kill")

@@ -1,52 +1,19 @@
 //! `POST /v1/traces` with a real OpenTelemetry client: the Python SDK and its OTLP/HTTP
 //! exporters (protobuf and JSON), from the venv scripts/otel-venv.sh makes.
-use std::path::PathBuf;
-use std::process::Command;
-
 use tally_contract::records::{CallStatus, LlmCall};
 use tally_contract::topics::Topic;
 use tally_ingest::fingerprint;
 
 use crate::harness::{Harness, PAYMENTS_KEY};
 
-fn otel_python() -> PathBuf {
-    if let Ok(python) = std::env::var("TALLY_OTEL_PYTHON") {
-        return PathBuf::from(python);
-    }
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/otel-venv.sh");
-    let output = Command::new(&script)
-        .output()
-        .expect("scripts/otel-venv.sh runs");
-    assert!(
-        output.status.success(),
-        "otel-venv.sh failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    PathBuf::from(String::from_utf8(output.stdout).unwrap().trim())
-}
-
 async fn emit(ingest: &Harness, protocol: &str, run_id: &str) {
-    let script =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/otel/emit_genai_spans.py");
     let endpoint = format!("{}/v1/traces", ingest.url);
-    let python = otel_python();
-    let run_id = run_id.to_string();
-    let protocol = protocol.to_string();
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new(python)
-            .arg(script)
-            .args([&endpoint, &protocol, PAYMENTS_KEY, &run_id])
-            .output()
+    let (protocol, run_id) = (protocol.to_string(), run_id.to_string());
+    tokio::task::spawn_blocking(move || {
+        tally_tests::emit_genai_spans(&endpoint, &protocol, PAYMENTS_KEY, &run_id)
     })
     .await
-    .unwrap()
-    .expect("the OpenTelemetry client runs");
-    assert!(
-        output.status.success(),
-        "export failed: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    .unwrap();
 }
 
 #[tokio::test]
