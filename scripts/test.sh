@@ -5,7 +5,8 @@
 #    unless TALLY_KAFKA_BROKERS / TALLY_CLICKHOUSE_URL name servers of yours, and makes the
 #    Python venvs of the real OpenTelemetry SDK (the ingest tests' OTLP client) and of
 #    EcoLogits (the carbon oracle): scripts/otel-venv.sh, scripts/ecologits-venv.sh; and
-#    Debian's chromium, which renders the HTML report in a test.
+#    Debian's chromium, which renders the HTML report in a test, and faketime, which sets the
+#    clock of the README first-look test.
 # 2. cargo fmt --check and cargo clippy -D warnings (skip with --no-lint).
 # 3. cargo test --workspace: unit, golden-file and integration tests. Integration tests fail,
 #    never skip, when a server does not answer.
@@ -62,6 +63,11 @@ if ! command -v chromium >/dev/null 2>&1; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
 chromium --version
+# libfaketime sets the wall clock of the README first-look test (it runs at several times of day).
+if [ ! -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ]; then
+  echo "installing Debian's faketime for the first-look test's clock"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq faketime >/dev/null
+fi
 
 if [ $lint = 1 ]; then
   step "cargo fmt --check"

@@ -441,8 +441,11 @@ async fn post(
         }
         let text = response.text().await.unwrap_or_default();
         if status != 202 {
+            // The first problems are enough to act on; a whole batch's list is not.
+            let shown: String = text.chars().take(1_000).collect();
+            let more = if shown.len() < text.len() { " ..." } else { "" };
             return Err(TallyError::Usage(format!(
-                "{url} answered {status} to a batch of {records}: {text}"
+                "{url} answered {status} to a batch of {records}: {shown}{more}"
             )));
         }
         let answer: Value = serde_json::from_str(&text).unwrap_or(Value::Null);

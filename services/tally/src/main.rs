@@ -16,7 +16,7 @@ mod up;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use tally_contract::config::load;
 
 use crate::error::TallyError;
@@ -104,16 +104,45 @@ struct ReportOutput {
     data_dir: Option<PathBuf>,
 }
 
+/// The days a report covers.
+#[derive(Debug, Args)]
+struct Period {
+    /// Start, `YYYY-MM-DD` (UTC), inclusive (emissions: months starting on or after it).
+    /// Default: the first day of last month.
+    #[arg(long)]
+    from: Option<String>,
+    /// End, `YYYY-MM-DD` (UTC), exclusive. Default: the first day of next month.
+    #[arg(long)]
+    to: Option<String>,
+}
+
+impl Period {
+    /// `(from, to)`, the defaults filled in from today's date (UTC): last month and this one.
+    fn resolve(self) -> (String, String) {
+        let today = time::OffsetDateTime::from_unix_timestamp_nanos(
+            i128::from(tally_contract::clock::now_micros()) * 1_000,
+        )
+        .map(|t| t.date())
+        .unwrap_or(time::Date::MIN);
+        let first = today.replace_day(1).expect("every month has a first day");
+        let last_month = first.previous_day().map_or(first, |d| d.replace_day(1).unwrap_or(d));
+        let next_month = first
+            .checked_add(time::Duration::days(32))
+            .and_then(|d| d.replace_day(1).ok())
+            .unwrap_or(first);
+        (
+            self.from.unwrap_or_else(|| last_month.to_string()),
+            self.to.unwrap_or_else(|| next_month.to_string()),
+        )
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum ReportCommand {
     /// Spend (exact dollars), calls, unpriced calls and tokens, by team or other dimensions.
     Spend {
-        /// Start, `YYYY-MM-DD` (UTC), inclusive.
-        #[arg(long)]
-        from: String,
-        /// End, `YYYY-MM-DD` (UTC), exclusive.
-        #[arg(long)]
-        to: String,
+        #[command(flatten)]
+        period: Period,
         /// Breakdown: comma-separated of team, model, provider, user, workflow, region, service_tier.
         #[arg(long, default_value = "team", value_delimiter = ',')]
         by: Vec<String>,
@@ -122,12 +151,8 @@ enum ReportCommand {
     },
     /// Cost per deploy, per closed ticket and team efficiency.
     Attribution {
-        /// Start, `YYYY-MM-DD` (UTC), inclusive.
-        #[arg(long)]
-        from: String,
-        /// End, `YYYY-MM-DD` (UTC), exclusive.
-        #[arg(long)]
-        to: String,
+        #[command(flatten)]
+        period: Period,
         /// Share of a team's untagged spend attributed to each ticket open at the time.
         #[arg(long, default_value_t = 0.0)]
         unattributed_share: f64,
@@ -139,23 +164,15 @@ enum ReportCommand {
     },
     /// Runaway-agent signals with what each burned.
     Loops {
-        /// Start, `YYYY-MM-DD` (UTC), inclusive.
-        #[arg(long)]
-        from: String,
-        /// End, `YYYY-MM-DD` (UTC), exclusive.
-        #[arg(long)]
-        to: String,
+        #[command(flatten)]
+        period: Period,
         #[command(flatten)]
         output: ReportOutput,
     },
     /// Energy and CO2e, low / central / high, with methods, data versions and assumptions.
     Emissions {
-        /// First month, `YYYY-MM-DD` (months starting on or after it).
-        #[arg(long)]
-        from: String,
-        /// End, `YYYY-MM-DD`, exclusive (months starting before it).
-        #[arg(long)]
-        to: String,
+        #[command(flatten)]
+        period: Period,
         /// Breakdown: comma-separated of team, model, provider, region, month.
         #[arg(long, default_value = "team,model,region", value_delimiter = ',')]
         by: Vec<String>,
@@ -208,14 +225,14 @@ async fn report_command(report: ReportCommand) -> Result<(), TallyError> {
     use tally_sink::{report, tabular};
     let (text, output) = match report {
         ReportCommand::Emissions {
-            from,
-            to,
+            period,
             by,
             format,
             out,
             config,
             data_dir,
         } => {
+            let (from, to) = period.resolve();
             let query = report::EmissionsQuery { from, to, by };
             let report = match store_for(&config, &data_dir).await? {
                 Store::ClickHouse(client) => report::emissions(&client, &query).await?,
@@ -236,24 +253,20 @@ async fn report_command(report: ReportCommand) -> Result<(), TallyError> {
             };
             (text, out)
         }
-        ReportCommand::Spend {
-            from,
-            to,
-            by,
-            output,
-        } => {
+        ReportCommand::Spend { period, by, output } => {
+            let (from, to) = period.resolve();
             let store = store_for(&output.config, &output.data_dir).await?;
             let report = on_store!(store, |source| tabular::spend(source, &from, &to, &by)
                 .await?);
             (render(&report, &output.format)?, output.out)
         }
         ReportCommand::Attribution {
-            from,
-            to,
+            period,
             unattributed_share,
             loaded_hourly_rate_usd,
             output,
         } => {
+            let (from, to) = period.resolve();
             let store = store_for(&output.config, &output.data_dir).await?;
             let report = on_store!(store, |source| tabular::attribution(
                 source,
@@ -265,7 +278,8 @@ async fn report_command(report: ReportCommand) -> Result<(), TallyError> {
             .await?);
             (render(&report, &output.format)?, output.out)
         }
-        ReportCommand::Loops { from, to, output } => {
+        ReportCommand::Loops { period, output } => {
+            let (from, to) = period.resolve();
             let store = store_for(&output.config, &output.data_dir).await?;
             let report = on_store!(store, |source| tabular::loops(source, &from, &to).await?);
             (render(&report, &output.format)?, output.out)
