@@ -27,6 +27,7 @@ use datafusion::logical_expr::Expr;
 use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Volatility};
 use datafusion::prelude::{create_udf, SessionContext};
 
+use crate::store::snapshot::Snapshot;
 use crate::store::{schema, TABLES};
 use crate::EmbeddedError;
 
@@ -195,17 +196,16 @@ fn statements(file: &str) -> Vec<String> {
         .collect()
 }
 
-/// A DataFusion session over the store in `store`.
-pub async fn context(store: &Path) -> Result<SessionContext, EmbeddedError> {
+/// A DataFusion session over a [`Snapshot`] of the store in `store`: every query of the
+/// session reads the files of one manifest per table, whatever flushes and merges meanwhile.
+/// Keep the snapshot as long as the session.
+pub async fn context(store: &Path) -> Result<(SessionContext, Snapshot), EmbeddedError> {
+    let snapshot = Snapshot::take(store)?;
     let context = SessionContext::new();
     context.register_udf(scale9());
     context.register_udf(utc());
     for spec in TABLES {
-        let dir = store.join(spec.name);
-        std::fs::create_dir_all(&dir).map_err(|source| EmbeddedError::Io {
-            context: format!("cannot create {}", dir.display()),
-            source,
-        })?;
+        let dir = snapshot.table_dir(spec.name);
         let url = ListingTableUrl::parse(format!("{}/", dir.display()))?;
         let options =
             ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
@@ -227,7 +227,7 @@ pub async fn context(store: &Path) -> Result<SessionContext, EmbeddedError> {
             state: context.state(),
         }),
     );
-    Ok(context)
+    Ok((context, snapshot))
 }
 
 /// Runs one SQL statement.

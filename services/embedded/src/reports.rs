@@ -21,9 +21,10 @@ use crate::query::midnight_micros;
 use crate::store::date_text;
 use crate::EmbeddedError;
 
-/// The embedded store as a report source.
+/// The embedded store as a report source: a session over one snapshot of it.
 pub struct EmbeddedSource {
     pub context: SessionContext,
+    pub snapshot: crate::store::snapshot::Snapshot,
 }
 
 fn query_error(e: impl std::fmt::Display) -> SinkError {

@@ -141,6 +141,14 @@ pub fn run_stage(
     Ok(())
 }
 
+/// A stage's thread, and what it consumes: its producer name in the journal and its input
+/// topic (for retention).
+pub struct SpawnedStage {
+    pub thread: std::thread::JoinHandle<Result<(), EmbeddedError>>,
+    pub producer: String,
+    pub input: String,
+}
+
 /// Starts the processor's stages (enrich, aggregate, and detect unless disabled) on threads
 /// of their own, over the journal.
 pub fn spawn_stages(
@@ -149,7 +157,7 @@ pub fn spawn_stages(
     enricher: tally_processor::enrich::Enricher,
     stop: Arc<AtomicBool>,
     stats: Arc<Stats>,
-) -> Vec<std::thread::JoinHandle<Result<(), EmbeddedError>>> {
+) -> Vec<SpawnedStage> {
     let mut stages: Vec<Box<dyn Stage>> = vec![
         Box::new(tally_processor::stages::EnrichStage { enricher }),
         Box::new(tally_processor::stages::AggregateStage {
@@ -162,12 +170,19 @@ pub fn spawn_stages(
     stages
         .into_iter()
         .map(|mut stage| {
+            let producer = format!("stage-{}", stage.name());
+            let input = stage.input(&config);
             let (journal, config, stop, stats) =
                 (journal.clone(), config.clone(), stop.clone(), stats.clone());
-            std::thread::Builder::new()
+            let thread = std::thread::Builder::new()
                 .name(format!("up-{}", stage.name()))
                 .spawn(move || run_stage(&journal, &config, stage.as_mut(), &stop, &stats))
-                .expect("a thread can be spawned")
+                .expect("a thread can be spawned");
+            SpawnedStage {
+                thread,
+                producer,
+                input,
+            }
         })
         .collect()
 }

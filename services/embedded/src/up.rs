@@ -2,7 +2,7 @@
 //! process over the journal; a live one-line summary; Ctrl-C stops it after the transactions
 //! in progress commit. A crash loses nothing acknowledged: the ingest answers 202 after the
 //! request's frame is fsynced, and every stage and table resumes from its committed position.
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -20,8 +20,8 @@ use tally_ingest::{ApiKeyConfig, IngestConfig, Server};
 use tally_processor::ProcessorConfig;
 use tally_sink::SinkConfig;
 
-use crate::journal::{Journal, Record};
-use crate::store::{spawn_tables, Store, StoreStats};
+use crate::journal::{Journal, JournalConfig, Readers, Record};
+use crate::store::{spawn_tables, Store, StoreConfig, StoreStats};
 use crate::EmbeddedError;
 
 /// The API key `tally up` accepts on loopback when the configuration names none.
@@ -47,6 +47,12 @@ pub struct UpConfig {
     /// The ClickHouse sink (`[sink]`), when `tally up` runs on Kafka and ClickHouse.
     #[serde(default)]
     pub sink: SinkConfig,
+    /// The journal's segment size and how much of it is kept for replay (`[journal]`).
+    #[serde(default)]
+    pub journal: JournalConfig,
+    /// How often the tables are written (`[store]`).
+    #[serde(default)]
+    pub store: StoreConfig,
 }
 
 fn default_team() -> String {
@@ -60,6 +66,8 @@ impl Default for UpConfig {
             ingest: IngestConfig::default(),
             processor: ProcessorConfig::default(),
             sink: SinkConfig::default(),
+            journal: JournalConfig::default(),
+            store: StoreConfig::default(),
         }
     }
 }
@@ -180,21 +188,38 @@ pub async fn run(
     processor.kafka = ingest.kafka.clone();
     processor.validate()?;
     let prefix = ingest.kafka.topic_prefix.clone();
-    let journal = Arc::new(Journal::open(&options.data_dir.join("journal"))?);
+    let changelogs = [
+        tally_processor::stages::STATE_TOPIC,
+        tally_processor::stages::DETECT_STATE_TOPIC,
+    ]
+    .map(|base| tally_processor::changelog::topic_name(&processor, base));
+    let journal = Arc::new(Journal::open_with(
+        &options.data_dir.join("journal"),
+        options.config.journal.clone(),
+        &changelogs,
+    )?);
     let enricher =
         tally_processor::enrich::Enricher::new(processor.catalogue()?, processor.carbon.clone())?;
     let stop = Arc::new(AtomicBool::new(false));
     let stage_stats = Arc::new(tally_processor::pipeline::Stats::default());
     let store_stats = Arc::new(StoreStats::default());
+    // Who reads each topic of the journal: stages by their committed positions (journal
+    // transport), the store's tables, and the summary line.
+    let mut consumers: Vec<(String, String)> = Vec::new();
     let (server, mut threads) = match options.transport {
         Transport::Journal => {
-            let threads = crate::runner::spawn_stages(
+            let stages = crate::runner::spawn_stages(
                 journal.clone(),
                 processor,
                 enricher,
                 stop.clone(),
                 stage_stats.clone(),
             );
+            let mut threads = Vec::new();
+            for stage in stages {
+                consumers.push((stage.producer, stage.input));
+                threads.push(stage.thread);
+            }
             let publisher = Arc::new(JournalPublisher(journal.clone()));
             (Server::bind_with(ingest.clone(), publisher).await?, threads)
         }
@@ -242,7 +267,7 @@ pub async fn run(
         journal.clone(),
         store,
         prefix.clone(),
-        Duration::from_secs(1),
+        Duration::from_millis(options.config.store.flush_every_ms),
         stop.clone(),
         store_stats.clone(),
     ));
@@ -267,9 +292,32 @@ pub async fn run(
         "           records through {transport} (journal in {}); tables in {store}",
         options.data_dir.join("journal").display()
     );
+    let summary_file = options.data_dir.join("summary.json");
     let summary = {
-        let (journal, stop, prefix) = (journal.clone(), stop.clone(), prefix.clone());
-        std::thread::spawn(move || summarise(&journal, &prefix, &stop))
+        let (journal, stop, prefix, file) = (
+            journal.clone(),
+            stop.clone(),
+            prefix.clone(),
+            summary_file.clone(),
+        );
+        std::thread::spawn(move || summarise(&journal, &prefix, &file, &stop))
+    };
+    let retention = {
+        let (journal, stop, stats) = (journal.clone(), stop.clone(), store_stats.clone());
+        let readers = ReaderSpec {
+            stages: consumers,
+            tables: crate::store::TABLES
+                .iter()
+                .map(|t| t.topic.name(&prefix))
+                .collect(),
+            summary: summary_file,
+            summary_topics: [
+                Topic::LlmCallsEnriched.name(&prefix),
+                Topic::LoopSignals.name(&prefix),
+            ],
+            changelogs: changelogs.to_vec(),
+        };
+        std::thread::spawn(move || retain(&journal, &readers, &stats, &stop))
     };
     let served = server.serve(shutdown).await;
     eprintln!("\ntally up: stopping; committing what is in progress");
@@ -285,32 +333,127 @@ pub async fn run(
         }
     }
     let _ = summary.join();
+    let _ = retention.join();
     first_error.map_or(Ok(()), Err)
 }
 
-/// The live summary: calls per second, spend today (UTC) and open loop signals.
-fn summarise(journal: &Journal, prefix: &str, stop: &AtomicBool) {
-    let enriched = Topic::LlmCallsEnriched.name(prefix);
-    let calls = enriched.clone();
-    let signals = Topic::LoopSignals.name(prefix);
-    let (mut enriched_at, mut signals_at) = (0u64, 0u64);
-    let mut spend_today: i128 = 0;
-    let mut unpriced_today = 0u64;
-    let mut today = day(now_micros());
-    let mut open: HashSet<String> = HashSet::new();
-    let mut last = (Instant::now(), journal.end(&calls));
-    let terminal = std::io::stderr().is_terminal();
-    let mut printed = Instant::now();
-    while !stop.load(Ordering::SeqCst) {
-        std::thread::sleep(Duration::from_secs(1));
-        if day(now_micros()) != today {
-            today = day(now_micros());
-            spend_today = 0;
-            unpriced_today = 0;
+/// Who reads what, for the journal's retention.
+struct ReaderSpec {
+    /// (producer, input topic) of each stage.
+    stages: Vec<(String, String)>,
+    /// The topics the store's tables are filled from.
+    tables: Vec<String>,
+    /// The summary line's saved position, and the two topics it reads.
+    summary: PathBuf,
+    summary_topics: [String; 2],
+    changelogs: Vec<String>,
+}
+
+impl ReaderSpec {
+    /// Each topic's readers and how far each has committed; a reader that has not said yet
+    /// counts as at 0, so nothing it may need is deleted.
+    fn readers(&self, journal: &Journal, stats: &StoreStats) -> HashMap<String, Readers> {
+        let mut readers: HashMap<String, Vec<u64>> = HashMap::new();
+        for (producer, input) in &self.stages {
+            readers
+                .entry(input.clone())
+                .or_default()
+                .push(journal.position(producer, input));
         }
-        while let Ok(records) = journal.read(&enriched, enriched_at, 10_000) {
+        let committed = stats.committed.lock().unwrap_or_else(|e| e.into_inner());
+        for topic in &self.tables {
+            readers
+                .entry(topic.clone())
+                .or_default()
+                .push(committed.get(topic).copied().unwrap_or(0));
+        }
+        let summary = Summary::load(&self.summary);
+        let [calls, signals] = &self.summary_topics;
+        readers
+            .entry(calls.clone())
+            .or_default()
+            .push(summary.enriched_at);
+        readers
+            .entry(signals.clone())
+            .or_default()
+            .push(summary.signals_at);
+        let mut out: HashMap<String, Readers> = readers
+            .into_iter()
+            .map(|(topic, positions)| (topic, Readers::Consumers(positions)))
+            .collect();
+        for topic in &self.changelogs {
+            out.insert(topic.clone(), Readers::Compacted);
+        }
+        out
+    }
+}
+
+/// Every ten seconds, deletes the journal segments every reader is past.
+fn retain(journal: &Journal, spec: &ReaderSpec, stats: &StoreStats, stop: &AtomicBool) {
+    let mut last = Instant::now();
+    while !stop.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(200));
+        if last.elapsed() < Duration::from_secs(10) {
+            continue;
+        }
+        last = Instant::now();
+        match journal.retain(&spec.readers(journal, stats)) {
+            Ok(done) if done.segments_deleted > 0 => tracing::info!(
+                segments = done.segments_deleted,
+                bytes = done.bytes_deleted,
+                copied = done.records_copied,
+                "journal retention"
+            ),
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "journal retention failed; it is tried again"),
+        }
+    }
+}
+
+/// What the live summary has counted, saved with the positions it counted up to, so a restart
+/// goes on from there (the journal's retention may have deleted what came before).
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+struct Summary {
+    /// The UTC day (days since the epoch) `spend_today_nanos` is of.
+    day: i64,
+    spend_today_nanos: i128,
+    unpriced_today: u64,
+    enriched_at: u64,
+    signals_at: u64,
+    open_signals: std::collections::BTreeSet<String>,
+}
+
+impl Summary {
+    fn load(path: &std::path::Path) -> Summary {
+        std::fs::read(path)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default()
+    }
+
+    /// Writes it whole (a temporary file renamed over the old one).
+    fn save(&self, path: &std::path::Path) {
+        let temporary = path.with_extension("json.tmp");
+        let written = serde_json::to_vec(self)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| std::fs::write(&temporary, bytes))
+            .and_then(|()| std::fs::rename(&temporary, path));
+        if let Err(error) = written {
+            tracing::warn!(%error, file = %path.display(), "cannot save the summary");
+        }
+    }
+
+    /// Counts the enriched calls and loop signals the journal has beyond its positions.
+    fn catch_up(&mut self, journal: &Journal, enriched: &str, signals: &str) {
+        let today = day(now_micros());
+        if today != self.day {
+            self.day = today;
+            self.spend_today_nanos = 0;
+            self.unpriced_today = 0;
+        }
+        while let Ok(records) = journal.read(enriched, self.enriched_at, 10_000) {
             let Some(tail) = records.last() else { break };
-            enriched_at = tail.offset + 1;
+            self.enriched_at = tail.offset + 1;
             for record in records {
                 let Some(call) = record
                     .payload
@@ -320,40 +463,57 @@ fn summarise(journal: &Journal, prefix: &str, stop: &AtomicBool) {
                 };
                 if day(call.call.occurred_at) == today {
                     match call.cost_total_nanos {
-                        Some(cost) => spend_today += i128::from(cost),
-                        None => unpriced_today += 1,
+                        Some(cost) => self.spend_today_nanos += i128::from(cost),
+                        None => self.unpriced_today += 1,
                     }
                 }
             }
         }
-        while let Ok(records) = journal.read(&signals, signals_at, 10_000) {
+        while let Ok(records) = journal.read(signals, self.signals_at, 10_000) {
             let Some(tail) = records.last() else { break };
-            signals_at = tail.offset + 1;
+            self.signals_at = tail.offset + 1;
             for record in records {
                 if let Some(signal) = record
                     .payload
                     .and_then(|p| tally_contract::decode::<LoopSignal>(&p).ok())
                 {
                     if signal.state == SignalState::Resolved {
-                        open.remove(&signal.signal_id);
+                        self.open_signals.remove(&signal.signal_id);
                     } else {
-                        open.insert(signal.signal_id);
+                        self.open_signals.insert(signal.signal_id);
                     }
                 }
             }
         }
-        let end = journal.end(&calls);
+    }
+}
+
+/// The live summary: calls per second, spend today (UTC) and open loop signals.
+fn summarise(journal: &Journal, prefix: &str, file: &std::path::Path, stop: &AtomicBool) {
+    let enriched = Topic::LlmCallsEnriched.name(prefix);
+    let signals = Topic::LoopSignals.name(prefix);
+    let mut summary = Summary::load(file);
+    let mut last = (Instant::now(), journal.end(&enriched));
+    let terminal = std::io::stderr().is_terminal();
+    let mut printed = Instant::now();
+    while !stop.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_secs(1));
+        let before = summary.clone();
+        summary.catch_up(journal, &enriched, &signals);
+        if summary != before {
+            summary.save(file);
+        }
+        let end = journal.end(&enriched);
         let rate = (end - last.1) as f64 / last.0.elapsed().as_secs_f64();
         last = (Instant::now(), end);
-        let unpriced = match unpriced_today {
+        let unpriced = match summary.unpriced_today {
             0 => String::new(),
             n => format!(" (+{n} unpriced calls)"),
         };
         let line = format!(
-            "{end} calls, {rate:.0}/s | spend today ${}.{:02}{unpriced} | open loop signals: {}",
-            spend_today / 1_000_000_000,
-            (spend_today % 1_000_000_000) / 10_000_000,
-            open.len()
+            "{end} calls, {rate:.0}/s | spend today {}{unpriced} | open loop signals: {}",
+            tally_processor::budgets::dollars(summary.spend_today_nanos),
+            summary.open_signals.len()
         );
         if terminal {
             eprint!("\r\x1b[K{line}");

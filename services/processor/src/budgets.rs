@@ -233,7 +233,7 @@ pub fn period_bounds(period: Period, at: Micros) -> (Micros, Micros) {
 }
 
 /// `$1,234.57`: nano-dollars to the cent, for people.
-pub(crate) fn dollars(nanos: i128) -> String {
+pub fn dollars(nanos: i128) -> String {
     let cents = (nanos + 5_000_000) / 10_000_000;
     format!("${}.{:02}", grouped(cents / 100), cents % 100)
 }

@@ -125,7 +125,9 @@ impl Period {
         .map(|t| t.date())
         .unwrap_or(time::Date::MIN);
         let first = today.replace_day(1).expect("every month has a first day");
-        let last_month = first.previous_day().map_or(first, |d| d.replace_day(1).unwrap_or(d));
+        let last_month = first
+            .previous_day()
+            .map_or(first, |d| d.replace_day(1).unwrap_or(d));
         let next_month = first
             .checked_add(time::Duration::days(32))
             .and_then(|d| d.replace_day(1).ok())

@@ -106,7 +106,7 @@ async fn production(options: UpOptions) -> Result<(), TallyError> {
 /// Runs `tally query`.
 pub async fn query(args: QueryArgs) -> Result<(), TallyError> {
     let store = store_dir(&args.data_dir)?;
-    let context = query::context(&store).await?;
+    let (context, _snapshot) = query::context(&store).await?;
     let batches = query::run(&context, &args.sql).await?;
     print!("{}", query::render(&batches, args.format)?);
     Ok(())
@@ -116,8 +116,8 @@ pub async fn query(args: QueryArgs) -> Result<(), TallyError> {
 pub async fn embedded_source(
     data_dir: &Path,
 ) -> Result<tally_embedded::reports::EmbeddedSource, TallyError> {
-    let context = query::context(&store_dir(data_dir)?).await?;
-    Ok(tally_embedded::reports::EmbeddedSource { context })
+    let (context, snapshot) = query::context(&store_dir(data_dir)?).await?;
+    Ok(tally_embedded::reports::EmbeddedSource { context, snapshot })
 }
 
 fn store_dir(data_dir: &Path) -> Result<PathBuf, TallyError> {

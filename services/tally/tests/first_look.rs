@@ -18,10 +18,9 @@ const CARGO_RUN: &str = "cargo run --release -p tally --";
 /// The `tally` commands of the README's "Run it" section before its Kafka part: each
 /// `cargo run --release -p tally -- ARGS` line (with `\` continuations), as its arguments.
 fn first_look_commands() -> Vec<Vec<String>> {
-    let readme = std::fs::read_to_string(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../README.md"),
-    )
-    .unwrap();
+    let readme =
+        std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
+            .unwrap();
     let section = readme
         .split("## Run it")
         .nth(1)
@@ -59,7 +58,10 @@ fn tally(dir: &Path, offset_secs: i64, args: &[String]) -> Command {
 
 /// Seconds to add to the real clock so that it reads `hh:mm` UTC today.
 fn offset_to(hour: i64, minute: i64) -> i64 {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
     now.div_euclid(86_400) * 86_400 + hour * 3_600 + minute * 60 - now
 }
 
@@ -101,17 +103,25 @@ fn run_first_look(hour: i64, minute: i64, commands: &[Vec<String>]) {
     let json = |sql: &str| -> Vec<Value> {
         let args = ["query", "--format", "json", sql].map(String::from);
         let out = tally(dir.path(), offset, &args).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).unwrap()
     };
     let deadline = Instant::now() + Duration::from_secs(60);
     let teams = loop {
         let teams = json(by_team);
         let calls: u64 = teams.iter().map(|t| t["calls"].as_u64().unwrap()).sum();
-        if Value::from(calls) == truth["calls"] {
+        if truth["calls"] == calls {
             break teams;
         }
-        assert!(Instant::now() < deadline, "at {at}: {calls} of {} calls", truth["calls"]);
+        assert!(
+            Instant::now() < deadline,
+            "at {at}: {calls} of {} calls",
+            truth["calls"]
+        );
         std::thread::sleep(Duration::from_millis(300));
     };
     let expected: Vec<Value> = truth["by_team"]
@@ -145,7 +155,10 @@ fn run_first_look(hour: i64, minute: i64, commands: &[Vec<String>]) {
         }
     }
     let html = std::fs::read_to_string(dir.path().join("emissions.html")).unwrap();
-    assert!(html.contains("<svg"), "at {at}: the emissions page has its plots");
+    assert!(
+        html.contains("<svg"),
+        "at {at}: the emissions page has its plots"
+    );
 }
 
 #[test]
