@@ -8,7 +8,7 @@ SELECT
     CAST(date_trunc('month', occurred_at) AS DATE) AS month,
     tenant,
     team,
-    model,
+    canonical_model AS model,
     provider,
     coalesce(region, '') AS region,
     count(*) AS calls,

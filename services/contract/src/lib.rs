@@ -17,6 +17,7 @@ pub mod config;
 mod error;
 pub mod kafka;
 pub mod metrics;
+pub mod provider;
 pub mod records;
 pub mod schema;
 pub mod shutdown;

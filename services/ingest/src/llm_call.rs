@@ -71,7 +71,10 @@ pub fn llm_call_from_json(value: Value, context: &Context<'_>) -> Result<LlmCall
         parent_id: r.string("parent_id"),
         trace_id: r.string("trace_id"),
         span_id: r.string("span_id"),
-        provider: r.required_string("provider").unwrap_or_default(),
+        // One provider, one name, whatever the sender calls it (tally_contract::provider).
+        provider: tally_contract::provider::canonical(
+            &r.required_string("provider").unwrap_or_default(),
+        ),
         model: r.required_string("model").unwrap_or_default(),
         response_model: r.string("response_model"),
         operation: r.string("operation").unwrap_or_else(|| "chat".to_string()),
@@ -341,6 +344,22 @@ mod tests {
     fn minimal() -> Value {
         json!({"occurred_at": "2026-11-23T10:00:00Z", "provider": "openai", "model": "gpt-4o",
                "input_tokens": 100, "output_tokens": 20})
+    }
+
+    #[test]
+    fn the_provider_is_stored_under_its_one_name_however_it_is_spelled() {
+        for (sent, stored) in [
+            ("mistralai", "mistral_ai"),
+            ("Mistral", "mistral_ai"),
+            ("bedrock", "aws.bedrock"),
+            ("google_genai", "gcp.gen_ai"),
+            ("gcp.gemini", "gcp.gemini"),
+            ("acme", "acme"),
+        ] {
+            let mut value = minimal();
+            value["provider"] = json!(sent);
+            assert_eq!(read(value).unwrap().provider, stored, "{sent}");
+        }
     }
 
     #[test]

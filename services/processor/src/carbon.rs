@@ -249,10 +249,11 @@ impl CarbonModel {
             return [pue; 3];
         }
         // EcoLogits 0.11 provider figures (ecologits/tracers/utils.py); others as OpenAI's.
-        let (low, high) = match provider {
-            "anthropic" | "aws.bedrock" => ("1.09", "1.14"),
-            "gcp.gemini" | "gcp.vertex_ai" | "gcp.gen_ai" | "cohere" => ("1.09", "1.09"),
-            "mistral_ai" => ("1.16", "1.16"),
+        let canonical = tally_contract::provider::lookup(provider).map(|p| p.name);
+        let (low, high) = match canonical {
+            Some("anthropic" | "aws.bedrock" | "huggingface") => ("1.09", "1.14"),
+            Some("gcp.gemini" | "gcp.vertex_ai" | "gcp.gen_ai" | "cohere") => ("1.09", "1.09"),
+            Some("mistral_ai") => ("1.16", "1.16"),
             _ => ("1.2", "1.2"),
         };
         let (low, high): (Decimal, Decimal) = (

@@ -35,12 +35,27 @@ impl Enricher {
     }
 
     /// Enriches one call at `now` (the record's `enriched_at`).
-    pub fn enrich(&self, call: LlmCall, now: Micros) -> Result<EnrichedLlmCall, EnrichError> {
+    pub fn enrich(&self, mut call: LlmCall, now: Micros) -> Result<EnrichedLlmCall, EnrichError> {
+        // Ingest already stores the canonical name; records from other producers (or from
+        // before) may not.
+        if tally_contract::provider::lookup(&call.provider).is_some_and(|p| p.name != call.provider)
+        {
+            call.provider = tally_contract::provider::canonical(&call.provider);
+        }
         let pricing = self.catalogue.price(&call).map_err(|e| EnrichError(e.0))?;
         let carbon = self.carbon.estimate(&call).map_err(EnrichError)?;
-        let (unpriced, entry, terms) = match pricing {
-            Pricing::Priced { entry, terms } => (false, Some(entry), Some(terms)),
-            Pricing::Unpriced { .. } => (true, None, None),
+        let (unpriced, entry, canonical_model, terms) = match pricing {
+            Pricing::Priced {
+                entry,
+                model,
+                terms,
+            } => (false, Some(entry), model, Some(terms)),
+            Pricing::Unpriced { .. } => (
+                true,
+                None,
+                crate::pricing::canonical_model(&call.model),
+                None,
+            ),
         };
         Ok(EnrichedLlmCall {
             call,
@@ -48,6 +63,7 @@ impl Enricher {
             unpriced,
             price_catalogue_version: self.catalogue.version().to_string(),
             price_entry: entry,
+            canonical_model,
             cost_input_nanos: terms.map(|t| t.input),
             cost_cache_read_nanos: terms.map(|t| t.cache_read),
             cost_cache_write_nanos: terms.map(|t| t.cache_write),

@@ -96,8 +96,12 @@ pub struct CostTerms {
 /// What pricing a call came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Pricing {
-    /// Priced with the named entry.
-    Priced { entry: String, terms: CostTerms },
+    /// Priced with the named entry, found under the catalogue model `model`.
+    Priced {
+        entry: String,
+        model: String,
+        terms: CostTerms,
+    },
     /// No entry matched (or it has no token rates): cost unknown, never 0.
     Unpriced { reason: String },
 }
@@ -258,6 +262,11 @@ impl Catalogue {
     /// dated snapshot with its own price), then the requested model, each tried as given, with
     /// the provider's catalogue prefix, and normalised (see [`candidates`]).
     pub fn lookup(&self, call: &LlmCall) -> Option<&PriceEntry> {
+        self.find(call).map(|(_, entry)| entry)
+    }
+
+    /// The catalogue model a call's model matched, and the entry in force for it.
+    fn find(&self, call: &LlmCall) -> Option<(String, &PriceEntry)> {
         let models = call
             .response_model
             .iter()
@@ -265,16 +274,18 @@ impl Catalogue {
         models
             .flat_map(|model| candidates(&call.provider, model))
             .find_map(|key| {
-                self.entries
+                let entry = self
+                    .entries
                     .get(&key)?
                     .iter()
-                    .find(|e| e.in_force(call.occurred_at))
+                    .find(|e| e.in_force(call.occurred_at))?;
+                Some((key, entry))
             })
     }
 
     /// Prices a call.
     pub fn price(&self, call: &LlmCall) -> Result<Pricing, PricingError> {
-        let Some(entry) = self.lookup(call) else {
+        let Some((model, entry)) = self.find(call) else {
             return Ok(Pricing::Unpriced {
                 reason: format!(
                     "no catalogue entry for provider {:?} model {:?}",
@@ -285,6 +296,7 @@ impl Catalogue {
         match cost(entry, call)? {
             Some(terms) => Ok(Pricing::Priced {
                 entry: entry.key.clone(),
+                model: canonical_model(&model),
                 terms,
             }),
             None => Ok(Pricing::Unpriced {
@@ -422,27 +434,14 @@ fn cost(entry: &PriceEntry, call: &LlmCall) -> Result<Option<CostTerms>, Pricing
     Ok(Some(terms))
 }
 
-/// The catalogue prefix of an OpenTelemetry `gen_ai.provider.name`.
-fn catalogue_prefix(provider: &str) -> &str {
-    match provider {
-        "aws.bedrock" => "bedrock",
-        "azure.ai.openai" => "azure",
-        "azure.ai.inference" => "azure_ai",
-        "gcp.vertex_ai" => "vertex_ai",
-        "gcp.gemini" | "gcp.gen_ai" => "gemini",
-        "mistral_ai" => "mistral",
-        "x_ai" => "xai",
-        "ibm.watsonx.ai" => "watsonx",
-        other => other,
-    }
-}
+pub use tally_contract::provider::canonical_model;
 
 /// Catalogue keys to try for a model, in order: as given; with the provider's catalogue
 /// prefix; without a provider prefix it carries (`openai/gpt-4o` → `gpt-4o`); without a
 /// cross-region prefix (`us.anthropic...` → `anthropic...`); without a version or date
 /// suffix (`-2024-08-06`, `-20240620`, `@20240620`, `-v1:0`, `-latest`). All lower-cased.
 pub fn candidates(provider: &str, model: &str) -> Vec<String> {
-    let prefix = catalogue_prefix(provider).to_lowercase();
+    let prefix = tally_contract::provider::catalogue_prefix(provider);
     let model = model.trim().to_lowercase();
     let mut forms = vec![model.clone()];
     if let Some((_, rest)) = model.split_once('/') {
@@ -535,7 +534,7 @@ mod tests {
 
     fn priced(catalogue: &Catalogue, call: &LlmCall) -> (String, CostTerms) {
         match catalogue.price(call).unwrap() {
-            Pricing::Priced { entry, terms } => (entry, terms),
+            Pricing::Priced { entry, terms, .. } => (entry, terms),
             other => panic!("{other:?}"),
         }
     }

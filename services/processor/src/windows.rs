@@ -206,7 +206,14 @@ fn bound(window_seconds: i64, window_start: Micros) -> WindowKey {
 
 fn dimensions(call: &EnrichedLlmCall) -> [(SpendDimension, String); 3] {
     [
-        (SpendDimension::Model, call.call.model.clone()),
+        // One model, one window, however the caller spelled it.
+        (
+            SpendDimension::Model,
+            match call.canonical_model.is_empty() {
+                true => tally_contract::provider::canonical_model(&call.call.model),
+                false => call.canonical_model.clone(),
+            },
+        ),
         (
             SpendDimension::User,
             call.call.user.clone().unwrap_or_default(),
@@ -259,6 +266,7 @@ pub(crate) mod tests {
         value.call.event_id = event_id.into();
         value.call.occurred_at = at_secs * MICROS_PER_SECOND;
         value.call.model = model.into();
+        value.canonical_model = model.into();
         value.call.input_tokens = 100;
         value.call.output_tokens = 10;
         value.unpriced = cost.is_none();

@@ -52,6 +52,7 @@ pub struct LlmCallRow {
     pub unpriced: bool,
     pub price_catalogue_version: String,
     pub price_entry: Option<String>,
+    pub canonical_model: String,
     pub cost_input_nanos: Option<i64>,
     pub cost_cache_read_nanos: Option<i64>,
     pub cost_cache_write_nanos: Option<i64>,
@@ -77,6 +78,11 @@ impl LlmCallRow {
     /// The row of an enriched call read from a partition and offset.
     pub fn new(enriched: EnrichedLlmCall, partition: i32, offset: i64) -> LlmCallRow {
         let call = enriched.call;
+        // Calls enriched before EnrichedLlmCall version 3 did not say.
+        let canonical_model = match enriched.canonical_model.is_empty() {
+            true => tally_contract::provider::canonical_model(&call.model),
+            false => enriched.canonical_model,
+        };
         LlmCallRow {
             event_id: call.event_id,
             occurred_at: call.occurred_at,
@@ -119,6 +125,7 @@ impl LlmCallRow {
             unpriced: enriched.unpriced,
             price_catalogue_version: enriched.price_catalogue_version,
             price_entry: enriched.price_entry,
+            canonical_model,
             cost_input_nanos: enriched.cost_input_nanos,
             cost_cache_read_nanos: enriched.cost_cache_read_nanos,
             cost_cache_write_nanos: enriched.cost_cache_write_nanos,

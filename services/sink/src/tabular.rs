@@ -320,10 +320,17 @@ pub async fn spend(
             DIMENSIONS.join(", ")
         )));
     }
-    let group = by.join(", ");
+    // Models are grouped by their canonical name (the call keeps the name as sent).
+    let column = |d: &str| match d {
+        "model" => "canonical_model".to_string(),
+        other => other.to_string(),
+    };
+    let group = dimensions(by, column);
     let sql = match source.dialect() {
         Dialect::ClickHouse => {
-            let dims = dimensions(by, |d| format!("ifNull(toString({d}), '') AS {d}"));
+            let dims = dimensions(by, |d| {
+                format!("ifNull(toString({}), '') AS {d}", column(d))
+            });
             format!(
                 "SELECT {dims}, count() AS calls, countIf(unpriced) AS unpriced_calls, sum(input_tokens + output_tokens) AS tokens,
                         sum(ifNull(cost_total_nanos, 0)) AS cost_nanos, toString(sum(ifNull(cost_usd, 0))) AS cost_usd
@@ -332,7 +339,9 @@ pub async fn spend(
             )
         }
         Dialect::DataFusion => {
-            let dims = dimensions(by, |d| format!("coalesce(CAST({d} AS VARCHAR), '') AS {d}"));
+            let dims = dimensions(by, |d| {
+                format!("coalesce(CAST({} AS VARCHAR), '') AS {d}", column(d))
+            });
             format!(
                 "SELECT {dims}, count(*) AS calls, sum(CASE WHEN unpriced THEN 1 ELSE 0 END) AS unpriced_calls,
                         sum(input_tokens + output_tokens) AS tokens, sum(coalesce(cost_total_nanos, 0)) AS cost_nanos,

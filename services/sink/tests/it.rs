@@ -29,6 +29,7 @@ async fn migrations_apply_once_and_a_changed_one_is_refused() {
         "0003_views.sql",
         "0004_rollups.sql",
         "0005_output_fingerprint.sql",
+        "0006_canonical_model.sql",
     ];
     assert_eq!(first, names.map(|n| Outcome::Applied(n.into())));
     let second = migrate(&server, &db.name, &migrations).await.unwrap();
@@ -422,7 +423,9 @@ async fn attribution_views_on_a_hand_built_history() {
         e.call.output_tokens = 2;
         e.call.ticket_id = ticket.map(String::from);
         e.call.region = Some("us-east-1".into());
-        e.call.model = "gpt-4o".into();
+        // One model sent two ways; records before version 3 carry no canonical name.
+        e.call.model = ["gpt-4o", "openai/GPT-4o"][i % 2].into();
+        e.canonical_model = String::new();
         e.unpriced = cost.is_none();
         e.cost_total_nanos = *cost;
         e.energy_uwh_low = 500_000;
@@ -658,6 +661,21 @@ async fn attribution_views_on_a_hand_built_history() {
         .unwrap();
     assert_eq!((calls, kwh.as_str(), kg.as_str()), (5, "0.005", "0.002"));
     assert_eq!(methods, template.carbon_method_version);
+    // ... under one model, with the names as sent kept on the calls.
+    let reported: Vec<String> = db
+        .client
+        .query("SELECT DISTINCT model FROM emissions_monthly WHERE team = 'payments'")
+        .fetch_all()
+        .await
+        .unwrap();
+    assert_eq!(reported, ["gpt-4o"]);
+    let sent: Vec<String> = db
+        .client
+        .query("SELECT DISTINCT model FROM llm_calls WHERE team = 'payments' ORDER BY model")
+        .fetch_all()
+        .await
+        .unwrap();
+    assert_eq!(sent, ["gpt-4o", "openai/GPT-4o"]);
 
     // The rollups, kept by materialized views, agree with llm_calls.
     let daily: (u64, i64, u64) = db

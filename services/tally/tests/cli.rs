@@ -172,3 +172,59 @@ fn estimate_text_names_versions_and_flags_unknown_models() {
         "{stdout}"
     );
 }
+
+#[test]
+fn estimate_gives_one_provider_one_number_however_it_is_spelled() {
+    // The cases: the price only with LiteLLM's spelling, the PUE only with
+    // OpenTelemetry's, before provider identity was decided once.
+    for (spellings, model) in [
+        (
+            &["mistral", "mistralai", "mistral_ai"][..],
+            "mistral-small-latest",
+        ),
+        (
+            &["gemini", "google_genai", "gcp.gemini"][..],
+            "gemini-2.5-pro",
+        ),
+        (
+            &["bedrock", "aws.bedrock"][..],
+            "anthropic.claude-3-5-sonnet-20240620-v1:0",
+        ),
+    ] {
+        let reports: Vec<serde_json::Value> = spellings
+            .iter()
+            .map(|provider| {
+                let out = tally(
+                    &[
+                        "estimate",
+                        "--provider",
+                        provider,
+                        "--model",
+                        model,
+                        "--input-tokens",
+                        "1000",
+                        "--output-tokens",
+                        "500",
+                        "--json",
+                    ],
+                    &[],
+                );
+                assert!(out.status.success(), "{}", text(&out.stderr));
+                serde_json::from_slice(&out.stdout).unwrap()
+            })
+            .collect();
+        for (spelling, report) in spellings.iter().zip(&reports) {
+            assert!(
+                report["cost_usd"].is_string(),
+                "{spelling} {model} is priced: {report}"
+            );
+            for field in ["cost_usd", "energy_wh", "co2e_g"] {
+                assert_eq!(
+                    report[field], reports[0][field],
+                    "{field}: {spelling} vs {}",
+                    spellings[0]
+                );
+            }
+        }
+    }
+}

@@ -16,6 +16,9 @@ pub struct EnrichedLlmCall {
     pub unpriced: bool,
     pub price_catalogue_version: String,
     pub price_entry: Option<String>,
+    /// The model reports and windows group by (see the schema); empty before version 3.
+    #[serde(default)]
+    pub canonical_model: String,
     pub cost_input_nanos: Option<i64>,
     pub cost_cache_read_nanos: Option<i64>,
     pub cost_cache_write_nanos: Option<i64>,
