@@ -6,7 +6,8 @@
 //!   accidental schema change fails here.
 //! - Every version's golden bytes must decode with today's reader (old writers, new readers),
 //!   and every historical schema must be able to read today's schema's data (new writers, old
-//!   readers): schemas evolve fully compatibly or get a new topic.
+//!   readers): schemas evolve fully compatibly or get a new topic — except where a sum was
+//!   widened to a wide integer (`WIDENED`), which today's readers read by field name.
 //!
 //! To change a schema on purpose: copy the current self-contained schema to
 //! `schemas/history/<Record>.v<N>.avsc`, keep `golden/<Record>.v<N>.avro`, edit the schema
@@ -112,8 +113,25 @@ fn check_history_decodes<T: AvroRecord>() {
     }
 }
 
+/// Versions whose sums became wide integers (`tally_contract::wide`): a `long` that is now a
+/// `decimal(38, 0)`. Avro's resolution has no such promotion, so today's reader reads those
+/// versions by field name (checked below to give the very values), and readers of those
+/// versions cannot read today's records: readers upgrade first (README, "Upgrading").
+const WIDENED: &[(&str, u32)] = &[("SpendWindow", 1), ("Alert", 1)];
+
+/// A widened version's golden bytes read today as the fixture they were written from.
+fn check_widened_reads_the_same_values<T: AvroRecord + PartialEq + Debug>() {
+    for (name, version) in WIDENED.iter().filter(|(n, _)| *n == T::RECORD_NAME) {
+        let bytes = std::fs::read(golden_path(name, *version)).unwrap();
+        let fixture: T = fixture(name);
+        assert_eq!(decode::<T>(&bytes).unwrap(), fixture, "{name} v{version}");
+    }
+}
+
 #[test]
 fn todays_readers_read_every_earlier_version() {
+    check_widened_reads_the_same_values::<SpendWindow>();
+    check_widened_reads_the_same_values::<Alert>();
     check_history_decodes::<LlmCall>();
     check_history_decodes::<DeployEvent>();
     check_history_decodes::<TicketEvent>();
@@ -124,6 +142,9 @@ fn todays_readers_read_every_earlier_version() {
     check_history_decodes::<DeadLetter>();
     for schemas in registry().values() {
         for old in &schemas.history {
+            if WIDENED.contains(&(schemas.name.as_str(), old.version)) {
+                continue;
+            }
             SchemaCompatibility::can_read(&old.schema, &schemas.current.schema).unwrap_or_else(
                 |e| {
                     panic!(

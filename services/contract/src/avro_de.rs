@@ -165,6 +165,15 @@ impl<'de> de::Deserializer<'de> for AvroDeserializer<'_, 'de> {
                 let length = self.input.length()?;
                 visitor.visit_borrowed_bytes(self.input.take(length)?)
             }
+            // Wide integers (`crate::wide`): the unscaled value's bytes.
+            Schema::Decimal(decimal) => match decimal.inner.as_ref() {
+                Schema::Bytes => {
+                    let length = self.input.length()?;
+                    visitor.visit_borrowed_bytes(self.input.take(length)?)
+                }
+                Schema::Fixed(fixed) => visitor.visit_borrowed_bytes(self.input.take(fixed.size)?),
+                other => error(format!("a decimal on {other:?}")),
+            },
             Schema::String => visitor.visit_borrowed_str(self.input.str()?),
             Schema::Record(record) => visitor.visit_map(RecordAccess {
                 input: self.input,
@@ -219,6 +228,10 @@ impl<'de> de::Deserializer<'de> for AvroDeserializer<'_, 'de> {
             }
             other => error(format!("a Rust enum needs an Avro enum, not {other:?}")),
         }
+    }
+
+    fn is_human_readable(&self) -> bool {
+        false
     }
 
     serde::forward_to_deserialize_any! {

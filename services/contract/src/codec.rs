@@ -68,17 +68,23 @@ pub fn decode<T: AvroRecord>(bytes: &[u8]) -> Result<T> {
 }
 
 /// Reads a body written with an earlier schema, resolving it to today's (apache-avro's
-/// schema resolution: defaults for new fields, promotions, ...).
+/// schema resolution: defaults for new fields, promotions, ...). A field whose type widened
+/// beyond what Avro resolves (a `long` sum that is now a wide `decimal`, see [`crate::wide`])
+/// is read by its name with the writer's schema instead.
 fn decode_resolved<T: AvroRecord>(
-    mut body: &[u8],
+    body: &[u8],
     writer: &apache_avro::Schema,
     reader: &apache_avro::Schema,
 ) -> Result<T, String> {
-    let value = from_avro_datum(writer, &mut body, Some(reader)).map_err(|e| e.to_string())?;
-    if !body.is_empty() {
-        return Err(format!("{} bytes left after the record", body.len()));
-    }
-    from_value(&value).map_err(|e| e.to_string())
+    let read = |reader: Option<&apache_avro::Schema>| {
+        let mut rest = body;
+        let value = from_avro_datum(writer, &mut rest, reader).map_err(|e| e.to_string())?;
+        if !rest.is_empty() {
+            return Err(format!("{} bytes left after the record", rest.len()));
+        }
+        from_value(&value).map_err(|e| e.to_string())
+    };
+    read(Some(reader)).or_else(|resolved| read(None).map_err(|_| resolved))
 }
 
 /// Reads a body written with today's schema straight into `T` (see [`crate::avro_de`]).

@@ -23,6 +23,7 @@ pub mod schema;
 pub mod shutdown;
 pub mod telemetry;
 pub mod topics;
+pub mod wide;
 
 pub use codec::{decode, encode, AvroRecord};
 pub use error::{ContractError, Result};

@@ -1,9 +1,11 @@
 //! SQL over the embedded store with DataFusion: the tables under ClickHouse's names and
 //! columns. Each is a view that reads as ClickHouse's `FINAL` does — one row per key, the
 //! latest version — over the Parquet files (`<table>_stored`); `llm_calls` also has
-//! ClickHouse's `cost_usd` (the nano-dollars as an exact `DECIMAL(38, 9)`). Two functions
-//! help the reports' SQL: `scale9(n)` reads an integer as n × 10⁻⁹, an exact
-//! `DECIMAL(38, 9)`, and `utc('YYYY-MM-DD')` is that midnight as a UTC timestamp. The report
+//! ClickHouse's `cost_usd` (the nano-dollars as an exact `DECIMAL(38, 9)`). Three functions
+//! help the reports' SQL: `scale9(n)` reads a whole number (or a wide `DECIMAL(38, 0)` sum) as
+//! n × 10⁻⁹, an exact `DECIMAL(38, 9)`; `intdiv(n, d)` is ClickHouse's `intDiv` on wide integers;
+//! and `utc('YYYY-MM-DD')` is that midnight as a UTC timestamp. Sums of money, energy, CO2e
+//! and tokens are taken over `DECIMAL(38, 0)` (`CAST(x AS DECIMAL(38, 0))`): a BIGINT sum wraps. The report
 //! views of ClickHouse are there too (`sql/datafusion/`): `emissions_monthly`,
 //! `cost_per_deploy`, `team_efficiency`, and `cost_per_ticket(share, rate)`, a table function.
 use std::path::Path;
@@ -24,7 +26,10 @@ use datafusion::datasource::listing::{
 use datafusion::datasource::ViewTable;
 use datafusion::error::DataFusionError;
 use datafusion::logical_expr::Expr;
-use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Volatility};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature,
+    Volatility,
+};
 use datafusion::prelude::{create_udf, SessionContext};
 
 use crate::store::snapshot::Snapshot;
@@ -67,24 +72,120 @@ const VIEWS: [(&str, &str); 6] = [
     ),
 ];
 
-/// `scale9(Int64) -> Decimal128(38, 9)`: the same integer read as billionths, exactly.
+/// A column of whole numbers as `i128`s: BIGINT, or a wide `DECIMAL(38, 0)` sum.
+fn wide_values(array: &ArrayRef) -> datafusion::error::Result<Vec<Option<i128>>> {
+    match array.data_type() {
+        DataType::Int64 => Ok(array
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .expect("declared Int64")
+            .iter()
+            .map(|v| v.map(i128::from))
+            .collect()),
+        DataType::Decimal128(_, 0) => Ok(array
+            .as_any()
+            .downcast_ref::<Decimal128Array>()
+            .expect("declared Decimal128")
+            .iter()
+            .collect()),
+        other => Err(DataFusionError::Plan(format!(
+            "expected BIGINT or DECIMAL(38, 0), not {other}"
+        ))),
+    }
+}
+
+fn billionths(values: Vec<Option<i128>>) -> datafusion::error::Result<ColumnarValue> {
+    let decimals = Decimal128Array::from(values).with_precision_and_scale(38, 9)?;
+    Ok(ColumnarValue::Array(Arc::new(decimals) as ArrayRef))
+}
+
+/// `scale9(n)`: a whole number (BIGINT, or a wide `DECIMAL(38, 0)` sum) read as n × 10⁻⁹, an
+/// exact `DECIMAL(38, 9)`: nano-dollars as dollars, micro-units as kilo-units.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Scale9 {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for Scale9 {
+    fn name(&self) -> &str {
+        "scale9"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _: &[DataType]) -> datafusion::error::Result<DataType> {
+        Ok(DataType::Decimal128(38, 9))
+    }
+    fn invoke_with_args(
+        &self,
+        args: ScalarFunctionArgs,
+    ) -> datafusion::error::Result<ColumnarValue> {
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        billionths(wide_values(&arrays[0])?)
+    }
+}
+
 fn scale9() -> ScalarUDF {
-    create_udf(
-        "scale9",
-        vec![DataType::Int64],
-        DataType::Decimal128(38, 9),
-        Volatility::Immutable,
-        Arc::new(|args: &[ColumnarValue]| {
-            let arrays = ColumnarValue::values_to_arrays(args)?;
-            let integers = arrays[0]
-                .as_any()
-                .downcast_ref::<Int64Array>()
-                .expect("declared Int64");
-            let decimals: Decimal128Array = integers.iter().map(|v| v.map(i128::from)).collect();
-            let decimals = decimals.with_precision_and_scale(38, 9)?;
-            Ok(ColumnarValue::Array(Arc::new(decimals) as ArrayRef))
-        }),
-    )
+    ScalarUDF::from(Scale9 {
+        signature: Signature::uniform(
+            1,
+            vec![DataType::Int64, DataType::Decimal128(38, 0)],
+            Volatility::Immutable,
+        ),
+    })
+}
+
+/// `intdiv(n, d)`: `n / d` of whole numbers (BIGINT or wide `DECIMAL(38, 0)`), truncated toward
+/// zero, as a wide `DECIMAL(38, 0)` — ClickHouse's `intDiv`, and what its `Decimal` division
+/// gives in the ClickHouse views.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct IntDiv {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for IntDiv {
+    fn name(&self) -> &str {
+        "intdiv"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _: &[DataType]) -> datafusion::error::Result<DataType> {
+        Ok(DataType::Decimal128(38, 0))
+    }
+    fn invoke_with_args(
+        &self,
+        args: ScalarFunctionArgs,
+    ) -> datafusion::error::Result<ColumnarValue> {
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let (numerators, divisors) = (wide_values(&arrays[0])?, wide_values(&arrays[1])?);
+        let quotients: Decimal128Array = numerators
+            .into_iter()
+            .zip(divisors)
+            .map(|(n, d)| match (n, d) {
+                (Some(n), Some(d)) if d != 0 => Some(n / d),
+                _ => None,
+            })
+            .collect();
+        Ok(ColumnarValue::Array(
+            Arc::new(quotients.with_precision_and_scale(38, 0)?) as ArrayRef,
+        ))
+    }
+}
+
+fn intdiv() -> ScalarUDF {
+    let whole = [DataType::Int64, DataType::Decimal128(38, 0)];
+    let pairs = whole
+        .iter()
+        .flat_map(|n| {
+            whole
+                .iter()
+                .map(move |d| TypeSignature::Exact(vec![n.clone(), d.clone()]))
+        })
+        .collect();
+    ScalarUDF::from(IntDiv {
+        signature: Signature::one_of(pairs, Volatility::Immutable),
+    })
 }
 
 /// `utc(Utf8) -> Timestamp(µs, UTC)`: a `YYYY-MM-DD` date's midnight, UTC.
@@ -164,11 +265,10 @@ impl TableFunctionImpl for CostPerTicket {
                     .into(),
             ));
         };
+        // The share in billionths, exact, as the ClickHouse view takes it.
+        let share_e9 = (number(share, "unattributed_share")? * 1e9).round() as i128;
         let sql = COST_PER_TICKET
-            .replace(
-                "{unattributed_share}",
-                &format!("CAST({} AS DOUBLE)", number(share, "unattributed_share")?),
-            )
+            .replace("{unattributed_share_e9}", &share_e9.to_string())
             .replace(
                 "{loaded_hourly_rate_usd}",
                 &format!(
@@ -203,6 +303,7 @@ pub async fn context(store: &Path) -> Result<(SessionContext, Snapshot), Embedde
     let snapshot = Snapshot::take(store)?;
     let context = SessionContext::new();
     context.register_udf(scale9());
+    context.register_udf(intdiv());
     context.register_udf(utc());
     for spec in TABLES {
         let dir = snapshot.table_dir(spec.name);

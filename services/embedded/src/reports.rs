@@ -9,7 +9,7 @@ use datafusion::arrow::array::{
     Array, AsArray, Decimal128Array, Float64Array, ListArray, RecordBatch,
 };
 use datafusion::arrow::datatypes::{
-    DataType, Date32Type, Int64Type, TimeUnit, TimestampMicrosecondType,
+    DataType, Date32Type, Decimal128Type, TimeUnit, TimestampMicrosecondType,
 };
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::prelude::SessionContext;
@@ -174,9 +174,10 @@ fn strings(list: &ListArray, row: usize) -> Vec<String> {
         .collect()
 }
 
-fn integers(list: &ListArray, row: usize) -> Vec<i64> {
+/// The wide integers (`DECIMAL(38, 0)`) of a list cell.
+fn integers(list: &ListArray, row: usize) -> Vec<i128> {
     let values = list.value(row);
-    let values = values.as_primitive::<Int64Type>();
+    let values = values.as_primitive::<Decimal128Type>();
     (0..values.len()).map(|i| values.value(i)).collect()
 }
 

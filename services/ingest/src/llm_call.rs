@@ -256,6 +256,16 @@ fn read_tokens(r: &mut Record) -> Tokens {
 }
 
 fn check_token_subsets(r: &mut Record, tokens: &Tokens) {
+    // A provider's usage object is normalised by adding (Anthropic's input is the sum of three
+    // counts): the sums must be within the limit too.
+    for (field, n) in [
+        ("input_tokens", tokens.input),
+        ("output_tokens", tokens.output),
+    ] {
+        if n > tally_contract::records::MAX_TOKENS_PER_CALL {
+            r.error(field, crate::record::too_many_tokens(n));
+        }
+    }
     if tokens.cache_read > tokens.input {
         r.error(
             "cache_read_tokens",
@@ -344,6 +354,43 @@ mod tests {
     fn minimal() -> Value {
         json!({"occurred_at": "2026-11-23T10:00:00Z", "provider": "openai", "model": "gpt-4o",
                "input_tokens": 100, "output_tokens": 20})
+    }
+
+    #[test]
+    fn token_counts_above_the_per_call_limit_are_refused_naming_the_field() {
+        let limit = tally_contract::records::MAX_TOKENS_PER_CALL;
+        let mut at_limit = minimal();
+        at_limit["output_tokens"] = json!(limit);
+        assert_eq!(read(at_limit).unwrap().output_tokens, limit);
+        for (field, value) in [
+            ("output_tokens", json!(limit + 1)),
+            ("input_tokens", json!(i64::MAX)),
+            ("input_tokens", json!(u64::MAX)),
+            ("input_tokens", json!(1e30)),
+        ] {
+            let mut call = minimal();
+            call[field] = value.clone();
+            let errors = problems(call);
+            assert!(
+                errors.len() == 1
+                    && errors[0].starts_with(&format!("{field}: "))
+                    && errors[0].contains("the most tokens one call may count"),
+                "{field} = {value}: {errors:?}"
+            );
+        }
+        // Anthropic's input is the sum of three counts: within the limit each, not together.
+        let mut call = minimal();
+        call.as_object_mut().unwrap().remove("input_tokens");
+        call.as_object_mut().unwrap().remove("output_tokens");
+        call["usage"] = json!({"input_tokens": limit, "output_tokens": 1,
+                               "cache_read_input_tokens": limit, "cache_creation_input_tokens": 1});
+        let errors = problems(call);
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with("input_tokens: ") && e.contains("most tokens")),
+            "{errors:?}"
+        );
     }
 
     #[test]

@@ -154,9 +154,19 @@ impl Record {
         }
     }
 
-    /// An optional token count: a non-negative integer.
+    /// An optional token count: a non-negative integer, at most
+    /// [`MAX_TOKENS_PER_CALL`](tally_contract::records::MAX_TOKENS_PER_CALL).
     pub fn tokens(&mut self, key: &str) -> Option<i64> {
-        self.integer(key, 0, i64::MAX)
+        let limit = tally_contract::records::MAX_TOKENS_PER_CALL;
+        let value = self.take(key)?;
+        let above = value.as_u64().is_some_and(|n| n > limit as u64)
+            || value.as_f64().is_some_and(|n| n > limit as f64);
+        if above {
+            self.error(key, too_many_tokens(&value));
+            return None;
+        }
+        self.set(key, value);
+        self.integer(key, 0, limit)
     }
 
     /// An optional non-negative number.
@@ -322,6 +332,14 @@ pub fn kind(value: &Value) -> &'static str {
     }
 }
 
+/// The reason a token count above the per-call limit is refused.
+pub fn too_many_tokens(n: impl std::fmt::Display) -> String {
+    format!(
+        "{n} is more than {}, the most tokens one call may count (a limit that keeps every sum exact)",
+        tally_contract::records::MAX_TOKENS_PER_CALL
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -377,3 +395,4 @@ mod tests {
         assert!(parse_timestamp(&json!(1.5)).is_err());
     }
 }
+

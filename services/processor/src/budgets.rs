@@ -84,16 +84,16 @@ fn default_review_multiple() -> u32 {
 pub struct BudgetState {
     /// Spend per (budget index, period start), nano-dollars.
     #[serde(with = "crate::state_serde")]
-    pub spent: BTreeMap<(usize, Micros), i64>,
+    pub spent: BTreeMap<(usize, Micros), i128>,
     /// Thresholds already alerted per (budget index, period start); 0 stands for burn rate.
     #[serde(with = "crate::state_serde")]
     pub fired: BTreeMap<(usize, Micros), BTreeSet<u32>>,
     /// Per (tenant, team): spend per minute over the trailing hour.
     #[serde(with = "crate::state_serde")]
-    pub minutes: BTreeMap<(String, String), VecDeque<(Micros, i64)>>,
+    pub minutes: BTreeMap<(String, String), VecDeque<(Micros, i128)>>,
     /// Per (tenant, user): tokens per hour over the trailing day.
     #[serde(with = "crate::state_serde")]
-    pub hours: BTreeMap<(String, String), VecDeque<(Micros, i64)>>,
+    pub hours: BTreeMap<(String, String), VecDeque<(Micros, i128)>>,
     /// Review alerts sent per (tenant, user, UTC day).
     pub reviewed: BTreeSet<(String, String, Micros)>,
 }
@@ -108,11 +108,12 @@ pub fn apply(
 ) -> Vec<Alert> {
     let mut alerts = Vec::new();
     let at = call.call.occurred_at;
-    let cost = call.cost_total_nanos.unwrap_or(0);
+    // Sums are 128-bit: a month of a large team's spend passes what an i64 holds.
+    let cost = i128::from(call.cost_total_nanos.unwrap_or(0));
     let team_key = (call.call.tenant.clone(), call.call.team.clone());
     let minutes = state.minutes.entry(team_key).or_default();
     add_bucket(minutes, at - at.rem_euclid(60_000_000), cost, at - HOUR);
-    let trailing_hour: i64 = minutes.iter().map(|(_, v)| v).sum();
+    let trailing_hour: i128 = minutes.iter().map(|(_, v)| v).sum();
 
     for (index, budget) in budgets.iter().enumerate() {
         if budget.tenant != call.call.tenant || budget.team != call.call.team {
@@ -122,20 +123,20 @@ pub fn apply(
         let spent = state.spent.entry((index, start)).or_default();
         *spent += cost;
         let spent = *spent;
-        let Ok(limit) = budget.amount_usd.round_scaled(9) else {
+        let Ok(limit) = budget.amount_usd.round_scaled_wide(9) else {
             continue;
         };
         let fired = state.fired.entry((index, start)).or_default();
         for &percent in &budget.thresholds_percent {
-            let threshold = limit as i128 * percent as i128 / 100;
-            if spent as i128 >= threshold && fired.insert(percent) {
+            let threshold = limit * i128::from(percent) / 100;
+            if spent >= threshold && fired.insert(percent) {
                 alerts.push(threshold_alert(
                     budget, start, percent, spent, limit, at, now,
                 ));
             }
         }
-        let forecast = spent as i128 + trailing_hour as i128 * (end - at) as i128 / HOUR as i128;
-        if budget.burn_rate_alert && spent < limit && forecast > limit as i128 && fired.insert(0) {
+        let forecast = spent + trailing_hour * i128::from(end - at) / i128::from(HOUR);
+        if budget.burn_rate_alert && spent < limit && forecast > limit && fired.insert(0) {
             alerts.push(burn_rate_alert(
                 budget, start, spent, limit, forecast, at, now,
             ));
@@ -152,12 +153,12 @@ pub fn apply(
             add_bucket(
                 hours,
                 at - at.rem_euclid(HOUR),
-                call.call.input_tokens + call.call.output_tokens,
+                i128::from(call.call.input_tokens) + i128::from(call.call.output_tokens),
                 at - DAY,
             );
-            let used: i64 = hours.iter().map(|(_, v)| v).sum();
+            let used: i128 = hours.iter().map(|(_, v)| v).sum();
             let day = at - at.rem_euclid(DAY);
-            let limit = expected.saturating_mul(roles.review_multiple as i64);
+            let limit = i128::from(*expected) * i128::from(roles.review_multiple);
             if used > limit
                 && state
                     .reviewed
@@ -181,9 +182,9 @@ pub fn apply(
 
 /// Adds to the bucket at `bucket_start` and drops buckets at or before `horizon`.
 fn add_bucket(
-    buckets: &mut VecDeque<(Micros, i64)>,
+    buckets: &mut VecDeque<(Micros, i128)>,
     bucket_start: Micros,
-    amount: i64,
+    amount: i128,
     horizon: Micros,
 ) {
     match buckets.iter_mut().find(|(start, _)| *start == bucket_start) {
@@ -304,8 +305,8 @@ fn threshold_alert(
     budget: &BudgetConfig,
     start: Micros,
     percent: u32,
-    spent: i64,
-    limit: i64,
+    spent: i128,
+    limit: i128,
     at: Micros,
     now: Micros,
 ) -> Alert {
@@ -335,8 +336,8 @@ fn threshold_alert(
     );
     alert.message = format!(
         "Spent {} of {} ({}% threshold) in the {}. Unpriced calls (unknown models) are not included.",
-        dollars(spent as i128),
-        dollars(limit as i128),
+        dollars(spent),
+        dollars(limit),
         percent,
         period_label(budget.period, start)
     );
@@ -351,8 +352,8 @@ fn threshold_alert(
 fn burn_rate_alert(
     budget: &BudgetConfig,
     start: Micros,
-    spent: i64,
-    limit: i64,
+    spent: i128,
+    limit: i128,
     forecast: i128,
     at: Micros,
     now: Micros,
@@ -378,8 +379,8 @@ fn burn_rate_alert(
     );
     alert.message = format!(
         "Spent {} of {} so far; at the last hour's rate the {} ends at {}.",
-        dollars(spent as i128),
-        dollars(limit as i128),
+        dollars(spent),
+        dollars(limit),
         period_label(budget.period, start),
         dollars(forecast)
     );
@@ -393,7 +394,7 @@ fn review_alert(
     call: &EnrichedLlmCall,
     user: &str,
     role: &str,
-    used: i64,
+    used: i128,
     expected: i64,
     multiple: u32,
     day: Micros,

@@ -111,6 +111,11 @@ impl Decimal {
 
     /// `self × 10^digits`, rounded half to even to an integer.
     pub fn round_scaled(self, digits: u32) -> Result<i64, Overflow> {
+        i64::try_from(self.round_scaled_wide(digits)?).map_err(|_| Overflow)
+    }
+
+    /// `self × 10^digits`, rounded half to even to a wide integer.
+    pub fn round_scaled_wide(self, digits: u32) -> Result<i128, Overflow> {
         let scaled = self.shift_up(digits)?;
         let divisor = 10i128.checked_pow(scaled.scale).ok_or(Overflow)?;
         let quotient = scaled.mantissa / divisor;
@@ -122,7 +127,7 @@ impl Decimal {
             std::cmp::Ordering::Equal if quotient % 2 == 0 => quotient,
             std::cmp::Ordering::Equal => quotient + remainder.signum(),
         };
-        i64::try_from(rounded).map_err(|_| Overflow)
+        Ok(rounded)
     }
 
     /// The nearest f64, for figures stored as doubles (grid intensity).

@@ -25,21 +25,23 @@ pub struct WindowKey {
     pub dimension_value: String,
 }
 
-/// The running totals of one window.
+/// The running totals of one window. Sums are 128-bit: a day of one team at 1,000 times
+/// the seed's volume (60 quadrillion tokens a month) passes `i64::MAX` nano-dollars; an `i128`
+/// holds 10^19 times more, so no sum of calls below the per-call limits can wrap.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WindowTotals {
     pub calls: i64,
     pub unpriced_calls: i64,
-    pub input_tokens: i64,
-    pub output_tokens: i64,
-    pub cache_read_tokens: i64,
-    pub cache_write_tokens: i64,
-    pub reasoning_tokens: i64,
-    pub cost_nanos: i64,
-    pub energy_uwh_central: i64,
-    pub co2e_ug_low: i64,
-    pub co2e_ug_central: i64,
-    pub co2e_ug_high: i64,
+    pub input_tokens: i128,
+    pub output_tokens: i128,
+    pub cache_read_tokens: i128,
+    pub cache_write_tokens: i128,
+    pub reasoning_tokens: i128,
+    pub cost_nanos: i128,
+    pub energy_uwh_central: i128,
+    pub co2e_ug_low: i128,
+    pub co2e_ug_central: i128,
+    pub co2e_ug_high: i128,
     /// The revision last emitted, if any.
     pub emitted_revision: Option<i32>,
 }
@@ -48,16 +50,16 @@ impl WindowTotals {
     fn add(&mut self, call: &EnrichedLlmCall) {
         self.calls += 1;
         self.unpriced_calls += i64::from(call.unpriced);
-        self.input_tokens += call.call.input_tokens;
-        self.output_tokens += call.call.output_tokens;
-        self.cache_read_tokens += call.call.cache_read_tokens;
-        self.cache_write_tokens += call.call.cache_write_tokens;
-        self.reasoning_tokens += call.call.reasoning_tokens;
-        self.cost_nanos += call.cost_total_nanos.unwrap_or(0);
-        self.energy_uwh_central += call.energy_uwh_central;
-        self.co2e_ug_low += call.co2e_ug_low;
-        self.co2e_ug_central += call.co2e_ug_central;
-        self.co2e_ug_high += call.co2e_ug_high;
+        self.input_tokens += i128::from(call.call.input_tokens);
+        self.output_tokens += i128::from(call.call.output_tokens);
+        self.cache_read_tokens += i128::from(call.call.cache_read_tokens);
+        self.cache_write_tokens += i128::from(call.call.cache_write_tokens);
+        self.reasoning_tokens += i128::from(call.call.reasoning_tokens);
+        self.cost_nanos += i128::from(call.cost_total_nanos.unwrap_or(0));
+        self.energy_uwh_central += i128::from(call.energy_uwh_central);
+        self.co2e_ug_low += i128::from(call.co2e_ug_low);
+        self.co2e_ug_central += i128::from(call.co2e_ug_central);
+        self.co2e_ug_high += i128::from(call.co2e_ug_high);
     }
 }
 
@@ -283,7 +285,7 @@ pub(crate) mod tests {
         }
     }
 
-    fn model_windows(output: &WindowOutput) -> Vec<(i64, i32, i64, i64)> {
+    fn model_windows(output: &WindowOutput) -> Vec<(i64, i32, i64, i128)> {
         output
             .emitted
             .iter()

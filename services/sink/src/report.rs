@@ -32,11 +32,11 @@ pub struct EmissionsRow {
     pub provider: String,
     pub region: String,
     pub calls: u64,
-    pub tokens: i64,
+    pub tokens: i128,
     /// Low, central, high.
-    pub energy_uwh: Vec<i64>,
+    pub energy_uwh: Vec<i128>,
     /// Low, central, high.
-    pub co2e_ug: Vec<i64>,
+    pub co2e_ug: Vec<i128>,
     pub carbon_method_versions: Vec<String>,
     pub grid_dataset_versions: Vec<String>,
     pub grid_sources: Vec<String>,
@@ -50,7 +50,7 @@ pub struct EmissionsReport {
     pub by: Vec<String>,
     pub totals: Totals,
     pub breakdown: Vec<(Vec<String>, Totals)>,
-    pub by_month_and_team: BTreeMap<String, BTreeMap<String, i64>>,
+    pub by_month_and_team: BTreeMap<String, BTreeMap<String, i128>>,
     pub carbon_method_versions: Vec<String>,
     pub grid_dataset_versions: Vec<String>,
     pub grid_sources: Vec<String>,
@@ -61,9 +61,9 @@ pub struct EmissionsReport {
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Totals {
     pub calls: u64,
-    pub tokens: i64,
-    pub energy_uwh: [i64; 3],
-    pub co2e_ug: [i64; 3],
+    pub tokens: i128,
+    pub energy_uwh: [i128; 3],
+    pub co2e_ug: [i128; 3],
 }
 
 impl Totals {
@@ -87,8 +87,8 @@ pub async fn emissions(
     let rows: Vec<EmissionsRow> = client
         .query(
             "SELECT toString(month) AS month, team, model, provider, region, calls, tokens,
-                    [toInt64(energy_kwh_low * 1000000000), toInt64(energy_kwh_central * 1000000000), toInt64(energy_kwh_high * 1000000000)] AS energy_uwh,
-                    [toInt64(co2e_kg_low * 1000000000), toInt64(co2e_kg_central * 1000000000), toInt64(co2e_kg_high * 1000000000)] AS co2e_ug,
+                    [toInt128(energy_kwh_low * 1000000000), toInt128(energy_kwh_central * 1000000000), toInt128(energy_kwh_high * 1000000000)] AS energy_uwh,
+                    [toInt128(co2e_kg_low * 1000000000), toInt128(co2e_kg_central * 1000000000), toInt128(co2e_kg_high * 1000000000)] AS co2e_ug,
                     carbon_method_versions, grid_dataset_versions, grid_sources
              FROM (SELECT * FROM emissions_monthly WHERE month >= toDate(?) AND month < toDate(?))
              ORDER BY month, team, model, provider, region, tenant",
@@ -105,10 +105,10 @@ pub async fn emissions(
 /// (`sql/datafusion/views.sql`), in DataFusion's dialect.
 pub const EMISSIONS_ROWS_DATAFUSION: &str = "
     SELECT month, team, model, provider, region, calls, tokens,
-           make_array(CAST(energy_kwh_low * 1000000000 AS BIGINT), CAST(energy_kwh_central * 1000000000 AS BIGINT),
-                      CAST(energy_kwh_high * 1000000000 AS BIGINT)) AS energy_uwh,
-           make_array(CAST(co2e_kg_low * 1000000000 AS BIGINT), CAST(co2e_kg_central * 1000000000 AS BIGINT),
-                      CAST(co2e_kg_high * 1000000000 AS BIGINT)) AS co2e_ug,
+           make_array(CAST(energy_kwh_low * 1000000000 AS DECIMAL(38, 0)), CAST(energy_kwh_central * 1000000000 AS DECIMAL(38, 0)),
+                      CAST(energy_kwh_high * 1000000000 AS DECIMAL(38, 0))) AS energy_uwh,
+           make_array(CAST(co2e_kg_low * 1000000000 AS DECIMAL(38, 0)), CAST(co2e_kg_central * 1000000000 AS DECIMAL(38, 0)),
+                      CAST(co2e_kg_high * 1000000000 AS DECIMAL(38, 0))) AS co2e_ug,
            carbon_method_versions, grid_dataset_versions, grid_sources
     FROM emissions_monthly WHERE month >= CAST(? AS DATE) AND month < CAST(? AS DATE)
     ORDER BY month, team, model, provider, region, tenant";
@@ -128,7 +128,7 @@ pub fn check_dimensions(by: &[String]) -> Result<(), SinkError> {
 pub fn build(query: &EmissionsQuery, rows: &[EmissionsRow]) -> EmissionsReport {
     let mut totals = Totals::default();
     let mut breakdown: BTreeMap<Vec<String>, Totals> = BTreeMap::new();
-    let mut by_month_and_team: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
+    let mut by_month_and_team: BTreeMap<String, BTreeMap<String, i128>> = BTreeMap::new();
     let (mut methods, mut datasets, mut sources) = (Vec::new(), Vec::new(), Vec::new());
     for row in rows {
         totals.add(row);
@@ -215,9 +215,8 @@ fn join_or_none(items: &[String]) -> String {
 }
 
 /// Micro-units to a fixed decimal with `decimals` digits (exact, no float).
-fn micro_to(value: i64, scale_digits: u32, decimals: usize) -> String {
+fn micro_to(value: i128, scale_digits: u32, decimals: usize) -> String {
     let divisor = 10i128.pow(scale_digits);
-    let value = value as i128;
     let whole = value / divisor;
     let fraction = (value % divisor).abs();
     let fraction = format!("{fraction:0width$}", width = scale_digits as usize);
@@ -225,7 +224,7 @@ fn micro_to(value: i64, scale_digits: u32, decimals: usize) -> String {
 }
 
 /// kWh from µWh, and kg from µg: both are 10^9.
-fn kilo(value: i64) -> String {
+fn kilo(value: i128) -> String {
     micro_to(value, 9, 6)
 }
 
@@ -334,14 +333,14 @@ impl EmissionsReport {
                 kilo(totals.co2e_ug[2])
             );
         }
-        let by_dimension = |index: usize| -> Vec<(String, i64)> {
-            let mut sums: BTreeMap<String, i64> = BTreeMap::new();
+        let by_dimension = |index: usize| -> Vec<(String, i128)> {
+            let mut sums: BTreeMap<String, i128> = BTreeMap::new();
             for (key, totals) in &self.breakdown {
                 if let Some(label) = key.get(index) {
                     *sums.entry(label.clone()).or_default() += totals.co2e_ug[1];
                 }
             }
-            let mut sums: Vec<(String, i64)> = sums.into_iter().collect();
+            let mut sums: Vec<(String, i128)> = sums.into_iter().collect();
             sums.sort_by_key(|(_, value)| std::cmp::Reverse(*value));
             sums
         };
@@ -393,7 +392,7 @@ const PALETTE: [&str; 8] = [
     "#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#9c755f",
 ];
 
-fn bars(title: &str, values: &[(String, i64)]) -> String {
+fn bars(title: &str, values: &[(String, i128)]) -> String {
     let max = values.iter().map(|(_, v)| *v).max().unwrap_or(0).max(1) as f64;
     let height = 30 + values.len() * 26;
     let mut svg = format!(
@@ -419,7 +418,7 @@ fn bars(title: &str, values: &[(String, i64)]) -> String {
     svg
 }
 
-fn stacked_bars(title: &str, months: &BTreeMap<String, BTreeMap<String, i64>>) -> String {
+fn stacked_bars(title: &str, months: &BTreeMap<String, BTreeMap<String, i128>>) -> String {
     let teams: Vec<String> = {
         let mut teams: Vec<String> = months.values().flat_map(|m| m.keys().cloned()).collect();
         teams.sort();
@@ -428,7 +427,7 @@ fn stacked_bars(title: &str, months: &BTreeMap<String, BTreeMap<String, i64>>) -
     };
     let max = months
         .values()
-        .map(|m| m.values().sum::<i64>())
+        .map(|m| m.values().sum::<i128>())
         .max()
         .unwrap_or(0)
         .max(1) as f64;

@@ -8,6 +8,74 @@ use tally_contract::records::{
     Alert, DeployEvent, EnrichedLlmCall, LoopSignal, SpendWindow, TicketEvent,
 };
 
+/// A wide integer column (`Int128` in ClickHouse, `Decimal128(38, 0)` in `tally up`'s Parquet
+/// store): the sums of a spend window and the amounts of an alert (see [`tally_contract::wide`]).
+///
+/// To ClickHouse (RowBinary) it is an `i128`. The Parquet store's Arrow builder takes decimals
+/// as text, so [`Wide::as_text`] makes it one for the duration of a conversion; and tracing the
+/// Arrow schema from the row type reads it as text too (the store declares the column as a
+/// decimal).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Wide(pub i128);
+
+thread_local! {
+    static WIDE_AS_TEXT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+impl Wide {
+    /// Runs `convert` with every [`Wide`] serialised as decimal text (for Arrow).
+    pub fn as_text<R>(convert: impl FnOnce() -> R) -> R {
+        struct Reset(bool);
+        impl Drop for Reset {
+            fn drop(&mut self) {
+                WIDE_AS_TEXT.with(|flag| flag.set(self.0));
+            }
+        }
+        let _reset = Reset(WIDE_AS_TEXT.with(|flag| flag.replace(true)));
+        convert()
+    }
+}
+
+impl Serialize for Wide {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if WIDE_AS_TEXT.with(std::cell::Cell::get) {
+            serializer.serialize_str(&self.0.to_string())
+        } else {
+            serializer.serialize_i128(self.0)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Wide {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Wide, D::Error> {
+        struct Text;
+        impl serde::de::Visitor<'_> for Text {
+            type Value = Wide;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a wide integer")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Wide, E> {
+                match text {
+                    // What a schema tracer hands over.
+                    "" => Ok(Wide(0)),
+                    text => text.parse().map(Wide).map_err(E::custom),
+                }
+            }
+            fn visit_i128<E: serde::de::Error>(self, v: i128) -> Result<Wide, E> {
+                Ok(Wide(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Wide, E> {
+                Ok(Wide(v.into()))
+            }
+        }
+        if deserializer.is_human_readable() {
+            deserializer.deserialize_str(Text)
+        } else {
+            deserializer.deserialize_i128(Text)
+        }
+    }
+}
+
 /// One row of `llm_calls`.
 #[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
 pub struct LlmCallRow {
@@ -231,16 +299,16 @@ pub struct SpendWindowRow {
     pub dimension_value: String,
     pub calls: i64,
     pub unpriced_calls: i64,
-    pub input_tokens: i64,
-    pub output_tokens: i64,
-    pub cache_read_tokens: i64,
-    pub cache_write_tokens: i64,
-    pub reasoning_tokens: i64,
-    pub cost_nanos: i64,
-    pub energy_uwh_central: i64,
-    pub co2e_ug_low: i64,
-    pub co2e_ug_central: i64,
-    pub co2e_ug_high: i64,
+    pub input_tokens: Wide,
+    pub output_tokens: Wide,
+    pub cache_read_tokens: Wide,
+    pub cache_write_tokens: Wide,
+    pub reasoning_tokens: Wide,
+    pub cost_nanos: Wide,
+    pub energy_uwh_central: Wide,
+    pub co2e_ug_low: Wide,
+    pub co2e_ug_central: Wide,
+    pub co2e_ug_high: Wide,
     pub emitted_at: i64,
 }
 
@@ -256,16 +324,16 @@ impl From<SpendWindow> for SpendWindowRow {
             dimension_value: w.dimension_value,
             calls: w.calls,
             unpriced_calls: w.unpriced_calls,
-            input_tokens: w.input_tokens,
-            output_tokens: w.output_tokens,
-            cache_read_tokens: w.cache_read_tokens,
-            cache_write_tokens: w.cache_write_tokens,
-            reasoning_tokens: w.reasoning_tokens,
-            cost_nanos: w.cost_nanos,
-            energy_uwh_central: w.energy_uwh_central,
-            co2e_ug_low: w.co2e_ug_low,
-            co2e_ug_central: w.co2e_ug_central,
-            co2e_ug_high: w.co2e_ug_high,
+            input_tokens: Wide(w.input_tokens),
+            output_tokens: Wide(w.output_tokens),
+            cache_read_tokens: Wide(w.cache_read_tokens),
+            cache_write_tokens: Wide(w.cache_write_tokens),
+            reasoning_tokens: Wide(w.reasoning_tokens),
+            cost_nanos: Wide(w.cost_nanos),
+            energy_uwh_central: Wide(w.energy_uwh_central),
+            co2e_ug_low: Wide(w.co2e_ug_low),
+            co2e_ug_central: Wide(w.co2e_ug_central),
+            co2e_ug_high: Wide(w.co2e_ug_high),
             emitted_at: w.emitted_at,
         }
     }
@@ -336,8 +404,8 @@ pub struct AlertRow {
     pub title: String,
     pub message: String,
     pub source_id: Option<String>,
-    pub amount_nanos: Option<i64>,
-    pub limit_nanos: Option<i64>,
+    pub amount_nanos: Option<Wide>,
+    pub limit_nanos: Option<Wide>,
     pub labels: BTreeMap<String, String>,
     pub occurred_at: i64,
     pub emitted_at: i64,
@@ -356,8 +424,8 @@ impl From<Alert> for AlertRow {
             title: a.title,
             message: a.message,
             source_id: a.source_id,
-            amount_nanos: a.amount_nanos,
-            limit_nanos: a.limit_nanos,
+            amount_nanos: a.amount_nanos.map(Wide),
+            limit_nanos: a.limit_nanos.map(Wide),
             labels: a.labels,
             occurred_at: a.occurred_at,
             emitted_at: a.emitted_at,

@@ -332,8 +332,8 @@ pub async fn spend(
                 format!("ifNull(toString({}), '') AS {d}", column(d))
             });
             format!(
-                "SELECT {dims}, count() AS calls, countIf(unpriced) AS unpriced_calls, sum(input_tokens + output_tokens) AS tokens,
-                        sum(ifNull(cost_total_nanos, 0)) AS cost_nanos, toString(sum(ifNull(cost_usd, 0))) AS cost_usd
+                "SELECT {dims}, count() AS calls, countIf(unpriced) AS unpriced_calls, sum(toInt128(input_tokens) + output_tokens) AS tokens,
+                        sum(toInt128(ifNull(cost_total_nanos, 0))) AS cost_nanos, toString(sum(ifNull(cost_usd, 0))) AS cost_usd
                  FROM llm_calls FINAL WHERE occurred_at >= toDateTime64(?, 6, 'UTC') AND occurred_at < toDateTime64(?, 6, 'UTC')
                  GROUP BY {group} ORDER BY cost_nanos DESC, {group}"
             )
@@ -344,8 +344,9 @@ pub async fn spend(
             });
             format!(
                 "SELECT {dims}, count(*) AS calls, sum(CASE WHEN unpriced THEN 1 ELSE 0 END) AS unpriced_calls,
-                        sum(input_tokens + output_tokens) AS tokens, sum(coalesce(cost_total_nanos, 0)) AS cost_nanos,
-                        scale9(sum(coalesce(cost_total_nanos, 0))) AS cost_usd
+                        sum(CAST(input_tokens + output_tokens AS DECIMAL(38, 0))) AS tokens,
+                        sum(CAST(coalesce(cost_total_nanos, 0) AS DECIMAL(38, 0))) AS cost_nanos,
+                        scale9(sum(CAST(coalesce(cost_total_nanos, 0) AS DECIMAL(38, 0)))) AS cost_usd
                  FROM llm_calls WHERE occurred_at >= utc(?) AND occurred_at < utc(?)
                  GROUP BY {group} ORDER BY cost_nanos DESC, {group}"
             )

@@ -30,6 +30,7 @@ async fn migrations_apply_once_and_a_changed_one_is_refused() {
         "0004_rollups.sql",
         "0005_output_fingerprint.sql",
         "0006_canonical_model.sql",
+        "0007_wide_sums.sql",
     ];
     assert_eq!(first, names.map(|n| Outcome::Applied(n.into())));
     let second = migrate(&server, &db.name, &migrations).await.unwrap();
@@ -287,11 +288,15 @@ async fn deploys_tickets_windows_signals_and_alerts_land_in_their_tables() {
     let deploy: DeployEvent = tally_tests::fixture("DeployEvent");
     let ticket: TicketEvent = tally_tests::fixture("TicketEvent");
     let signal: LoopSignal = tally_tests::fixture("LoopSignal");
-    let alert: Alert = tally_tests::fixture("Alert");
+    let mut alert: Alert = tally_tests::fixture("Alert");
+    // Wide sums (SpendWindow and Alert version 2) pass i64 and arrive whole.
+    alert.amount_nanos = Some((1i128 << 69) + 3);
     let window: SpendWindow = tally_tests::fixture("SpendWindow");
     let mut revised = window.clone();
     revised.revision += 1;
     revised.calls += 10;
+    revised.cost_nanos = (1i128 << 70) + 7;
+    revised.co2e_ug_high = -((1i128 << 80) + 1);
     produce_one(&kafka, Topic::Deploys, "k", &deploy).await;
     produce_one(&kafka, Topic::Deploys, "k", &deploy).await; // a replay: one row after FINAL
     produce_one(&kafka, Topic::Tickets, "k", &ticket).await;
@@ -351,6 +356,16 @@ async fn deploys_tickets_windows_signals_and_alerts_land_in_their_tables() {
         (revised.revision, revised.calls),
         "FINAL keeps the highest revision"
     );
+    let wide: (i128, i128, Option<i128>) = db
+        .client
+        .query("SELECT cost_nanos, co2e_ug_high, (SELECT amount_nanos FROM alerts FINAL) FROM spend_windows FINAL")
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(
+        wide,
+        (revised.cost_nanos, revised.co2e_ug_high, alert.amount_nanos)
+    );
     let tickets: Vec<String> = db
         .client
         .query("SELECT arrayJoin(ticket_ids) FROM deploys FINAL ORDER BY 1")
@@ -370,13 +385,13 @@ fn at(day: i64, hour: i64) -> i64 {
 }
 
 /// (ticket, kind, tagged, unattributed, attributed nano-dollars, attributed dollars, human cost)
-type TicketFigures = (String, String, i64, i64, i64, String, Option<f64>);
+type TicketFigures = (String, String, i128, i128, i128, String, Option<f64>);
 /// (team, month, tokens, cost, unpriced, deploys, features/bugs, per feature, per deploy)
 type EfficiencyFigures = (
     String,
     String,
-    i64,
-    i64,
+    i128,
+    i128,
     u64,
     u64,
     String,
@@ -545,7 +560,7 @@ async fn attribution_views_on_a_hand_built_history() {
     insert.end().await.unwrap();
 
     // cost_per_deploy, written out by hand: (deploy, team calls, team cost, unpriced, ticket cost)
-    let per_deploy: Vec<(String, u64, i64, u64, i64)> = db
+    let per_deploy: Vec<(String, u64, i128, u64, i128)> = db
         .client
         .query("SELECT deploy_id, team_calls, team_cost_nanos, team_unpriced_calls, ticket_cost_nanos FROM cost_per_deploy ORDER BY deploy_id")
         .fetch_all()
@@ -678,7 +693,7 @@ async fn attribution_views_on_a_hand_built_history() {
     assert_eq!(sent, ["gpt-4o", "openai/GPT-4o"]);
 
     // The rollups, kept by materialized views, agree with llm_calls.
-    let daily: (u64, i64, u64) = db
+    let daily: (u64, i128, u64) = db
         .client
         .query("SELECT sum(calls), sum(cost_nanos), sum(unpriced_calls) FROM llm_calls_daily WHERE team = 'payments'")
         .fetch_one()
@@ -914,5 +929,90 @@ async fn a_row_clickhouse_refuses_goes_to_the_dead_letter_topic_with_its_error()
     stop.store(true, Ordering::SeqCst);
     worker.await.unwrap().unwrap();
     delete_topics(Topic::ALL.iter().map(|t| kafka.topic(*t)).collect());
+    db.drop_database().await;
+}
+
+/// Three calls of 4 × 10^18 nano-dollars, micro-watt-hours and micrograms each (4 TWh): every
+/// sum passes i64 and the views, rollups and the spend report give it exactly. (ClickHouse sums
+/// Int64 as Int64, which wraps: `emissions_monthly` gave -6,446,744,073.7 kWh before 0007.)
+#[tokio::test]
+async fn views_rollups_and_reports_sum_past_i64_exactly() {
+    use tally_sink::rows::LlmCallRow;
+    let db = TestDatabase::create("it_wide").await;
+    let server = clickhouse::Client::default().with_url(clickhouse_url());
+    migrate(&server, &db.name, &Migration::embedded().unwrap())
+        .await
+        .unwrap();
+    let template: EnrichedLlmCall = tally_tests::fixture("EnrichedLlmCall");
+    let mut insert = db.client.insert::<LlmCallRow>("llm_calls").await.unwrap();
+    for i in 0..3 {
+        let mut e = template.clone();
+        e.call.event_id = format!("huge-{i}");
+        e.call.team = "research".into();
+        e.call.occurred_at = at(10, 12) + i;
+        e.cost_total_nanos = Some(4_000_000_000_000_000_000);
+        (e.energy_uwh_low, e.energy_uwh_central, e.energy_uwh_high) = (
+            4_000_000_000_000_000_000,
+            4_000_000_000_000_000_000,
+            4_000_000_000_000_000_000,
+        );
+        (e.co2e_ug_low, e.co2e_ug_central, e.co2e_ug_high) = (
+            4_000_000_000_000_000_000,
+            4_000_000_000_000_000_000,
+            4_000_000_000_000_000_000,
+        );
+        insert.write(&LlmCallRow::new(e, 0, i)).await.unwrap();
+    }
+    insert.end().await.unwrap();
+    let text = |sql: &'static str| {
+        let client = db.client.clone();
+        async move { client.query(sql).fetch_one::<String>().await.unwrap() }
+    };
+    assert_eq!(
+        text("SELECT toString(energy_kwh_central) FROM emissions_monthly WHERE team = 'research'")
+            .await,
+        "12000000000"
+    );
+    assert_eq!(
+        text("SELECT toString(co2e_kg_high) FROM emissions_monthly WHERE team = 'research'").await,
+        "12000000000"
+    );
+    assert_eq!(
+        text("SELECT toString(cost_nanos) FROM team_efficiency WHERE team = 'research'").await,
+        "12000000000000000000"
+    );
+    assert_eq!(
+        text("SELECT toString(cost_usd) FROM team_efficiency WHERE team = 'research'").await,
+        "12000000000"
+    );
+    assert_eq!(
+        text("SELECT toString(sum(cost_nanos)) FROM llm_calls_daily WHERE team = 'research'").await,
+        "12000000000000000000"
+    );
+    assert_eq!(
+        text("SELECT toString(sum(co2e_ug_central)) FROM llm_calls_hourly WHERE team = 'research'")
+            .await,
+        "12000000000000000000"
+    );
+    let spend =
+        tally_sink::tabular::spend(&db.client, "2026-11-01", "2026-12-01", &["team".into()])
+            .await
+            .unwrap();
+    let json = spend.json();
+    assert!(
+        json.contains("12000000000000000000") && json.contains("12000000000"),
+        "{json}"
+    );
+    let emissions = tally_sink::report::emissions(
+        &db.client,
+        &tally_sink::report::EmissionsQuery {
+            from: "2026-11-01".into(),
+            to: "2026-12-01".into(),
+            by: vec!["team".into()],
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(emissions.totals.energy_uwh, [12_000_000_000_000_000_000; 3]);
     db.drop_database().await;
 }

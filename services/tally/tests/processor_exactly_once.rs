@@ -395,10 +395,10 @@ fn window_totals(windows: &[SpendWindow], seconds: i64, dimension: SpendDimensio
     {
         totals.calls += w.calls as u64;
         totals.unpriced += w.unpriced_calls as u64;
-        totals.cost_nanos += w.cost_nanos as i128;
-        totals.input_tokens += w.input_tokens as i128;
-        totals.energy_uwh += w.energy_uwh_central as i128;
-        totals.co2e_ug += w.co2e_ug_central as i128;
+        totals.cost_nanos += w.cost_nanos;
+        totals.input_tokens += w.input_tokens;
+        totals.energy_uwh += w.energy_uwh_central;
+        totals.co2e_ug += w.co2e_ug_central;
     }
     totals
 }

@@ -50,16 +50,26 @@ pub struct SpendWindow {
     pub dimension_value: String,
     pub calls: i64,
     pub unpriced_calls: i64,
-    pub input_tokens: i64,
-    pub output_tokens: i64,
-    pub cache_read_tokens: i64,
-    pub cache_write_tokens: i64,
-    pub reasoning_tokens: i64,
-    pub cost_nanos: i64,
-    pub energy_uwh_central: i64,
-    pub co2e_ug_low: i64,
-    pub co2e_ug_central: i64,
-    pub co2e_ug_high: i64,
+    #[serde(with = "crate::wide")]
+    pub input_tokens: i128,
+    #[serde(with = "crate::wide")]
+    pub output_tokens: i128,
+    #[serde(with = "crate::wide")]
+    pub cache_read_tokens: i128,
+    #[serde(with = "crate::wide")]
+    pub cache_write_tokens: i128,
+    #[serde(with = "crate::wide")]
+    pub reasoning_tokens: i128,
+    #[serde(with = "crate::wide")]
+    pub cost_nanos: i128,
+    #[serde(with = "crate::wide")]
+    pub energy_uwh_central: i128,
+    #[serde(with = "crate::wide")]
+    pub co2e_ug_low: i128,
+    #[serde(with = "crate::wide")]
+    pub co2e_ug_central: i128,
+    #[serde(with = "crate::wide")]
+    pub co2e_ug_high: i128,
     pub emitted_at: Micros,
 }
 
@@ -101,8 +111,10 @@ pub struct Alert {
     pub title: String,
     pub message: String,
     pub source_id: Option<String>,
-    pub amount_nanos: Option<i64>,
-    pub limit_nanos: Option<i64>,
+    #[serde(default, with = "crate::wide::option")]
+    pub amount_nanos: Option<i128>,
+    #[serde(default, with = "crate::wide::option")]
+    pub limit_nanos: Option<i128>,
     pub labels: BTreeMap<String, String>,
     pub occurred_at: Micros,
     pub emitted_at: Micros,

@@ -16,6 +16,12 @@ use serde::{Deserialize, Serialize};
 /// Microseconds since the Unix epoch, UTC (Avro `timestamp-micros`).
 pub type Micros = i64;
 
+/// The most tokens one call may count in any token field (input, output, cache reads, cache
+/// writes, reasoning), a thousand times the largest context window: ingest refuses a call
+/// above it (422 naming the field). It keeps every per-call figure within an `i64` and every
+/// sum exact (sums are 128-bit: see [`crate::wide`]).
+pub const MAX_TOKENS_PER_CALL: i64 = 1_000_000_000;
+
 macro_rules! avro_enum {
     ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident => $symbol:literal),+ $(,)? }) => {
         $(#[$doc])*

@@ -61,7 +61,22 @@ pub struct TableSpec {
     pub timestamps: &'static [&'static str],
     /// The timestamp column whose day names the partition.
     pub day_column: &'static str,
+    /// Columns holding wide integers ([`tally_sink::rows::Wide`]): `Decimal128(38, 0)`.
+    pub wide: &'static [&'static str],
 }
+
+const WINDOW_SUMS: &[&str] = &[
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "cost_nanos",
+    "energy_uwh_central",
+    "co2e_ug_low",
+    "co2e_ug_central",
+    "co2e_ug_high",
+];
 
 /// Every table, as ClickHouse has them.
 pub const TABLES: [TableSpec; 6] = [
@@ -70,36 +85,42 @@ pub const TABLES: [TableSpec; 6] = [
         topic: tables::LlmCalls::TOPIC,
         timestamps: &["occurred_at", "received_at", "enriched_at"],
         day_column: "occurred_at",
+        wide: &[],
     },
     TableSpec {
         name: tables::Deploys::TABLE,
         topic: tables::Deploys::TOPIC,
         timestamps: &["occurred_at", "received_at"],
         day_column: "occurred_at",
+        wide: &[],
     },
     TableSpec {
         name: tables::Tickets::TABLE,
         topic: tables::Tickets::TOPIC,
         timestamps: &["occurred_at", "received_at"],
         day_column: "occurred_at",
+        wide: &[],
     },
     TableSpec {
         name: tables::SpendWindows::TABLE,
         topic: tables::SpendWindows::TOPIC,
         timestamps: &["window_start", "emitted_at"],
         day_column: "window_start",
+        wide: WINDOW_SUMS,
     },
     TableSpec {
         name: tables::LoopSignals::TABLE,
         topic: tables::LoopSignals::TOPIC,
         timestamps: &["first_event_at", "last_event_at", "emitted_at"],
         day_column: "first_event_at",
+        wide: &[],
     },
     TableSpec {
         name: tables::Alerts::TABLE,
         topic: tables::Alerts::TOPIC,
         timestamps: &["occurred_at", "emitted_at"],
         day_column: "occurred_at",
+        wide: &["amount_nanos", "limit_nanos"],
     },
 ];
 
@@ -121,6 +142,8 @@ pub fn schema_of<T: SinkTable>(spec: &TableSpec) -> Result<SchemaRef, EmbeddedEr
                     DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
                     f.is_nullable(),
                 )
+            } else if spec.wide.contains(&f.name().as_str()) {
+                Field::new(f.name(), DataType::Decimal128(38, 0), f.is_nullable())
             } else {
                 f.as_ref().clone()
             }
@@ -212,8 +235,10 @@ impl<T: SinkTable> Destination<T> for ParquetTable {
     }
 
     fn write(&mut self, rows: &[T::Row], from: u64, to: u64) -> Result<(), EmbeddedError> {
-        let batch = serde_arrow::to_record_batch(&self.fields, &rows)
-            .map_err(|e| EmbeddedError::Store(format!("{}: {e}", T::TABLE)))?;
+        // Arrow takes the wide integers as decimal text.
+        let batch =
+            tally_sink::rows::Wide::as_text(|| serde_arrow::to_record_batch(&self.fields, &rows))
+                .map_err(|e| EmbeddedError::Store(format!("{}: {e}", T::TABLE)))?;
         self.files.write(&batch, from, to)
     }
 }

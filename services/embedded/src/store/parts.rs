@@ -449,6 +449,7 @@ mod tests {
             topic: Topic::LlmCallsEnriched,
             timestamps: &["occurred_at"],
             day_column: "occurred_at",
+            wide: &[],
         }
     }
 

@@ -224,7 +224,7 @@ impl Episode {
             title,
             message,
             source_id: Some(self.signal_id.clone()),
-            amount_nanos: Some(self.burn.cost_nanos),
+            amount_nanos: Some(self.burn.cost_nanos.into()),
             limit_nanos: None,
             labels,
             occurred_at: self.last_at,

@@ -23,20 +23,24 @@ impl Burn {
     pub fn of(call: &EnrichedLlmCall) -> Burn {
         Burn {
             calls: 1,
-            tokens: call.call.input_tokens + call.call.output_tokens,
+            tokens: call
+                .call
+                .input_tokens
+                .saturating_add(call.call.output_tokens),
             cost_nanos: call.cost_total_nanos.unwrap_or(0),
             unpriced_calls: i64::from(call.unpriced || call.cost_total_nanos.is_none()),
             co2e_ug: call.co2e_ug_central,
         }
     }
 
-    /// Adds another burn to this one.
+    /// Adds another burn to this one. One loop's figures are exact up to `i64::MAX` (9.2
+    /// billion dollars, 9.2 kt CO2e); past it they stay at the maximum rather than wrap.
     pub fn add(&mut self, other: Burn) {
-        self.calls += other.calls;
-        self.tokens += other.tokens;
-        self.cost_nanos += other.cost_nanos;
-        self.unpriced_calls += other.unpriced_calls;
-        self.co2e_ug += other.co2e_ug;
+        self.calls = self.calls.saturating_add(other.calls);
+        self.tokens = self.tokens.saturating_add(other.tokens);
+        self.cost_nanos = self.cost_nanos.saturating_add(other.cost_nanos);
+        self.unpriced_calls = self.unpriced_calls.saturating_add(other.unpriced_calls);
+        self.co2e_ug = self.co2e_ug.saturating_add(other.co2e_ug);
     }
 }
 
