@@ -395,4 +395,3 @@ mod tests {
         assert!(parse_timestamp(&json!(1.5)).is_err());
     }
 }
-
