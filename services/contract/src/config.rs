@@ -39,6 +39,7 @@ pub const SERVICE_KEYS: &[&str] = &[
     "clickhouse",
     "commit_interval_ms",
     "dedup_max_entries",
+    "dedup",
     "dedup_window_secs",
     "default_team",
     "destinations",

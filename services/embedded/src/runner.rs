@@ -23,7 +23,12 @@ use crate::EmbeddedError;
 pub struct JournalChangelogs<'a>(pub &'a Journal);
 
 impl Changelogs for JournalChangelogs<'_> {
-    fn ensure(&self, _config: &ProcessorConfig, _name: &str) -> Result<(), ProcessorError> {
+    fn ensure(
+        &self,
+        _config: &ProcessorConfig,
+        _name: &str,
+        _input: &str,
+    ) -> Result<(), ProcessorError> {
         Ok(())
     }
 
@@ -159,7 +164,7 @@ pub fn spawn_stages(
     stats: Arc<Stats>,
 ) -> Vec<SpawnedStage> {
     let mut stages: Vec<Box<dyn Stage>> = vec![
-        Box::new(tally_processor::stages::EnrichStage { enricher }),
+        Box::new(tally_processor::stages::EnrichStage::new(enricher)),
         Box::new(tally_processor::stages::AggregateStage {
             state: Default::default(),
         }),

@@ -191,6 +191,7 @@ pub async fn run(
     let changelogs = [
         tally_processor::stages::STATE_TOPIC,
         tally_processor::stages::DETECT_STATE_TOPIC,
+        tally_processor::stages::DEDUP_STATE_TOPIC,
     ]
     .map(|base| tally_processor::changelog::topic_name(&processor, base));
     let journal = Arc::new(Journal::open_with(

@@ -10,7 +10,6 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
-use tally_contract::topics::Topic;
 
 use crate::pipeline::{kafka, ApplyRecord};
 use crate::{ProcessorConfig, ProcessorError};
@@ -20,18 +19,17 @@ pub fn topic_name(config: &ProcessorConfig, base: &str) -> String {
     format!("{}{base}", config.kafka.topic_prefix)
 }
 
-/// Creates the compacted changelog topic with as many partitions as the enriched calls, if
-/// missing.
-pub fn ensure(config: &ProcessorConfig, name: &str) -> Result<(), ProcessorError> {
+/// Creates the compacted changelog topic with as many partitions as the stage's input topic,
+/// if missing.
+pub fn ensure(config: &ProcessorConfig, name: &str, input: &str) -> Result<(), ProcessorError> {
     let admin: AdminClient<DefaultClientContext> = config
         .kafka
         .client_config()
         .create()
         .map_err(kafka("admin"))?;
-    let input = config.kafka.topic(Topic::LlmCallsEnriched);
     let partitions = admin
         .inner()
-        .fetch_metadata(Some(&input), Duration::from_secs(10))
+        .fetch_metadata(Some(input), Duration::from_secs(10))
         .map_err(kafka("metadata"))?
         .topics()
         .first()

@@ -7,6 +7,7 @@ use tally_contract::kafka::KafkaConfig;
 
 use crate::budgets::{BudgetConfig, RolesConfig};
 use crate::carbon::CarbonConfig;
+use crate::dedup::DedupConfig;
 use crate::detect::DetectConfig;
 use crate::pricing::{Catalogue, PriceOverride, SHIPPED_CATALOGUE_VERSION};
 use crate::windows::WindowConfig;
@@ -58,6 +59,9 @@ pub struct ProcessorConfig {
     /// Runaway-agent detection (the `detect` stage).
     #[serde(default)]
     pub detect: DetectConfig,
+    /// How long and how many event ids the enrich stage remembers to drop repeats (`[dedup]`).
+    #[serde(default)]
+    pub dedup: DedupConfig,
     /// Kafka to consume from and produce to.
     #[serde(default)]
     pub kafka: KafkaConfig,
@@ -118,6 +122,7 @@ impl Default for ProcessorConfig {
             budgets: Vec::new(),
             roles: RolesConfig::default(),
             detect: DetectConfig::default(),
+            dedup: DedupConfig::default(),
             kafka: KafkaConfig::default(),
         }
     }

@@ -11,6 +11,7 @@ pub mod carbon;
 pub mod changelog;
 mod config;
 pub mod decimal;
+pub mod dedup;
 pub mod detect;
 pub mod enrich;
 mod error;
@@ -93,7 +94,7 @@ pub fn spawn_stages(
     stats: Arc<pipeline::Stats>,
 ) -> Vec<std::thread::JoinHandle<Result<(), ProcessorError>>> {
     let mut stages: Vec<Box<dyn pipeline::Stage>> = vec![
-        Box::new(stages::EnrichStage { enricher }),
+        Box::new(stages::EnrichStage::new(enricher)),
         Box::new(stages::AggregateStage {
             state: Default::default(),
         }),

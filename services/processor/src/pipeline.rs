@@ -43,6 +43,10 @@ pub struct Stats {
     pub alerts: AtomicU64,
     pub loop_signals: AtomicU64,
     pub late_events: AtomicU64,
+    /// Calls dropped because their event id was seen before (within the dedup window).
+    pub duplicates: AtomicU64,
+    /// Event ids forgotten early because a partition hit `dedup.max_ids_per_partition`.
+    pub dedup_forgotten: AtomicU64,
     pub transactions: AtomicU64,
     pub restarts: AtomicU64,
 }
@@ -50,7 +54,7 @@ pub struct Stats {
 impl Stats {
     /// Prometheus text exposition of the counters.
     pub fn render(&self) -> String {
-        let counters: [(&str, &str, &AtomicU64); 10] = [
+        let counters: [(&str, &str, &AtomicU64); 12] = [
             (
                 "consumed",
                 "Records consumed and committed, both stages.",
@@ -86,6 +90,16 @@ impl Stats {
                 "late_events",
                 "Calls later than the allowed lateness of a window (still enriched).",
                 &self.late_events,
+            ),
+            (
+                "duplicates",
+                "Calls dropped as repeats of an event id seen within the dedup window.",
+                &self.duplicates,
+            ),
+            (
+                "dedup_forgotten",
+                "Event ids forgotten before the dedup window ended, at the per-partition cap.",
+                &self.dedup_forgotten,
             ),
             (
                 "transactions",
@@ -198,8 +212,14 @@ pub type ApplyRecord<'a> =
 
 /// Where a stateful stage's changelog topics live and are read back from.
 pub trait Changelogs {
-    /// Creates the changelog topic `name` if missing.
-    fn ensure(&self, config: &ProcessorConfig, name: &str) -> Result<(), ProcessorError>;
+    /// Creates the changelog topic `name` if missing, with a partition per partition of the
+    /// stage's `input` topic.
+    fn ensure(
+        &self,
+        config: &ProcessorConfig,
+        name: &str,
+        input: &str,
+    ) -> Result<(), ProcessorError>;
     /// Hands every committed record of these partitions of `topic`, oldest first, to `apply`
     /// as (partition, offset, key, value).
     fn read(
@@ -215,8 +235,13 @@ pub trait Changelogs {
 pub struct KafkaChangelogs;
 
 impl Changelogs for KafkaChangelogs {
-    fn ensure(&self, config: &ProcessorConfig, name: &str) -> Result<(), ProcessorError> {
-        crate::changelog::ensure(config, name)
+    fn ensure(
+        &self,
+        config: &ProcessorConfig,
+        name: &str,
+        input: &str,
+    ) -> Result<(), ProcessorError> {
+        crate::changelog::ensure(config, name, input)
     }
 
     fn read(

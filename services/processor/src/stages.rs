@@ -1,7 +1,9 @@
 //! The processor's stages, each run exactly once by [`crate::pipeline`]:
 //!
 //! 1. `enrich`: `tally.llm_calls.v1` → `tally.llm_calls_enriched.v1` (keyed `tenant/team`, so
-//!    a team's calls, and each of its sessions in order, are on one partition). Stateless.
+//!    a team's calls, and each of its sessions in order, are on one partition). It drops a call
+//!    whose event id it has seen ([`crate::dedup`]); the ids go to the compacted changelog
+//!    `tally.dedup_state.v1`, one record per transaction, deleted once they left the window.
 //! 2. `aggregate`: `tally.llm_calls_enriched.v1` → `tally.spend_windows.v1` and
 //!    `tally.alerts.v1`. Its state (windows, watermark, budgets) is per input partition and is
 //!    written, in the same transaction as the outputs, to the compacted changelog topic
@@ -23,6 +25,7 @@ use tally_contract::topics::Topic;
 
 use crate::budgets::{self, BudgetState};
 use crate::changelog;
+use crate::dedup::Seen;
 use crate::enrich::Enricher;
 use crate::pipeline::{Changelogs, Outputs, Stage, Stats};
 use crate::windows::{self, WindowState};
@@ -34,10 +37,24 @@ use std::sync::atomic::Ordering;
 pub const STATE_TOPIC: &str = "tally.processor_state.v1";
 /// Base name of the detect stage's changelog topic.
 pub const DETECT_STATE_TOPIC: &str = "tally.detector_state.v1";
+/// Base name of the enrich stage's changelog topic: the event ids it has seen.
+pub const DEDUP_STATE_TOPIC: &str = "tally.dedup_state.v1";
 
-/// Stage 1: price and carbon-rate every call.
+/// Stage 1: drop repeats, price and carbon-rate every call.
 pub struct EnrichStage {
     pub enricher: Enricher,
+    /// The event ids each input partition has seen ([`crate::dedup`]).
+    pub seen: HashMap<i32, Seen>,
+}
+
+impl EnrichStage {
+    /// A stage with nothing seen yet.
+    pub fn new(enricher: Enricher) -> EnrichStage {
+        EnrichStage {
+            enricher,
+            seen: HashMap::new(),
+        }
+    }
 }
 
 impl Stage for EnrichStage {
@@ -49,20 +66,72 @@ impl Stage for EnrichStage {
         config.kafka.topic(Topic::LlmCalls)
     }
 
+    fn on_assignment(
+        &mut self,
+        partitions: &[i32],
+        config: &ProcessorConfig,
+        changelogs: &dyn Changelogs,
+    ) -> Result<(), ProcessorError> {
+        self.seen.clear();
+        if partitions.is_empty() {
+            return Ok(());
+        }
+        let topic = changelog::topic_name(config, DEDUP_STATE_TOPIC);
+        changelogs.ensure(config, &topic, &self.input(config))?;
+        let seen = &mut self.seen;
+        changelogs.read(
+            config,
+            &topic,
+            partitions,
+            &mut |partition, offset, key, value| {
+                let key = String::from_utf8_lossy(key);
+                seen.entry(partition)
+                    .or_default()
+                    .restore(&config.dedup, &key, value)
+                    .map_err(|e| {
+                        ProcessorError::Config(format!(
+                            "changelog {topic} partition {partition} offset {offset} (key {key}) \
+                             is not dedup state: {e}"
+                        ))
+                    })
+            },
+        )?;
+        let ids: usize = self.seen.values().map(Seen::len).sum();
+        tracing::info!(?partitions, ids, "dedup state restored from the changelog");
+        Ok(())
+    }
+
     fn process(
         &mut self,
         batch: &[OwnedMessage],
         out: &Outputs<'_>,
         stats: &Stats,
     ) -> Result<(), ProcessorError> {
+        let dedup = &out.config().dedup;
+        let mut first_offsets: HashMap<i32, i64> = HashMap::new();
         for message in batch {
+            let partition = message.partition();
+            first_offsets.entry(partition).or_insert(message.offset());
+            let seen = self.seen.entry(partition).or_default();
             let enriched = decode::<LlmCall>(message.payload().unwrap_or_default())
                 .map_err(|e| ("decode", e.to_string()))
                 .and_then(|call| {
+                    if !seen.first_time(dedup, &call) {
+                        return Ok(None);
+                    }
                     self.enricher
                         .enrich(call, out.now())
+                        .map(Some)
                         .map_err(|e| ("invalid", e.0))
                 });
+            let enriched = match enriched {
+                Ok(None) => {
+                    stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                Ok(Some(enriched)) => Ok(enriched),
+                Err(e) => Err(e),
+            };
             match enriched {
                 Ok(enriched) => {
                     let key = format!("{}/{}", enriched.call.tenant, enriched.call.team);
@@ -76,6 +145,22 @@ impl Stage for EnrichStage {
                     out.dead_letter(message, kind, reason)?;
                     stats.dead_letters.fetch_add(1, Ordering::Relaxed);
                 }
+            }
+        }
+        // The ids this transaction saw go to the changelog with its outputs.
+        let topic = changelog::topic_name(out.config(), DEDUP_STATE_TOPIC);
+        for (partition, first_offset) in first_offsets {
+            let seen = self.seen.entry(partition).or_default();
+            let forgotten = std::mem::take(&mut seen.forgotten);
+            stats
+                .dedup_forgotten
+                .fetch_add(forgotten, Ordering::Relaxed);
+            let writes = seen.changelog(dedup, first_offset);
+            for (key, bytes) in &writes.put {
+                out.raw(&topic, Some(partition), key.as_bytes(), Some(bytes))?;
+            }
+            for key in &writes.delete {
+                out.raw(&topic, Some(partition), key.as_bytes(), None)?;
             }
         }
         Ok(())
@@ -120,7 +205,7 @@ impl Stage for AggregateStage {
             return Ok(());
         }
         let topic = Self::state_topic(config);
-        changelogs.ensure(config, &topic)?;
+        changelogs.ensure(config, &topic, &self.input(config))?;
         self.state = restore(config, changelogs, &topic, partitions)?;
         for (partition, state) in &self.state {
             let calls: i64 = state
@@ -274,7 +359,7 @@ impl Stage for DetectStage {
             return Ok(());
         }
         let topic = changelog::topic_name(config, DETECT_STATE_TOPIC);
-        changelogs.ensure(config, &topic)?;
+        changelogs.ensure(config, &topic, &self.input(config))?;
         let state = &mut self.state;
         changelogs.read(
             config,

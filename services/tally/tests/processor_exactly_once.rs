@@ -523,3 +523,28 @@ async fn two_instances_share_the_work_and_the_survivor_takes_over() {
     drop(second);
     cleanup(&kafka);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn calls_that_reach_kafka_again_after_a_restart_count_once_everywhere() {
+    // Retries that reached another ingest instance, or arrived after a restart: every call
+    // is on the topic twice, the second time after the processor was killed and restarted.
+    const COUNT: usize = 10_000;
+    let (kafka, expected, last, rest) = setup(COUNT, 13).await;
+    rest.await.unwrap();
+    let group = unique_name("processor");
+    let first = Processor::start(&kafka, &group, "a");
+    let (totals, _) = read_enriched(&kafka, COUNT, Duration::from_secs(2), |_| {}).await;
+    assert_eq!(totals, expected);
+    first.kill();
+    let again = generate(COUNT, 13);
+    produce(&kafka, &again).await;
+    let _restarted = Processor::start(&kafka, &group, "a");
+    produce(&kafka, &last).await;
+    let (totals, duplicates) =
+        read_enriched(&kafka, COUNT + last.len(), Duration::from_secs(5), |_| {}).await;
+    assert_eq!(duplicates, 0, "no repeat enriched");
+    assert_eq!(totals.calls, (COUNT + last.len()) as u64);
+    // The windows and each budget threshold count every call once.
+    assert_windows_and_alerts(&kafka, &expected).await;
+    cleanup(&kafka);
+}

@@ -129,3 +129,64 @@ fn sigkill(child: &mut Child) {
     assert!(status.success());
     let _ = child.wait();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_retried_after_a_restart_is_counted_once_in_the_spend_windows_too() {
+    // 200 calls, tally up restarted, the same request sent again (a client that lost its
+    // 202): ingest's memory of event ids is gone, the processor's is in its changelog.
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let body: String = (0..200)
+        .map(|i| {
+            format!(
+                "{{\"event_id\": \"retry-{i}\", \"occurred_at\": \"2026-11-20T10:{:02}:{:02}Z\", \"team\": \"payments\", \
+                 \"provider\": \"openai\", \"model\": \"gpt-4o\", \"input_tokens\": 1000, \"output_tokens\": 100}}\n",
+                i / 60,
+                i % 60
+            )
+        })
+        .collect();
+    let post = |body: String| async move {
+        reqwest::Client::new()
+            .post(format!("http://127.0.0.1:{port}/v1/llm-calls"))
+            .bearer_auth("tally-local")
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let mut up = start_up(dir.path(), port);
+    assert_eq!(
+        post(body.clone()).await,
+        r#"{"accepted":200,"duplicates":0,"rejected":[]}"#
+    );
+    // Let the stages take it, then stop tally up (SIGTERM) and start it again.
+    wait_for_rows(dir.path(), "SELECT count(*) AS n FROM llm_calls", |r| {
+        r[0]["n"] == 200
+    });
+    let status = Command::new("kill")
+        .args(["-TERM", &up.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let _ = up.0.wait();
+    let _up = start_up(dir.path(), port);
+    assert_eq!(
+        post(body).await,
+        r#"{"accepted":200,"duplicates":0,"rejected":[]}"#
+    );
+    // A call two days later closes 2026-11-20's windows.
+    post(r#"{"event_id": "later", "occurred_at": "2026-11-22T10:00:00Z", "team": "payments", "provider": "openai", "model": "gpt-4o", "input_tokens": 1, "output_tokens": 1}"#.into()).await;
+    let windows = "SELECT sum(calls) AS calls FROM spend_windows \
+                   WHERE window_seconds = 86400 AND dimension = 'model' AND window_start = utc('2026-11-20')";
+    let rows = wait_for_rows(dir.path(), windows, |r| !r[0]["calls"].is_null());
+    assert_eq!(
+        rows[0]["calls"], 200,
+        "the retried request is counted once in the windows"
+    );
+    let calls = query(dir.path(), "SELECT count(*) AS n FROM llm_calls_stored WHERE team = 'payments' AND event_id LIKE 'retry-%'").unwrap();
+    assert_eq!(calls[0]["n"], 200, "and stored once");
+}
