@@ -176,14 +176,18 @@ fn strip_text(value: &mut Value) -> Stripped {
     stripped
 }
 
+/// What every derived event id starts with.
+pub const DERIVED_ID_PREFIX: &str = "derived-";
+
 /// A deterministic id for a record that came without one: the same record sent again (a
-/// retried request) gets the same id, so it is not counted twice.
+/// retried request) gets the same id, so it is not counted twice. (Identical records of one
+/// request are told apart by their order: see the server's `number_identical_records`.)
 pub fn derived_event_id(tenant: &str, content: &str) -> String {
     let mut hasher = Sha256::new();
     hasher.update(tenant.as_bytes());
     hasher.update([0]);
     hasher.update(content.as_bytes());
-    format!("derived-{}", &to_hex(&hasher.finalize())[..32])
+    format!("{DERIVED_ID_PREFIX}{}", &to_hex(&hasher.finalize())[..32])
 }
 
 fn check_tenant(r: &mut Record, principal: &Principal) {

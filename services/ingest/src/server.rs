@@ -15,7 +15,7 @@
 //! nothing of the request was acknowledged).
 // Handlers return `Result<_, Response>`, axum's idiom: the error is the answer to send.
 #![allow(clippy::result_large_err)]
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -40,7 +40,7 @@ use crate::body::parse_records;
 use crate::dedup::DedupWindow;
 use crate::events::{deploy_from_json, ticket_from_json};
 use crate::github::{deploy_from_github, ticket_from_github, GithubOutcome};
-use crate::llm_call::{llm_call_from_json, Context};
+use crate::llm_call::{llm_call_from_json, Context, DERIVED_ID_PREFIX};
 use crate::metrics::{Metrics, Rejection};
 use crate::otlp::{self, SpanRecord};
 use crate::producer::{KafkaProducer, Outgoing, Publisher};
@@ -157,6 +157,14 @@ impl Event {
         }
     }
 
+    fn event_id_mut(&mut self) -> &mut String {
+        match self {
+            Event::Call(c) => &mut c.event_id,
+            Event::Deploy(d) => &mut d.event_id,
+            Event::Ticket(t) => &mut t.event_id,
+        }
+    }
+
     fn outgoing(&self, config: &IngestConfig) -> Result<Outgoing, String> {
         fn build<T: AvroRecord>(
             record: &T,
@@ -208,6 +216,24 @@ impl Kind {
             Kind::Call => llm_call_from_json(value, context).map(Event::Call),
             Kind::Deploy => deploy_from_json(value, context).map(Event::Deploy),
             Kind::Ticket => ticket_from_json(value, context).map(Event::Ticket),
+        }
+    }
+}
+
+/// Identical records without an event id in one request are distinct events (an embeddings
+/// batch of equal inputs in one millisecond): the second and later get `-2`, `-3`, ... after
+/// their derived id. A retried request has them in the same order, so keeps its ids.
+fn number_identical_records(events: &mut [Event]) {
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for event in events {
+        let id = event.event_id_mut();
+        if !id.starts_with(DERIVED_ID_PREFIX) {
+            continue;
+        }
+        let count = seen.entry(id.clone()).or_insert(0);
+        *count += 1;
+        if *count > 1 {
+            id.push_str(&format!("-{count}"));
         }
     }
 }
@@ -447,6 +473,7 @@ async fn json_records_inner(app: &App, kind: Kind, request: Request) -> Result<R
             .rejected(Rejection::Forbidden, events.len() + rejected.len());
         return Err(response);
     }
+    number_identical_records(&mut events);
     app.metrics.rejected(Rejection::Invalid, rejected.len());
     let published = publish(app, kind, events).await?;
     let status = match (

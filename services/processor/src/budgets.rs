@@ -79,14 +79,28 @@ fn default_review_multiple() -> u32 {
     3
 }
 
-/// One partition's budget and usage state: what the changelog keeps.
+/// How long after a budget period ends its spend is kept, for calls that arrive late: a late
+/// call within it counts in the period it belongs to; a later one is counted as late.
+pub const PERIOD_LATENESS: Micros = 3 * DAY;
+
+/// One partition's budget and usage state: what the changelog keeps. Budgets are known by
+/// name, so adding or reordering `[[budgets]]` gives none another's spend.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct BudgetState {
-    /// Spend per (budget index, period start), nano-dollars.
-    #[serde(with = "crate::state_serde")]
+    /// Spend per (budget name, period start), nano-dollars.
+    #[serde(default, with = "crate::state_serde")]
+    pub spent_by_budget: BTreeMap<(String, Micros), i128>,
+    /// Thresholds already alerted per (budget name, period start); 0 stands for burn rate.
+    #[serde(default, with = "crate::state_serde")]
+    pub fired_by_budget: BTreeMap<(String, Micros), BTreeSet<u32>>,
+    /// The newest event time seen: periods that ended [`PERIOD_LATENESS`] before it go.
+    #[serde(default)]
+    pub newest: Micros,
+    /// State written before budgets were known by name: by position in `[[budgets]]`.
+    /// [`BudgetState::adopt`] moves it to the names.
+    #[serde(default, skip_serializing, with = "crate::state_serde")]
     pub spent: BTreeMap<(usize, Micros), i128>,
-    /// Thresholds already alerted per (budget index, period start); 0 stands for burn rate.
-    #[serde(with = "crate::state_serde")]
+    #[serde(default, skip_serializing, with = "crate::state_serde")]
     pub fired: BTreeMap<(usize, Micros), BTreeSet<u32>>,
     /// Per (tenant, team): spend per minute over the trailing hour.
     #[serde(with = "crate::state_serde")]
@@ -98,16 +112,87 @@ pub struct BudgetState {
     pub reviewed: BTreeSet<(String, String, Micros)>,
 }
 
-/// Applies one call; returns the alerts it raises.
+impl BudgetState {
+    /// After a restore: moves state kept by budget position to the budget's name (the
+    /// configuration the state was written with is assumed), and drops the state of budgets
+    /// no longer configured, with a log line each.
+    pub fn adopt(&mut self, budgets: &[BudgetConfig]) {
+        for ((index, start), spent) in std::mem::take(&mut self.spent) {
+            if let Some(budget) = budgets.get(index) {
+                self.spent_by_budget
+                    .insert((budget.name.clone(), start), spent);
+            }
+        }
+        for ((index, start), fired) in std::mem::take(&mut self.fired) {
+            if let Some(budget) = budgets.get(index) {
+                self.fired_by_budget
+                    .insert((budget.name.clone(), start), fired);
+            }
+        }
+        let names: BTreeSet<&str> = budgets.iter().map(|b| b.name.as_str()).collect();
+        let gone: BTreeSet<String> = self
+            .spent_by_budget
+            .keys()
+            .chain(self.fired_by_budget.keys())
+            .map(|(name, _)| name.clone())
+            .filter(|name| !names.contains(name.as_str()))
+            .collect();
+        for name in gone {
+            tracing::info!(budget = %name, "budget no longer configured: its state is dropped");
+            self.spent_by_budget.retain(|(n, _), _| *n != name);
+            self.fired_by_budget.retain(|(n, _), _| *n != name);
+        }
+    }
+
+    /// Forgets what no call can change any more: budget periods that ended more than
+    /// [`PERIOD_LATENESS`] ago, review marks of days before yesterday, and trailing buckets
+    /// of teams and users with nothing in them.
+    fn prune(&mut self, budgets: &[BudgetConfig]) {
+        let horizon = self.newest - PERIOD_LATENESS;
+        let period_of: BTreeMap<&str, Period> = budgets
+            .iter()
+            .map(|b| (b.name.as_str(), b.period))
+            .collect();
+        let live = |(name, start): &(String, Micros)| {
+            period_of
+                .get(name.as_str())
+                .is_some_and(|period| period_bounds(*period, *start).1 > horizon)
+        };
+        self.spent_by_budget.retain(|key, _| live(key));
+        self.fired_by_budget.retain(|key, _| live(key));
+        let yesterday = self.newest - self.newest.rem_euclid(DAY) - DAY;
+        self.reviewed.retain(|(_, _, day)| *day >= yesterday);
+        self.minutes.retain(|_, buckets| !buckets.is_empty());
+        self.hours.retain(|_, buckets| !buckets.is_empty());
+    }
+}
+
+/// What one call did to the budgets.
+#[derive(Debug, Default, PartialEq)]
+pub struct Applied {
+    /// Alerts it raises.
+    pub alerts: Vec<Alert>,
+    /// Whether it belongs to a budget period whose state is gone ([`PERIOD_LATENESS`] after
+    /// its end): it adds to no budget then, and is counted as late.
+    pub late: bool,
+}
+
+/// Applies one call.
 pub fn apply(
     budgets: &[BudgetConfig],
     roles: &RolesConfig,
     state: &mut BudgetState,
     call: &EnrichedLlmCall,
     now: Micros,
-) -> Vec<Alert> {
+) -> Applied {
     let mut alerts = Vec::new();
+    let mut late = false;
     let at = call.call.occurred_at;
+    // Once a day (of event time), forget what no call can change any more.
+    if at.div_euclid(DAY) > state.newest.div_euclid(DAY) {
+        state.newest = at;
+        state.prune(budgets);
+    }
     // Sums are 128-bit: a month of a large team's spend passes what an i64 holds.
     let cost = i128::from(call.cost_total_nanos.unwrap_or(0));
     let team_key = (call.call.tenant.clone(), call.call.team.clone());
@@ -115,18 +200,30 @@ pub fn apply(
     add_bucket(minutes, at - at.rem_euclid(60_000_000), cost, at - HOUR);
     let trailing_hour: i128 = minutes.iter().map(|(_, v)| v).sum();
 
-    for (index, budget) in budgets.iter().enumerate() {
+    state.newest = state.newest.max(at);
+    for budget in budgets {
         if budget.tenant != call.call.tenant || budget.team != call.call.team {
             continue;
         }
         let (start, end) = period_bounds(budget.period, at);
-        let spent = state.spent.entry((index, start)).or_default();
+        if end <= state.newest - PERIOD_LATENESS {
+            // Its period's state is gone: too late to count (the windows still count it).
+            late = true;
+            continue;
+        }
+        let spent = state
+            .spent_by_budget
+            .entry((budget.name.clone(), start))
+            .or_default();
         *spent += cost;
         let spent = *spent;
         let Ok(limit) = budget.amount_usd.round_scaled_wide(9) else {
             continue;
         };
-        let fired = state.fired.entry((index, start)).or_default();
+        let fired = state
+            .fired_by_budget
+            .entry((budget.name.clone(), start))
+            .or_default();
         for &percent in &budget.thresholds_percent {
             let threshold = limit * i128::from(percent) / 100;
             if spent >= threshold && fired.insert(percent) {
@@ -177,7 +274,7 @@ pub fn apply(
             }
         }
     }
-    alerts
+    Applied { alerts, late }
 }
 
 /// Adds to the bucket at `bucket_start` and drops buckets at or before `horizon`.
@@ -472,6 +569,93 @@ mod tests {
         // Nov 1 .. Dec 1
     }
 
+    fn named(name: &str, usd: &str) -> BudgetConfig {
+        BudgetConfig {
+            name: name.into(),
+            ..budget(Period::Day, usd)
+        }
+    }
+
+    #[test]
+    fn budgets_are_known_by_name_whatever_their_order() {
+        let roles = RolesConfig::default();
+        let mut state = BudgetState::default();
+        let first = [named("a", "100"), named("b", "1000")];
+        apply(&first, &roles, &mut state, &at(10, 6_000), 0);
+        // A budget inserted before both, and the two swapped: each keeps its own spend.
+        let later = [named("new", "10000"), named("b", "1000"), named("a", "100")];
+        let alerts = apply(&later, &roles, &mut state, &at(20, 2_000), 0).alerts;
+        let fired: Vec<(&str, &str)> = alerts
+            .iter()
+            .map(|a| {
+                (
+                    a.labels["budget"].as_str(),
+                    a.labels["threshold_percent"].as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            fired,
+            [("a", "80")],
+            "a: $80 of $100 (its 50% fired before)"
+        );
+        assert_eq!(
+            state.spent_by_budget[&("a".into(), NOV_23_2026)],
+            80_000_000_000
+        );
+        assert_eq!(
+            state.spent_by_budget[&("b".into(), NOV_23_2026)],
+            80_000_000_000
+        );
+        // A budget removed from the configuration: its state goes when the state is restored.
+        state.adopt(&[named("b", "1000")]);
+        assert!(state.spent_by_budget.keys().all(|(name, _)| name != "a"));
+        assert!(state.fired_by_budget.keys().all(|(name, _)| name != "a"));
+    }
+
+    #[test]
+    fn state_written_by_position_is_adopted_by_name() {
+        let mut state = BudgetState::default();
+        state.spent.insert((1, NOV_23_2026), 5);
+        state.fired.insert((1, NOV_23_2026), BTreeSet::from([50]));
+        let json = serde_json::to_value(&state).unwrap();
+        assert!(
+            json.get("spent").is_none(),
+            "positions are read, never written"
+        );
+        state.adopt(&[named("a", "1"), named("b", "1")]);
+        assert_eq!(state.spent_by_budget[&("b".into(), NOV_23_2026)], 5);
+        assert!(state.spent.is_empty());
+    }
+
+    #[test]
+    fn closed_periods_are_forgotten_and_a_call_for_one_is_late() {
+        let roles = RolesConfig::default();
+        let mut state = BudgetState::default();
+        let budgets = [named("a", "100")];
+        apply(&budgets, &roles, &mut state, &at(10, 100), 0);
+        // Two days later the day is still kept (a late call counts in it) ...
+        let two_days = 2 * 86_400;
+        assert!(!apply(&budgets, &roles, &mut state, &at(two_days, 100), 0).late);
+        assert!(!apply(&budgets, &roles, &mut state, &at(20, 100), 0).late);
+        assert_eq!(
+            state.spent_by_budget[&("a".into(), NOV_23_2026)],
+            2_000_000_000
+        );
+        // ... five days later it is gone, and a call for it is counted as late.
+        let five_days = 5 * 86_400;
+        apply(&budgets, &roles, &mut state, &at(five_days, 100), 0);
+        assert!(!state
+            .spent_by_budget
+            .contains_key(&("a".into(), NOV_23_2026)));
+        assert!(apply(&budgets, &roles, &mut state, &at(30, 100), 0).late);
+        assert_eq!(
+            state.spent_by_budget.len(),
+            2,
+            "the days of the later calls"
+        );
+    }
+
     #[test]
     fn each_threshold_alerts_once_per_period() {
         let budgets = [budget(Period::Day, "100")];
@@ -484,18 +668,18 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         assert_eq!(
-            titles(apply(&budgets, &roles, &mut state, &at(10, 4_000), 0)),
+            titles(apply(&budgets, &roles, &mut state, &at(10, 4_000), 0).alerts),
             Vec::<String>::new()
         );
         assert_eq!(
-            titles(apply(&budgets, &roles, &mut state, &at(20, 4_500), 0)),
+            titles(apply(&budgets, &roles, &mut state, &at(20, 4_500), 0).alerts),
             ["50", "80"]
         );
         assert_eq!(
-            titles(apply(&budgets, &roles, &mut state, &at(30, 100), 0)),
+            titles(apply(&budgets, &roles, &mut state, &at(30, 100), 0).alerts),
             Vec::<String>::new()
         );
-        let alerts = apply(&budgets, &roles, &mut state, &at(40, 2_000), 0);
+        let alerts = apply(&budgets, &roles, &mut state, &at(40, 2_000), 0).alerts;
         assert_eq!(alerts.len(), 1);
         assert_eq!(alerts[0].severity, Severity::Critical);
         assert_eq!(alerts[0].message, "Spent $106.00 of $100.00 (100% threshold) in the day 2026-11-23. Unpriced calls (unknown models) are not included.");
@@ -505,13 +689,7 @@ mod tests {
         );
         // The next day starts again.
         assert_eq!(
-            titles(apply(
-                &budgets,
-                &roles,
-                &mut state,
-                &at(86_400 + 10, 5_000),
-                0
-            )),
+            titles(apply(&budgets, &roles, &mut state, &at(86_400 + 10, 5_000), 0).alerts),
             ["50"]
         );
     }
@@ -525,9 +703,11 @@ mod tests {
         let mut state = BudgetState::default();
         let roles = RolesConfig::default();
         // $10 in the first hour, observed at 01:00: forecast 10 + 10 × 23 = $240 — fine.
-        assert!(apply(&budgets, &roles, &mut state, &at(3_599, 1_000), 0).is_empty());
+        assert!(apply(&budgets, &roles, &mut state, &at(3_599, 1_000), 0)
+            .alerts
+            .is_empty());
         // $60 in the hour before 02:00: forecast 70 + 60 × 22 = $1,390 > $1,000.
-        let alerts = apply(&budgets, &roles, &mut state, &at(7_199, 6_000), 0);
+        let alerts = apply(&budgets, &roles, &mut state, &at(7_199, 6_000), 0).alerts;
         assert_eq!(alerts.len(), 1);
         assert_eq!(alerts[0].kind, AlertKind::BudgetBurnRate);
         assert!(
@@ -538,7 +718,9 @@ mod tests {
             alerts[0].message
         );
         assert!(
-            apply(&budgets, &roles, &mut state, &at(7_300, 6_000), 0).is_empty(),
+            apply(&budgets, &roles, &mut state, &at(7_300, 6_000), 0)
+                .alerts
+                .is_empty(),
             "once per period"
         );
     }
@@ -552,9 +734,13 @@ mod tests {
         };
         let mut state = BudgetState::default();
         // Each call is 110 tokens; the third makes 330 > 300.
-        assert!(apply(&[], &roles, &mut state, &at(10, 1), 0).is_empty());
-        assert!(apply(&[], &roles, &mut state, &at(20, 1), 0).is_empty());
-        let alerts = apply(&[], &roles, &mut state, &at(30, 1), 0);
+        assert!(apply(&[], &roles, &mut state, &at(10, 1), 0)
+            .alerts
+            .is_empty());
+        assert!(apply(&[], &roles, &mut state, &at(20, 1), 0)
+            .alerts
+            .is_empty());
+        let alerts = apply(&[], &roles, &mut state, &at(30, 1), 0).alerts;
         assert_eq!(alerts.len(), 1);
         assert_eq!(alerts[0].kind, AlertKind::UsageReview);
         assert_eq!(
@@ -563,7 +749,9 @@ mod tests {
         );
         assert!(alerts[0].message.contains("not a judgement"));
         assert!(
-            apply(&[], &roles, &mut state, &at(40, 1), 0).is_empty(),
+            apply(&[], &roles, &mut state, &at(40, 1), 0)
+                .alerts
+                .is_empty(),
             "once per day"
         );
     }

@@ -155,7 +155,14 @@ impl ProcessorConfig {
         if self.windows.allowed_lateness_secs < 0 || self.windows.max_out_of_order_secs < 0 {
             return bad("windows.allowed_lateness_secs and windows.max_out_of_order_secs must not be negative");
         }
+        let mut names = std::collections::BTreeSet::new();
         for (i, budget) in self.budgets.iter().enumerate() {
+            if !names.insert(budget.name.as_str()) {
+                return Err(ProcessorError::Config(format!(
+                    "budgets[{i}].name {:?} is taken by an earlier budget: budgets are known by name",
+                    budget.name
+                )));
+            }
             if budget.amount_usd.is_negative() || budget.amount_usd.is_zero() {
                 return Err(ProcessorError::Config(format!(
                     "budgets[{i}] ({}).amount_usd must be more than 0",

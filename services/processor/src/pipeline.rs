@@ -43,6 +43,8 @@ pub struct Stats {
     pub alerts: AtomicU64,
     pub loop_signals: AtomicU64,
     pub late_events: AtomicU64,
+    /// Calls later than [`crate::budgets::PERIOD_LATENESS`] after their budget period ended.
+    pub late_for_budgets: AtomicU64,
     /// Calls dropped because their event id was seen before (within the dedup window).
     pub duplicates: AtomicU64,
     /// Event ids forgotten early because a partition hit `dedup.max_ids_per_partition`.
@@ -54,7 +56,7 @@ pub struct Stats {
 impl Stats {
     /// Prometheus text exposition of the counters.
     pub fn render(&self) -> String {
-        let counters: [(&str, &str, &AtomicU64); 12] = [
+        let counters: [(&str, &str, &AtomicU64); 13] = [
             (
                 "consumed",
                 "Records consumed and committed, both stages.",
@@ -90,6 +92,11 @@ impl Stats {
                 "late_events",
                 "Calls later than the allowed lateness of a window (still enriched).",
                 &self.late_events,
+            ),
+            (
+                "late_for_budgets",
+                "Calls that arrived more than 3 days after their budget period ended (in no budget).",
+                &self.late_for_budgets,
             ),
             (
                 "duplicates",

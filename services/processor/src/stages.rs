@@ -207,6 +207,9 @@ impl Stage for AggregateStage {
         let topic = Self::state_topic(config);
         changelogs.ensure(config, &topic, &self.input(config))?;
         self.state = restore(config, changelogs, &topic, partitions)?;
+        for state in self.state.values_mut() {
+            state.budgets.adopt(&config.budgets);
+        }
         for (partition, state) in &self.state {
             let calls: i64 = state
                 .windows
@@ -265,13 +268,17 @@ impl Stage for AggregateStage {
                 .windows_emitted
                 .fetch_add(windowed.emitted.len() as u64, Ordering::Relaxed);
             let config = out.config();
-            for alert in budgets::apply(
+            let budgeted = budgets::apply(
                 &config.budgets,
                 &config.roles,
                 &mut state.budgets,
                 &call,
                 out.now(),
-            ) {
+            );
+            if budgeted.late {
+                stats.late_for_budgets.fetch_add(1, Ordering::Relaxed);
+            }
+            for alert in budgeted.alerts {
                 out.record(Topic::Alerts, &key, &alert)?;
                 stats.alerts.fetch_add(1, Ordering::Relaxed);
             }

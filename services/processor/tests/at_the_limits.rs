@@ -62,13 +62,16 @@ fn a_day_window_and_a_month_budget_sum_past_i64_exactly() {
     for i in 0..calls {
         let enriched = enricher.enrich(largest_call(i), 0).unwrap();
         windows::apply(&config, &mut windows_state, &enriched, 0);
-        alerts.extend(budgets::apply(
-            std::slice::from_ref(&budget),
-            &RolesConfig::default(),
-            &mut budget_state,
-            &enriched,
-            0,
-        ));
+        alerts.extend(
+            budgets::apply(
+                std::slice::from_ref(&budget),
+                &RolesConfig::default(),
+                &mut budget_state,
+                &enriched,
+                0,
+            )
+            .alerts,
+        );
     }
     // The next day closes the window.
     let mut next = enricher.enrich(largest_call(0), 0).unwrap();

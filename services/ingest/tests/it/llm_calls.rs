@@ -293,6 +293,36 @@ async fn retried_requests_and_records_without_ids_are_counted_once() {
 }
 
 #[tokio::test]
+async fn identical_records_of_one_request_are_distinct_calls_and_keep_their_ids_on_retry() {
+    // An embeddings batch: three equal inputs in one millisecond, no event ids, no session.
+    let ingest = Harness::start().await;
+    let one = json!({"occurred_at": "2026-11-23T10:00:00Z", "provider": "openai",
+                     "model": "text-embedding-3-small", "operation": "embeddings",
+                     "input_tokens": 8, "output_tokens": 0});
+    let body = json!([one, one, one]);
+    assert_eq!(
+        ingest.post_json("/v1/llm-calls", &body).await,
+        (202, json!({"accepted": 3, "duplicates": 0, "rejected": []}))
+    );
+    // The retry of the whole request: the same three ids, all duplicates.
+    assert_eq!(
+        ingest.post_json("/v1/llm-calls", &body).await,
+        (202, json!({"accepted": 0, "duplicates": 3, "rejected": []}))
+    );
+    let mut ids: Vec<String> = ingest
+        .read::<LlmCall>(Topic::LlmCalls, 3)
+        .await
+        .into_iter()
+        .map(|(_, c)| c.event_id)
+        .collect();
+    ids.sort();
+    assert_eq!(ids.len(), 3);
+    assert_eq!(ids[1], format!("{}-2", ids[0]));
+    assert_eq!(ids[2], format!("{}-3", ids[0]));
+    ingest.stop().await;
+}
+
+#[tokio::test]
 async fn malformed_and_oversized_bodies_are_refused_with_reasons() {
     let ingest = Harness::start_with(
         tally_tests::kafka_config(),
