@@ -86,7 +86,9 @@ fn processor(c: &mut Criterion) {
                 emitted += windows::apply(&window_config, &mut state, &call, 0)
                     .emitted
                     .len();
-                emitted += budgets::apply(&budgets, &roles, &mut budget_state, &call, 0).len();
+                emitted += budgets::apply(&budgets, &roles, &mut budget_state, &call, 0)
+                    .alerts
+                    .len();
             }
             emitted
         })
