@@ -286,3 +286,29 @@ pub fn emit_genai_spans(endpoint: &str, protocol: &str, api_key: &str, run_id: &
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// `record` as a newer tally would write it: single-object encoded with a later version of
+/// its schema (today's plus a field today's readers do not know), whose fingerprint no
+/// version of this build has.
+pub fn newer_version_bytes<T: tally_contract::AvroRecord>(record: &T) -> Vec<u8> {
+    let mut json: serde_json::Value = serde_json::from_str(&T::schemas().current.json).unwrap();
+    json["fields"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+            "name": "added_by_a_newer_tally", "type": ["null", "string"], "default": null,
+            "doc": "A field of a later version."
+        }));
+    let schema = apache_avro::Schema::parse_str(&json.to_string()).unwrap();
+    let mut value = apache_avro::to_value(record).unwrap();
+    if let apache_avro::types::Value::Record(fields) = &mut value {
+        fields.push((
+            "added_by_a_newer_tally".into(),
+            apache_avro::types::Value::Union(0, Box::new(apache_avro::types::Value::Null)),
+        ));
+    }
+    let mut bytes = tally_contract::codec::MARKER.to_vec();
+    bytes.extend_from_slice(&tally_contract::schema::fingerprint(&schema));
+    bytes.extend_from_slice(&apache_avro::to_avro_datum(&schema, value).unwrap());
+    bytes
+}

@@ -53,6 +53,7 @@ pub fn decode<T: AvroRecord>(bytes: &[u8]) -> Result<T> {
         .ok_or_else(|| ContractError::UnknownFingerprint {
             record: T::RECORD_NAME,
             fingerprint: hex(&fingerprint),
+            known: schemas.current.version,
         })?;
     let decode_error = |reason: String| ContractError::Decode {
         record: T::RECORD_NAME,

@@ -23,11 +23,18 @@ pub enum ContractError {
         reason: String,
     },
 
-    /// The writer schema's fingerprint is not a known version of the expected record type.
-    #[error("unknown writer schema for {record}: fingerprint {fingerprint} is not a known version of {record}")]
+    /// The writer schema's fingerprint is not a known version of the expected record type:
+    /// most likely a newer tally wrote it. Readers stop there rather than skip it.
+    #[error(
+        "unknown writer schema for {record}: fingerprint {fingerprint} is none of the versions \
+         this tally reads ({record} 1 to {known}); a newer tally wrote it? Upgrade this service: \
+         it reads nothing past the record until then"
+    )]
     UnknownFingerprint {
         record: &'static str,
         fingerprint: String,
+        /// The newest version this reader knows.
+        known: u32,
     },
 
     /// The body does not decode with the writer schema, or does not fit the Rust type.
@@ -52,3 +59,12 @@ pub enum ContractError {
 
 /// Result with the contract's error.
 pub type Result<T, E = ContractError> = std::result::Result<T, E>;
+
+impl ContractError {
+    /// Whether the bytes are a record of a schema version this reader does not know (rather
+    /// than damaged): a reader stops there instead of dead-lettering it and reading on, so
+    /// nothing is lost while a reader is older than its writer.
+    pub fn is_unknown_version(&self) -> bool {
+        matches!(self, ContractError::UnknownFingerprint { .. })
+    }
+}

@@ -271,6 +271,15 @@ impl AlertConsumer {
         };
         let alert = match decode::<Alert>(&record.payload) {
             Ok(alert) => alert,
+            // A newer tally wrote it: stop before it rather than skip an alert.
+            Err(error) if error.is_unknown_version() => {
+                return Err(NotifyError::NewerRecord {
+                    topic: record.topic,
+                    partition: record.partition,
+                    offset: record.offset,
+                    reason: error.to_string(),
+                })
+            }
             Err(error) => return self.undecodable(record, error.to_string(), stop).await,
         };
         if self.is_stale(&alert) {

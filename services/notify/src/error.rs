@@ -21,6 +21,15 @@ pub enum NotifyError {
     /// The HTTP client could not be built (TLS set-up, say).
     #[error("http client for destination `{destination}`: {reason}")]
     Http { destination: String, reason: String },
+    /// An alert of a schema version this notifier does not know (a newer tally wrote it): it
+    /// stops before it, committing nothing past it; upgrade tally notify.
+    #[error("{topic} partition {partition} offset {offset}: {reason}")]
+    NewerRecord {
+        topic: String,
+        partition: i32,
+        offset: i64,
+        reason: String,
+    },
     /// A task of the notifier panicked.
     #[error("{0} panicked")]
     Panicked(String),

@@ -10,6 +10,15 @@ pub enum ProcessorError {
     /// The shared contract failed (config loading, encoding).
     #[error(transparent)]
     Contract(#[from] tally_contract::ContractError),
+    /// A record of a schema version this processor does not know (a newer tally wrote it):
+    /// the stage stops before it, committing nothing past it; upgrade, and it goes on there.
+    #[error("{topic} partition {partition} offset {offset}: {reason}")]
+    NewerRecord {
+        topic: String,
+        partition: i32,
+        offset: i64,
+        reason: String,
+    },
     /// Kafka refused or failed an operation; the session starts again from committed offsets.
     #[error("kafka {operation} failed: {reason}")]
     Kafka {

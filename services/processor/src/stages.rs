@@ -40,6 +40,27 @@ pub const DETECT_STATE_TOPIC: &str = "tally.detector_state.v1";
 /// Base name of the enrich stage's changelog topic: the event ids it has seen.
 pub const DEDUP_STATE_TOPIC: &str = "tally.dedup_state.v1";
 
+/// Why a record is not processed: a dead letter (damaged, or inconsistent), or a record of a
+/// newer schema version, before which the stage stops.
+enum Failure {
+    Letter(&'static str, String),
+    Newer(ProcessorError),
+}
+
+/// A decode failure as what to do about it.
+fn stop_on_newer(message: &OwnedMessage, error: tally_contract::ContractError) -> Failure {
+    if error.is_unknown_version() {
+        Failure::Newer(ProcessorError::NewerRecord {
+            topic: message.topic().to_string(),
+            partition: message.partition(),
+            offset: message.offset(),
+            reason: error.to_string(),
+        })
+    } else {
+        Failure::Letter("decode", error.to_string())
+    }
+}
+
 /// Stage 1: drop repeats, price and carbon-rate every call.
 pub struct EnrichStage {
     pub enricher: Enricher,
@@ -114,7 +135,7 @@ impl Stage for EnrichStage {
             first_offsets.entry(partition).or_insert(message.offset());
             let seen = self.seen.entry(partition).or_default();
             let enriched = decode::<LlmCall>(message.payload().unwrap_or_default())
-                .map_err(|e| ("decode", e.to_string()))
+                .map_err(|e| stop_on_newer(message, e))
                 .and_then(|call| {
                     if !seen.first_time(dedup, &call) {
                         return Ok(None);
@@ -122,7 +143,7 @@ impl Stage for EnrichStage {
                     self.enricher
                         .enrich(call, out.now())
                         .map(Some)
-                        .map_err(|e| ("invalid", e.0))
+                        .map_err(|e| Failure::Letter("invalid", e.0))
                 });
             let enriched = match enriched {
                 Ok(None) => {
@@ -130,7 +151,8 @@ impl Stage for EnrichStage {
                     continue;
                 }
                 Ok(Some(enriched)) => Ok(enriched),
-                Err(e) => Err(e),
+                Err(Failure::Newer(error)) => return Err(error),
+                Err(Failure::Letter(kind, reason)) => Err((kind, reason)),
             };
             match enriched {
                 Ok(enriched) => {
@@ -243,11 +265,14 @@ impl Stage for AggregateStage {
         for message in batch {
             let call = match decode::<EnrichedLlmCall>(message.payload().unwrap_or_default()) {
                 Ok(call) => call,
-                Err(e) => {
-                    out.dead_letter(message, "decode", e.to_string())?;
-                    stats.dead_letters.fetch_add(1, Ordering::Relaxed);
-                    continue;
-                }
+                Err(e) => match stop_on_newer(message, e) {
+                    Failure::Newer(error) => return Err(error),
+                    Failure::Letter(kind, reason) => {
+                        out.dead_letter(message, kind, reason)?;
+                        stats.dead_letters.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                },
             };
             let partition = message.partition();
             let state = self.state.entry(partition).or_default();
@@ -413,11 +438,14 @@ impl Stage for DetectStage {
         for message in batch {
             let call = match decode::<EnrichedLlmCall>(message.payload().unwrap_or_default()) {
                 Ok(call) => call,
-                Err(e) => {
-                    out.dead_letter(message, "decode", e.to_string())?;
-                    stats.dead_letters.fetch_add(1, Ordering::Relaxed);
-                    continue;
-                }
+                Err(e) => match stop_on_newer(message, e) {
+                    Failure::Newer(error) => return Err(error),
+                    Failure::Letter(kind, reason) => {
+                        out.dead_letter(message, kind, reason)?;
+                        stats.dead_letters.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                },
             };
             let partition = message.partition();
             if !touched.contains(&partition) {

@@ -22,4 +22,13 @@ pub enum SinkError {
     /// Kafka refused or failed an operation.
     #[error("kafka: {0}")]
     Kafka(String),
+    /// A record of a schema version this sink does not know (a newer tally wrote it): the
+    /// table's consumer stops before it, committing nothing past it; upgrade the sink.
+    #[error("{topic} partition {partition} offset {offset}: {reason}")]
+    NewerRecord {
+        topic: String,
+        partition: i32,
+        offset: i64,
+        reason: String,
+    },
 }

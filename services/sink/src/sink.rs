@@ -178,8 +178,18 @@ impl<T: SinkTable> Sink<'_, T> {
                     match message {
                         Ok(message) => {
                             let partition = message.partition();
-                            if let Some(full) = self.add(&mut batches, &message).await? {
-                                self.flush(partition, full).await?;
+                            match self.add(&mut batches, &message).await {
+                                Ok(Some(full)) => self.flush(partition, full).await?,
+                                Ok(None) => {}
+                                Err(newer @ SinkError::NewerRecord { .. }) => {
+                                    // What came before it is written and committed; the
+                                    // record itself waits for an upgraded sink.
+                                    if let Some(batch) = batches.remove(&partition) {
+                                        self.flush(partition, batch).await?;
+                                    }
+                                    return Err(newer);
+                                }
+                                Err(other) => return Err(other),
                             }
                         }
                         Err(error) => tracing::warn!(%error, "consumer error"),
@@ -243,6 +253,14 @@ impl<T: SinkTable> Sink<'_, T> {
         let payload = message.payload().unwrap_or_default();
         let row = match T::row(payload, message.partition(), message.offset()) {
             Ok(row) => row,
+            Err(error) if error.is_unknown_version() => {
+                return Err(SinkError::NewerRecord {
+                    topic: message.topic().to_string(),
+                    partition: message.partition(),
+                    offset: message.offset(),
+                    reason: error.to_string(),
+                })
+            }
             Err(error) => {
                 self.dead_letter(
                     message.topic(),

@@ -1016,3 +1016,85 @@ async fn views_rollups_and_reports_sum_past_i64_exactly() {
     assert_eq!(emissions.totals.energy_uwh, [12_000_000_000_000_000_000; 3]);
     db.drop_database().await;
 }
+
+/// An older sink meeting a record of a newer schema version stops before it, naming the
+/// version, instead of dead-lettering it and committing past it: upgrading the readers
+/// later loses nothing.
+#[tokio::test]
+async fn a_record_of_a_newer_schema_version_stops_the_sink_before_it() {
+    use tally_contract::records::DeployEvent;
+    require_kafka();
+    let db = TestDatabase::create("it_newer").await;
+    let server = clickhouse::Client::default().with_url(clickhouse_url());
+    migrate(&server, &db.name, &Migration::embedded().unwrap())
+        .await
+        .unwrap();
+    let kafka = KafkaConfig {
+        topic_prefix: format!("{}.", unique_name("newer")),
+        ..kafka_config()
+    };
+    create_topics(
+        &kafka,
+        TopicLayout {
+            partitions: 1,
+            replication_factor: 1,
+        },
+    )
+    .await
+    .unwrap();
+    let deploy: DeployEvent = tally_tests::fixture("DeployEvent");
+    let mut later = deploy.clone();
+    later.event_id = "after-the-newer-one".into();
+    produce_one(&kafka, Topic::Deploys, "k", &deploy).await;
+    let producer: FutureProducer = kafka.client_config().create().unwrap();
+    producer
+        .send(
+            FutureRecord::to(&kafka.topic(Topic::Deploys))
+                .key("k")
+                .payload(&tally_tests::newer_version_bytes(&deploy)),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    produce_one(&kafka, Topic::Deploys, "k", &later).await;
+    let config = SinkConfig {
+        group_id: unique_name("sink-newer"),
+        batch_max_wait_ms: 100,
+        tables: vec!["deploys".into()],
+        kafka: kafka.clone(),
+        clickhouse: ClickHouseConfig {
+            url: clickhouse_url(),
+            database: db.name.clone(),
+            ..ClickHouseConfig::default()
+        },
+        ..SinkConfig::default()
+    };
+    let stats = Arc::new(SinkStats::default());
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(60),
+        tally_sink::run_tables(config, Arc::new(AtomicBool::new(false)), stats.clone()),
+    )
+    .await
+    .expect("the sink stops by itself");
+    let error = outcome.unwrap_err().to_string();
+    assert!(
+        error.contains("offset 1")
+            && error.contains("DeployEvent 1 to 1")
+            && error.contains("newer tally"),
+        "{error}"
+    );
+    let ids: Vec<String> = db
+        .client
+        .query("SELECT event_id FROM deploys FINAL")
+        .fetch_all()
+        .await
+        .unwrap();
+    assert_eq!(ids, [deploy.event_id], "nothing past the newer record");
+    assert_eq!(
+        stats.dead_letters.load(Ordering::Relaxed),
+        0,
+        "no dead letter"
+    );
+    delete_topics(Topic::ALL.iter().map(|t| kafka.topic(*t)).collect());
+    db.drop_database().await;
+}
