@@ -49,6 +49,7 @@ pub const SERVICE_KEYS: &[&str] = &[
     "instance_id",
     "journal",
     "kafka",
+    "limits",
     "listen",
     "max_alert_age_secs",
     "max_batch",

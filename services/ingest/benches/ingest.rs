@@ -54,8 +54,10 @@ fn body(start: u64, count: usize) -> String {
 fn ingest_cpu(c: &mut Criterion) {
     let auth = Authenticator::new(&[key()]);
     let principal = auth.bearer(Some(&format!("Bearer {KEY}"))).unwrap();
+    let limits = tally_ingest::limits::RecordLimits::default();
     let context = Context {
         principal: &principal,
+        limits: &limits,
         received_at: 1_795_428_000_000_000,
         latest_occurred_at: i64::MAX,
     };

@@ -42,6 +42,9 @@ pub struct IngestConfig {
     /// Producer tuning.
     #[serde(default)]
     pub producer: ProducerConfig,
+    /// Size limits of one record (`[limits]`): a field above one is refused (422 naming it).
+    #[serde(default)]
+    pub limits: crate::limits::RecordLimits,
     /// Kafka to produce to.
     #[serde(default)]
     pub kafka: KafkaConfig,
@@ -106,6 +109,11 @@ pub struct ProducerConfig {
     /// Most records queued in the producer before sends wait.
     #[serde(default = "default_queue_max_messages")]
     pub queue_max_messages: u32,
+    /// Largest record the producer sends, bytes (librdkafka's `message.max.bytes`; keep it at
+    /// or below the broker's and the topic's `max.message.bytes`). `[limits]` must keep every
+    /// record below it: checked at start.
+    #[serde(default = "default_message_max_bytes")]
+    pub message_max_bytes: usize,
 }
 
 fn default_listen() -> SocketAddr {
@@ -147,6 +155,9 @@ fn default_batch_size() -> u32 {
 fn default_queue_max_messages() -> u32 {
     1_000_000
 }
+fn default_message_max_bytes() -> usize {
+    1_000_000
+}
 
 impl Default for ProducerConfig {
     fn default() -> Self {
@@ -155,6 +166,7 @@ impl Default for ProducerConfig {
             linger_ms: default_linger_ms(),
             batch_size: default_batch_size(),
             queue_max_messages: default_queue_max_messages(),
+            message_max_bytes: default_message_max_bytes(),
         }
     }
 }
@@ -172,6 +184,7 @@ impl Default for IngestConfig {
             otlp_team_attribute: default_otlp_team_attribute(),
             api_keys: Vec::new(),
             producer: ProducerConfig::default(),
+            limits: crate::limits::RecordLimits::default(),
             kafka: KafkaConfig::default(),
         }
     }
@@ -196,6 +209,14 @@ impl IngestConfig {
         }
         if self.kafka.brokers.trim().is_empty() {
             return bad("kafka.brokers must name at least one broker".into());
+        }
+        // The encoding adds lengths and field markers: a few bytes a field.
+        let largest = self.limits.largest_record_bytes() + 16 * 1024;
+        if largest > self.producer.message_max_bytes {
+            return bad(format!(
+                "limits allow a record of about {largest} bytes, more than producer.message_max_bytes ({}): lower [limits] or raise it (and the topic's max.message.bytes)",
+                self.producer.message_max_bytes
+            ));
         }
         if !COMPRESSIONS.contains(&self.producer.compression.as_str()) {
             return bad(format!(

@@ -296,6 +296,7 @@ mod tests {
         let principal = auth.bearer(Some("Bearer k")).unwrap();
         f(&Context {
             principal: &principal,
+            limits: &crate::limits::RecordLimits::default(),
             received_at: 7,
             latest_occurred_at: i64::MAX,
         })

@@ -12,6 +12,7 @@ mod error;
 pub mod events;
 pub mod fingerprint;
 pub mod github;
+pub mod limits;
 pub mod llm_call;
 pub mod metrics;
 pub mod otlp;

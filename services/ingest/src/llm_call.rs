@@ -13,6 +13,8 @@ use crate::usage::{read_usage, Tokens};
 pub struct Context<'a> {
     /// The authenticated sender.
     pub principal: &'a Principal,
+    /// Size limits of one record.
+    pub limits: &'a crate::limits::RecordLimits,
     /// Arrival time, epoch microseconds: the records' `received_at`.
     pub received_at: Micros,
     /// Latest acceptable `occurred_at`: arrival plus the allowed clock skew.
@@ -341,6 +343,7 @@ mod tests {
         let p = principal(Some("payments"), false);
         let context = Context {
             principal: &p,
+            limits: &crate::limits::RecordLimits::default(),
             received_at: NOW,
             latest_occurred_at: NOW + 300_000_000,
         };

@@ -71,6 +71,10 @@ impl KafkaProducer {
             .set("linger.ms", config.producer.linger_ms.to_string())
             .set("batch.size", config.producer.batch_size.to_string())
             .set(
+                "message.max.bytes",
+                config.producer.message_max_bytes.to_string(),
+            )
+            .set(
                 "queue.buffering.max.messages",
                 config.producer.queue_max_messages.to_string(),
             )

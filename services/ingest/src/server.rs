@@ -212,6 +212,10 @@ impl Kind {
     }
 
     fn read(self, value: Value, context: &Context<'_>) -> Result<Event, Vec<FieldError>> {
+        let too_large = context.limits.check(&value);
+        if !too_large.is_empty() {
+            return Err(too_large);
+        }
         match self {
             Kind::Call => llm_call_from_json(value, context).map(Event::Call),
             Kind::Deploy => deploy_from_json(value, context).map(Event::Deploy),
@@ -249,13 +253,18 @@ struct Rejected {
 struct Published {
     accepted: usize,
     duplicates: usize,
+    /// Positions (in the events handed to publish) of the records Kafka did not acknowledge,
+    /// and why; empty when every record is in.
+    failed: Vec<usize>,
+    reason: Option<String>,
 }
 
 impl App {
-    fn context<'a>(&self, principal: &'a Principal) -> Context<'a> {
+    fn context<'a>(&'a self, principal: &'a Principal) -> Context<'a> {
         let received_at = now_micros();
         Context {
             principal,
+            limits: &self.config.limits,
             received_at,
             latest_occurred_at: received_at
                 + self.config.max_future_skew_secs as Micros * 1_000_000,
@@ -268,15 +277,17 @@ impl App {
         let total = events.len();
         let mut fresh = Vec::with_capacity(events.len());
         let mut keys = Vec::with_capacity(events.len());
+        let mut positions = Vec::with_capacity(events.len());
         let mut in_request = HashSet::new();
         {
             let mut dedup = self.dedup.lock().expect("dedup lock");
-            for event in events {
+            for (position, event) in events.into_iter().enumerate() {
                 let (tenant, id) = event.tenant_and_id();
                 let key = DedupWindow::key(tenant, id);
                 if in_request.insert(key) && !dedup.contains(&key, now) {
                     fresh.push(event);
                     keys.push(key);
+                    positions.push(position);
                 }
             }
         }
@@ -288,23 +299,29 @@ impl App {
         let started = Instant::now();
         let results = self.producer.send_all(&outgoing).await;
         self.metrics.produce_latency(started.elapsed());
-        let mut failure = None;
+        let mut published = Published {
+            accepted: 0,
+            duplicates,
+            failed: Vec::new(),
+            reason: None,
+        };
         {
+            // What Kafka took is remembered: a retry of the request counts it once.
             let mut dedup = self.dedup.lock().expect("dedup lock");
-            for (key, result) in keys.into_iter().zip(&results) {
+            for ((key, result), position) in keys.into_iter().zip(&results).zip(positions) {
                 match result {
-                    Ok(()) => dedup.insert(key, Instant::now()),
-                    Err(reason) => failure = failure.or(Some(reason.clone())),
+                    Ok(()) => {
+                        dedup.insert(key, Instant::now());
+                        published.accepted += 1;
+                    }
+                    Err(reason) => {
+                        published.failed.push(position);
+                        published.reason.get_or_insert_with(|| reason.clone());
+                    }
                 }
             }
         }
-        match failure {
-            Some(reason) => Err(reason),
-            None => Ok(Published {
-                accepted: fresh.len(),
-                duplicates,
-            }),
-        }
+        Ok(published)
     }
 }
 
@@ -328,6 +345,27 @@ fn unavailable(reason: &str) -> Response {
             StatusCode::SERVICE_UNAVAILABLE,
             format!("Kafka did not acknowledge the request's records, so none was accepted; retry the whole request: {reason}"),
         ),
+        Duration::from_secs(RETRY_AFTER_UNAVAILABLE_SECS),
+    )
+}
+
+/// 503 for a request of which Kafka acknowledged only some records: it says which (by the
+/// request's indices) and that a retry of the whole request counts the others once.
+fn partly_unavailable(published: &Published, indices: &[usize], reason: &str) -> Response {
+    let failed: Vec<usize> = published.failed.iter().map(|p| indices[*p]).collect();
+    let body = json!({
+        "error": format!(
+            "Kafka did not acknowledge {} of the request's records ({reason}); retry the whole \
+             request: the {} accepted count once",
+            failed.len(),
+            published.accepted
+        ),
+        "accepted": published.accepted,
+        "duplicates": published.duplicates,
+        "failed": failed,
+    });
+    with_retry_after(
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response(),
         Duration::from_secs(RETRY_AFTER_UNAVAILABLE_SECS),
     )
 }
@@ -461,10 +499,14 @@ async fn json_records_inner(app: &App, kind: Kind, request: Request) -> Result<R
 
     let context = app.context(&principal);
     let mut events = Vec::with_capacity(records.len());
+    let mut indices = Vec::with_capacity(records.len());
     let mut rejected = Vec::new();
     for (index, value) in records.into_iter().enumerate() {
         match kind.read(value, &context) {
-            Ok(event) => events.push(event),
+            Ok(event) => {
+                events.push(event);
+                indices.push(index);
+            }
             Err(errors) => rejected.push(Rejected { index, errors }),
         }
     }
@@ -475,7 +517,7 @@ async fn json_records_inner(app: &App, kind: Kind, request: Request) -> Result<R
     }
     number_identical_records(&mut events);
     app.metrics.rejected(Rejection::Invalid, rejected.len());
-    let published = publish(app, kind, events).await?;
+    let published = publish(app, kind, events, &indices).await?;
     let status = match (
         rejected.is_empty(),
         published.accepted + published.duplicates,
@@ -491,13 +533,27 @@ async fn json_records_inner(app: &App, kind: Kind, request: Request) -> Result<R
         .into_response())
 }
 
-async fn publish(app: &App, kind: Kind, events: Vec<Event>) -> Result<Published, Response> {
+/// Publishes `events`, of which `indices` are the positions in the request (for the answer).
+async fn publish(
+    app: &App,
+    kind: Kind,
+    events: Vec<Event>,
+    indices: &[usize],
+) -> Result<Published, Response> {
     let count = events.len();
     match app.publish(events).await {
         Ok(published) => {
             app.metrics.accepted(kind.record(), published.accepted);
             app.metrics.duplicates(published.duplicates);
-            Ok(published)
+            match &published.reason {
+                None => Ok(published),
+                Some(reason) => {
+                    tracing::warn!(records = count, failed = published.failed.len(), %reason, "kafka did not take every record; answering 503");
+                    app.metrics
+                        .rejected(Rejection::KafkaUnavailable, published.failed.len());
+                    Err(partly_unavailable(&published, indices, reason))
+                }
+            }
         }
         Err(reason) => {
             tracing::warn!(records = count, %reason, "kafka unavailable; answering 503");
@@ -569,7 +625,7 @@ async fn github(
                 .into_response());
         }
     };
-    let published = publish(app, kind, vec![event]).await?;
+    let published = publish(app, kind, vec![event], &[0]).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({"accepted": published.accepted, "duplicates": published.duplicates, "rejected": []}))).into_response())
 }
 
@@ -640,10 +696,22 @@ async fn traces_inner(app: &App, request: Request) -> Result<Response, Response>
     admit(app, &principal, records.len())?;
     let context = app.context(&principal);
     let mut events = Vec::with_capacity(records.len());
+    let mut indices = Vec::with_capacity(records.len());
     let mut rejected = Vec::new();
     for (index, record) in records.into_iter().enumerate() {
+        let too_large = context.limits.check(&record);
+        if !too_large.is_empty() {
+            rejected.push(Rejected {
+                index,
+                errors: too_large,
+            });
+            continue;
+        }
         match llm_call_from_json(record, &context) {
-            Ok(call) => events.push(Event::Call(call)),
+            Ok(call) => {
+                events.push(Event::Call(call));
+                indices.push(index);
+            }
             Err(errors) => rejected.push(Rejected { index, errors }),
         }
     }
@@ -651,7 +719,7 @@ async fn traces_inner(app: &App, request: Request) -> Result<Response, Response>
         return Err(response);
     }
     app.metrics.rejected(Rejection::Invalid, rejected.len());
-    publish(app, Kind::Call, events).await?;
+    publish(app, Kind::Call, events, &indices).await?;
     let message = rejected
         .iter()
         .take(10)

@@ -119,13 +119,18 @@ impl Harness {
         path: &str,
         body: &serde_json::Value,
     ) -> (u16, serde_json::Value) {
+        self.post_json_as(path, body, PAYMENTS_KEY).await
+    }
+
+    /// POSTs JSON with `key`.
+    pub async fn post_json_as(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+        key: &str,
+    ) -> (u16, serde_json::Value) {
         let response = self
-            .post(
-                path,
-                Some(PAYMENTS_KEY),
-                "application/json",
-                body.to_string(),
-            )
+            .post(path, Some(key), "application/json", body.to_string())
             .await;
         let status = response.status().as_u16();
         (

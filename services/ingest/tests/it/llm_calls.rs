@@ -8,7 +8,7 @@ use tally_contract::records::{CallStatus, LlmCall, ServiceTier};
 use tally_contract::topics::Topic;
 use tally_ingest::fingerprint;
 
-use crate::harness::{Harness, PAYMENTS_KEY};
+use crate::harness::{Harness, ANY_TEAM_KEY, PAYMENTS_KEY};
 
 fn now_micros() -> i64 {
     SystemTime::now()
@@ -355,5 +355,124 @@ async fn malformed_and_oversized_bodies_are_refused_with_reasons() {
         answer["error"],
         "the body is larger than max_body_bytes (1024 bytes)"
     );
+    ingest.stop().await;
+}
+
+#[tokio::test]
+async fn a_request_kafka_takes_in_part_is_answered_record_by_record() {
+    use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, ResourceSpecifier};
+    use rdkafka::client::DefaultClientContext;
+    // The topic refuses records over 2,500 bytes; one record of the request is larger (within
+    // ingest's own limits): the broker takes the others.
+    let ingest = Harness::start_with(
+        {
+            let kafka = tally_contract::kafka::KafkaConfig {
+                topic_prefix: format!("{}.", tally_tests::unique_name("partial")),
+                ..tally_tests::kafka_config()
+            };
+            tally_contract::kafka::create_topics(
+                &kafka,
+                tally_contract::kafka::TopicLayout {
+                    partitions: 3,
+                    replication_factor: 1,
+                },
+            )
+            .await
+            .unwrap();
+            let admin: AdminClient<DefaultClientContext> = kafka.client_config().create().unwrap();
+            let topic = kafka.topic(Topic::LlmCalls);
+            admin
+                .alter_configs(
+                    &[AlterConfig::new(ResourceSpecifier::Topic(&topic))
+                        .set("max.message.bytes", "2500")],
+                    &AdminOptions::new(),
+                )
+                .await
+                .unwrap();
+            kafka
+        },
+        |config| config.producer.linger_ms = 0,
+        true,
+    )
+    .await;
+    // Hex of a hash chain: text the producer's compression cannot shrink.
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut noise = || {
+        (0..25)
+            .map(|_| {
+                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+                format!("{:08x}", seed >> 32)
+            })
+            .collect::<String>()
+    };
+    let tags: serde_json::Map<String, serde_json::Value> = (0..60)
+        .map(|i| (format!("tag{i}"), json!(noise())))
+        .collect();
+    let record = |team: &str, tags: serde_json::Value| {
+        json!({"event_id": format!("p-{team}"), "occurred_at": "2026-11-23T10:00:00Z", "team": team,
+               "provider": "openai", "model": "gpt-4o", "input_tokens": 1, "output_tokens": 1, "tags": tags})
+    };
+    let body = json!([
+        record("alpha", json!({})),
+        record("beta", json!(tags)),
+        record("gamma", json!({}))
+    ]);
+    let (status, answer) = ingest
+        .post_json_as("/v1/llm-calls", &body, ANY_TEAM_KEY)
+        .await;
+    assert_eq!(status, 503, "{answer}");
+    let failed: Vec<u64> = answer["failed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    let accepted = answer["accepted"].as_u64().unwrap();
+    assert!(failed.contains(&1), "{answer}");
+    assert_eq!(accepted as usize + failed.len(), 3, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("retry the whole request"),
+        "{answer}"
+    );
+    // What the answer says was taken is on the topic, and a retry counts it once.
+    let on_topic = ingest
+        .read::<LlmCall>(Topic::LlmCalls, accepted as usize)
+        .await;
+    assert_eq!(on_topic.len() as u64, accepted);
+    let (status, again) = ingest
+        .post_json_as("/v1/llm-calls", &body, ANY_TEAM_KEY)
+        .await;
+    assert_eq!(status, 503, "{again}");
+    assert_eq!(again["duplicates"], accepted, "{again}");
+    assert_eq!(again["accepted"], 0, "{again}");
+    ingest.stop().await;
+}
+
+#[tokio::test]
+async fn a_field_above_the_record_limits_is_refused_naming_it() {
+    let ingest = Harness::start().await;
+    let tags: serde_json::Map<String, serde_json::Value> =
+        (0..65).map(|i| (format!("t{i}"), json!("v"))).collect();
+    let body = json!([
+        {"occurred_at": "2026-11-23T10:00:00Z", "provider": "openai", "model": "x".repeat(3_000), "input_tokens": 1, "output_tokens": 1},
+        {"occurred_at": "2026-11-23T10:00:00Z", "provider": "openai", "model": "gpt-4o", "input_tokens": 1, "output_tokens": 1, "tags": tags},
+        {"occurred_at": "2026-11-23T10:00:00Z", "provider": "openai", "model": "gpt-4o", "input_tokens": 1, "output_tokens": 1,
+         "prompt": "p".repeat(100_000)}
+    ]);
+    let (status, answer) = ingest.post_json("/v1/llm-calls", &body).await;
+    assert_eq!(status, 207, "{answer}");
+    assert_eq!(
+        answer["accepted"], 1,
+        "the long prompt is only fingerprinted: {answer}"
+    );
+    assert_eq!(answer["rejected"][0]["errors"][0]["field"], "model");
+    assert!(answer["rejected"][0]["errors"][0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("max_string_bytes"));
+    assert_eq!(answer["rejected"][1]["errors"][0]["field"], "tags");
     ingest.stop().await;
 }
