@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use clickhouse::Client;
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
@@ -50,6 +50,8 @@ impl ConsumerContext for RebalanceFlag {
 struct Batch<R> {
     /// Rows with the offsets they came from.
     rows: Vec<(i64, R)>,
+    /// The records the rows came from (key, bytes), for a dead letter that can be replayed.
+    originals: Vec<Original>,
     first: i64,
     last: i64,
     bytes: usize,
@@ -287,6 +289,10 @@ impl<T: SinkTable> Sink<'_, T> {
         batch.last = message.offset();
         batch.bytes += payload.len();
         batch.rows.push((message.offset(), row));
+        batch.originals.push(Original {
+            key: message.key().map(<[u8]>::to_vec),
+            payload: payload.to_vec(),
+        });
         if batch.rows.len() >= self.config.batch_max_rows
             || batch.bytes >= self.config.batch_max_bytes
         {
@@ -300,7 +306,7 @@ impl<T: SinkTable> Sink<'_, T> {
         let token = format!("{}:{partition}:{}:{}", self.topic, batch.first, batch.last);
         let started = Instant::now();
         if !batch.rows.is_empty() {
-            self.insert_with_retry(partition, &batch.rows, &token)
+            self.insert_with_retry(partition, &batch.rows, &batch.originals, &token)
                 .await?;
         }
         let mut offsets = TopicPartitionList::new();
@@ -332,45 +338,58 @@ impl<T: SinkTable> Sink<'_, T> {
         &self,
         partition: i32,
         rows: &[(i64, T::Row)],
+        originals: &[Original],
         token: &str,
     ) -> Result<(), SinkError> {
-        let mut backoff = Duration::from_secs(1);
+        let mut backoff = Backoff::new();
         loop {
             match insert::<T>(&self.client, rows.iter().map(|(_, row)| row), Some(token)).await {
                 Ok(()) => return Ok(()),
-                Err(error) if self.client.query("SELECT 1").execute().await.is_ok() => {
+                Err(error) if refused(&error) => {
                     tracing::warn!(%error, rows = rows.len(), "ClickHouse refused the batch; inserting its rows one by one");
-                    return self.insert_one_by_one(partition, rows).await;
+                    return self.insert_one_by_one(partition, rows, originals).await;
                 }
                 Err(error) => {
-                    tracing::warn!(%error, retry_in = ?backoff, "ClickHouse unavailable; holding the batch and retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    tracing::warn!(%error, retry_in = ?backoff.next, "ClickHouse unavailable; holding the batch and retrying");
+                    backoff.wait().await;
                 }
             }
         }
     }
 
+    /// Inserts each row of a refused batch on its own: a row ClickHouse refuses (its data)
+    /// goes to the dead-letter topic as the record it came from; a failure of the server or
+    /// the network holds that row and tries again, so an outage now dead-letters nothing.
     async fn insert_one_by_one(
         &self,
         partition: i32,
         rows: &[(i64, T::Row)],
+        originals: &[Original],
     ) -> Result<(), SinkError> {
-        for (offset, row) in rows {
+        for ((offset, row), original) in rows.iter().zip(originals) {
             let token = format!("{}:{partition}:{offset}:row", self.topic);
-            if let Err(error) = insert::<T>(&self.client, std::iter::once(row), Some(&token)).await
-            {
-                let original = format!("{row:?}");
-                self.dead_letter(
-                    &self.topic,
-                    partition,
-                    *offset,
-                    None,
-                    original.as_bytes(),
-                    "rejected_by_clickhouse",
-                    error.to_string(),
-                )
-                .await?;
+            let mut backoff = Backoff::new();
+            loop {
+                match insert::<T>(&self.client, std::iter::once(row), Some(&token)).await {
+                    Ok(()) => break,
+                    Err(error) if refused(&error) => {
+                        self.dead_letter(
+                            &self.topic,
+                            partition,
+                            *offset,
+                            original.key.as_deref(),
+                            &original.payload,
+                            "rejected_by_clickhouse",
+                            error.to_string(),
+                        )
+                        .await?;
+                        break;
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, offset, retry_in = ?backoff.next, "ClickHouse unavailable mid-batch; holding the row and retrying");
+                        backoff.wait().await;
+                    }
+                }
             }
         }
         Ok(())
@@ -396,9 +415,7 @@ impl<T: SinkTable> Sink<'_, T> {
             stage: "sink".into(),
             error_kind: kind.into(),
             error,
-            failed_at: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_micros() as i64),
+            failed_at: tally_contract::clock::now_micros(),
         };
         let bytes = encode(&letter).map_err(SinkError::Contract)?;
         let dead_letter = self.config.kafka.topic(Topic::DeadLetter);
@@ -458,6 +475,7 @@ impl<R> Batch<R> {
     fn new(first: i64) -> Batch<R> {
         Batch {
             rows: Vec::new(),
+            originals: Vec::new(),
             first,
             last: first,
             bytes: 0,
@@ -468,6 +486,66 @@ impl<R> Batch<R> {
 
 /// Inserts rows into `T`'s table in one INSERT, with a deduplication token when given (an
 /// exact retry of the same token is dropped by ClickHouse).
+/// A record a row came from.
+struct Original {
+    key: Option<Vec<u8>>,
+    payload: Vec<u8>,
+}
+
+/// Waits doubling from 1 s to 30 s.
+struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    fn new() -> Backoff {
+        Backoff {
+            next: Duration::from_secs(1),
+        }
+    }
+
+    async fn wait(&mut self) {
+        tokio::time::sleep(self.next).await;
+        self.next = (self.next * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// ClickHouse error codes that say the server is busy, short of memory or going away, not
+/// that the data is wrong: retried, never dead-lettered.
+const TRANSIENT_CODES: [u32; 16] = [
+    3,   // UNEXPECTED_END_OF_FILE
+    159, // TIMEOUT_EXCEEDED
+    164, // READONLY
+    202, // TOO_MANY_SIMULTANEOUS_QUERIES
+    203, // NO_FREE_CONNECTION
+    209, // SOCKET_TIMEOUT
+    210, // NETWORK_ERROR
+    236, // ABORTED
+    241, // MEMORY_LIMIT_EXCEEDED
+    242, // TABLE_IS_READ_ONLY
+    252, // TOO_MANY_PARTS
+    285, // TOO_FEW_LIVE_REPLICAS
+    319, // UNKNOWN_STATUS_OF_INSERT
+    394, // QUERY_WAS_CANCELLED
+    425, // SYSTEM_ERROR
+    999, // KEEPER_EXCEPTION
+];
+
+/// Whether ClickHouse refused the data itself (a constraint, a value it cannot store): an
+/// answer carrying a ClickHouse error code that is not a transient one. A network failure, a
+/// timeout or a busy server is not a refusal.
+pub fn refused(error: &clickhouse::error::Error) -> bool {
+    let clickhouse::error::Error::BadResponse(text) = error else {
+        return false;
+    };
+    let code = text
+        .split("Code: ")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|digits| digits.parse::<u32>().ok());
+    code.is_some_and(|code| !TRANSIENT_CODES.contains(&code))
+}
+
 pub async fn insert<'r, T: SinkTable>(
     client: &Client,
     rows: impl Iterator<Item = &'r T::Row>,
@@ -484,4 +562,31 @@ pub async fn insert<'r, T: SinkTable>(
         insert.write(row).await?;
     }
     insert.end().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_refusal_of_the_data_is_dead_lettered() {
+        let answer = |text: &str| clickhouse::error::Error::BadResponse(text.into());
+        assert!(refused(&answer(
+            "Code: 469. DB::Exception: Constraint `no_friday_deploys` for table deploys is violated. (VIOLATED_CONSTRAINT)"
+        )));
+        assert!(refused(&answer(
+            "Code: 27. DB::Exception: Cannot parse input. (CANNOT_PARSE_INPUT_ASSERTION_FAILED)"
+        )));
+        assert!(!refused(&answer(
+            "Code: 241. DB::Exception: Memory limit exceeded. (MEMORY_LIMIT_EXCEEDED)"
+        )));
+        assert!(!refused(&answer(
+            "Code: 252. DB::Exception: Too many parts. (TOO_MANY_PARTS)"
+        )));
+        assert!(
+            !refused(&answer("502 Bad Gateway")),
+            "a proxy's error is no refusal"
+        );
+        assert!(!refused(&clickhouse::error::Error::TimedOut));
+    }
 }

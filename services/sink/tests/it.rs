@@ -1098,3 +1098,122 @@ async fn a_record_of_a_newer_schema_version_stops_the_sink_before_it() {
     delete_topics(Topic::ALL.iter().map(|t| kafka.topic(*t)).collect());
     db.drop_database().await;
 }
+
+/// ClickHouse goes away while the sink inserts a refused batch row by row: the rows after
+/// the refused one are held and retried, not dead-lettered, and all land once it is back.
+#[tokio::test]
+async fn an_outage_during_the_row_by_row_fallback_dead_letters_nothing_more() {
+    use tally_contract::records::DeployEvent;
+    require_kafka();
+    const PORT: u16 = 18223;
+    const GOOD: usize = 3_000;
+    let data = std::env::temp_dir().join(unique_name("tally-own-clickhouse"));
+    own_clickhouse("start-clickhouse", &data, PORT);
+    let _guard = StopClickHouse(data.clone(), PORT);
+    let url = format!("http://127.0.0.1:{PORT}");
+    let server = clickhouse::Client::default().with_url(&url);
+    migrate(&server, "tally", &Migration::embedded().unwrap())
+        .await
+        .unwrap();
+    let client = server.clone().with_database("tally");
+    client
+        .query(
+            "ALTER TABLE deploys ADD CONSTRAINT no_friday_deploys CHECK service != 'friday-deploy'",
+        )
+        .execute()
+        .await
+        .unwrap();
+    let kafka = KafkaConfig {
+        topic_prefix: format!("{}.", unique_name("fallback")),
+        ..kafka_config()
+    };
+    create_topics(
+        &kafka,
+        TopicLayout {
+            partitions: 1,
+            replication_factor: 1,
+        },
+    )
+    .await
+    .unwrap();
+    let template: DeployEvent = tally_tests::fixture("DeployEvent");
+    let producer: FutureProducer = kafka
+        .client_config()
+        .set("linger.ms", "5")
+        .create()
+        .unwrap();
+    let payloads: Vec<Vec<u8>> = (0..=GOOD)
+        .map(|i| {
+            let mut deploy = template.clone();
+            deploy.event_id = format!("d{i}");
+            deploy.service = if i == 0 {
+                "friday-deploy".into()
+            } else {
+                format!("s{i}")
+            };
+            encode(&deploy).unwrap()
+        })
+        .collect();
+    let topic = kafka.topic(Topic::Deploys);
+    let deliveries: Vec<_> = payloads
+        .iter()
+        .map(|p| {
+            producer
+                .send_result(FutureRecord::to(&topic).key("k").payload(p))
+                .unwrap()
+        })
+        .collect();
+    for delivery in deliveries {
+        delivery.await.unwrap().unwrap();
+    }
+    let config = SinkConfig {
+        group_id: unique_name("fallback"),
+        batch_max_wait_ms: 1_000,
+        tables: vec!["deploys".into()],
+        kafka: kafka.clone(),
+        clickhouse: ClickHouseConfig {
+            url: url.clone(),
+            database: "tally".into(),
+            ..ClickHouseConfig::default()
+        },
+        ..SinkConfig::default()
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let stats = Arc::new(SinkStats::default());
+    let worker = tokio::spawn(tally_sink::run_tables(config, stop.clone(), stats.clone()));
+    // The batch is refused (its first row), the fallback dead-letters that row and goes on
+    // row by row; ClickHouse stops meanwhile.
+    for _ in 0..600 {
+        if stats.dead_letters.load(Ordering::Relaxed) > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(stats.dead_letters.load(Ordering::Relaxed), 1);
+    own_clickhouse("stop-clickhouse", &data, PORT);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    own_clickhouse("start-clickhouse", &data, PORT);
+    let mut count = 0;
+    for _ in 0..600 {
+        if let Ok(n) = client
+            .query("SELECT count() FROM deploys FINAL")
+            .fetch_one::<u64>()
+            .await
+        {
+            count = n;
+            if n as usize >= GOOD {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(count as usize, GOOD, "every good row landed");
+    assert_eq!(
+        stats.dead_letters.load(Ordering::Relaxed),
+        1,
+        "the outage dead-lettered nothing"
+    );
+    stop.store(true, Ordering::SeqCst);
+    worker.await.unwrap().unwrap();
+    delete_topics(Topic::ALL.iter().map(|t| kafka.topic(*t)).collect());
+}

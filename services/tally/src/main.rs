@@ -7,6 +7,7 @@
 //! calculator of cost and carbon; `tally report` writes reports. Each service reads `--config
 //! FILE` (TOML), then `TALLY__*` environment variables, then `TALLY_KAFKA_BROKERS` /
 //! `TALLY_CLICKHOUSE_URL`.
+mod dead_letters;
 mod error;
 mod estimate;
 mod gen;
@@ -84,6 +85,12 @@ enum Command {
     Topics {
         #[command(subcommand)]
         command: topics::TopicsCommand,
+    },
+    /// List the dead letters, or send their records back to their topics once the cause is
+    /// fixed.
+    DeadLetters {
+        #[command(subcommand)]
+        command: dead_letters::DeadLettersCommand,
     },
 }
 
@@ -349,6 +356,7 @@ async fn run(command: Command) -> Result<(), TallyError> {
             }
         }
         Command::Topics { command } => topics::run(command).await?,
+        Command::DeadLetters { command } => dead_letters::run(command).await?,
         Command::Estimate(args) => estimate::run(args)?,
         Command::Report { report } => report_command(report).await?,
     }
