@@ -88,3 +88,23 @@ SELECT
 FROM spend AS s
 LEFT JOIN shipped AS d ON d.tenant = s.tenant AND d.team = s.team AND d.month = s.month
 LEFT JOIN closed AS c ON c.tenant = s.tenant AND c.team = s.team AND c.month = s.month;
+
+CREATE VIEW spend_window_totals AS
+SELECT
+    tenant, team, window_seconds, window_start, dimension, dimension_value,
+    count(*) AS parts,
+    sum(calls) AS calls,
+    sum(unpriced_calls) AS unpriced_calls,
+    sum(input_tokens) AS input_tokens,
+    sum(output_tokens) AS output_tokens,
+    sum(cache_read_tokens) AS cache_read_tokens,
+    sum(cache_write_tokens) AS cache_write_tokens,
+    sum(reasoning_tokens) AS reasoning_tokens,
+    sum(cost_nanos) AS cost_nanos,
+    sum(energy_uwh_central) AS energy_uwh_central,
+    sum(co2e_ug_low) AS co2e_ug_low,
+    sum(co2e_ug_central) AS co2e_ug_central,
+    sum(co2e_ug_high) AS co2e_ug_high,
+    max(emitted_at) AS last_emitted_at
+FROM spend_windows
+GROUP BY 1, 2, 3, 4, 5, 6;

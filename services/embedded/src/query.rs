@@ -56,9 +56,10 @@ const VIEWS: [(&str, &str); 6] = [
     ),
     (
         "spend_windows",
-        "SELECT DISTINCT ON (tenant, team, window_seconds, window_start, dimension, dimension_value) * \
-         FROM spend_windows_stored \
-         ORDER BY tenant, team, window_seconds, window_start, dimension, dimension_value, revision DESC",
+        "SELECT DISTINCT ON (tenant, team, window_seconds, window_start, dimension, dimension_value, \
+         source_partition, source_offset) * FROM spend_windows_stored \
+         ORDER BY tenant, team, window_seconds, window_start, dimension, dimension_value, \
+         source_partition, source_offset, revision DESC",
     ),
     (
         "loop_signals",

@@ -83,9 +83,8 @@ fn processor(c: &mut Criterion) {
             let mut emitted = 0;
             for bytes in &enriched {
                 let call: EnrichedLlmCall = decode(bytes).unwrap();
-                emitted += windows::apply(&window_config, &mut state, &call, 0)
-                    .emitted
-                    .len();
+                windows::apply(&window_config, &mut state, &call);
+                emitted += windows::take_parts(&mut state, 0, 0, 0).len();
                 emitted += budgets::apply(&budgets, &roles, &mut budget_state, &call, 0)
                     .alerts
                     .len();

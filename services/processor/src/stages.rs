@@ -262,7 +262,12 @@ impl Stage for AggregateStage {
         stats: &Stats,
     ) -> Result<(), ProcessorError> {
         let mut touched = Vec::new();
+        let mut first_offsets: Vec<(i32, i64)> = Vec::new();
         for message in batch {
+            let partition = message.partition();
+            if !first_offsets.iter().any(|(p, _)| *p == partition) {
+                first_offsets.push((partition, message.offset()));
+            }
             let call = match decode::<EnrichedLlmCall>(message.payload().unwrap_or_default()) {
                 Ok(call) => call,
                 Err(e) => match stop_on_newer(message, e) {
@@ -274,24 +279,16 @@ impl Stage for AggregateStage {
                     }
                 },
             };
-            let partition = message.partition();
             let state = self.state.entry(partition).or_default();
             if !touched.contains(&partition) {
                 touched.push(partition);
             }
             let key = format!("{}/{}", call.call.tenant, call.call.team);
-            let windowed =
-                windows::apply(&out.config().windows, &mut state.windows, &call, out.now());
+            let windowed = windows::apply(&out.config().windows, &mut state.windows, &call);
             if windowed.late {
                 stats.late_events.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(event_id = %call.call.event_id, "late for at least one window");
+                tracing::trace!(event_id = %call.call.event_id, "after a window's close: in a late part");
             }
-            for window in &windowed.emitted {
-                out.record(Topic::SpendWindows, &key, window)?;
-            }
-            stats
-                .windows_emitted
-                .fetch_add(windowed.emitted.len() as u64, Ordering::Relaxed);
             let config = out.config();
             let budgeted = budgets::apply(
                 &config.budgets,
@@ -307,6 +304,19 @@ impl Stage for AggregateStage {
                 out.record(Topic::Alerts, &key, &alert)?;
                 stats.alerts.fetch_add(1, Ordering::Relaxed);
             }
+        }
+        // Each partition's parts of this transaction, named by its first offset.
+        for (partition, first_offset) in &first_offsets {
+            let state = self.state.entry(*partition).or_default();
+            let parts =
+                windows::take_parts(&mut state.windows, *partition, *first_offset, out.now());
+            for part in &parts {
+                let key = format!("{}/{}", part.tenant, part.team);
+                out.record(Topic::SpendWindows, &key, part)?;
+            }
+            stats
+                .windows_emitted
+                .fetch_add(parts.len() as u64, Ordering::Relaxed);
         }
         let topic = Self::state_topic(out.config());
         for partition in touched {

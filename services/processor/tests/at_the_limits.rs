@@ -61,7 +61,7 @@ fn a_day_window_and_a_month_budget_sum_past_i64_exactly() {
     let mut alerts = Vec::new();
     for i in 0..calls {
         let enriched = enricher.enrich(largest_call(i), 0).unwrap();
-        windows::apply(&config, &mut windows_state, &enriched, 0);
+        windows::apply(&config, &mut windows_state, &enriched);
         alerts.extend(
             budgets::apply(
                 std::slice::from_ref(&budget),
@@ -76,9 +76,9 @@ fn a_day_window_and_a_month_budget_sum_past_i64_exactly() {
     // The next day closes the window.
     let mut next = enricher.enrich(largest_call(0), 0).unwrap();
     next.call.occurred_at = MONDAY + 2 * 86_400_000_000;
-    let closed = windows::apply(&config, &mut windows_state, &next, 0);
+    windows::apply(&config, &mut windows_state, &next);
+    let closed = windows::take_parts(&mut windows_state, 0, 0, 0);
     let window: &SpendWindow = closed
-        .emitted
         .iter()
         .find(|w| w.dimension == SpendDimension::Model)
         .expect("the day's model window is emitted");

@@ -309,6 +309,8 @@ pub struct SpendWindowRow {
     pub co2e_ug_low: Wide,
     pub co2e_ug_central: Wide,
     pub co2e_ug_high: Wide,
+    pub source_partition: i32,
+    pub source_offset: i64,
     pub emitted_at: i64,
 }
 
@@ -334,6 +336,8 @@ impl From<SpendWindow> for SpendWindowRow {
             co2e_ug_low: Wide(w.co2e_ug_low),
             co2e_ug_central: Wide(w.co2e_ug_central),
             co2e_ug_high: Wide(w.co2e_ug_high),
+            source_partition: w.source_partition,
+            source_offset: w.source_offset,
             emitted_at: w.emitted_at,
         }
     }

@@ -31,6 +31,7 @@ async fn migrations_apply_once_and_a_changed_one_is_refused() {
         "0005_output_fingerprint.sql",
         "0006_canonical_model.sql",
         "0007_wide_sums.sql",
+        "0008_window_parts.sql",
     ];
     assert_eq!(first, names.map(|n| Outcome::Applied(n.into())));
     let second = migrate(&server, &db.name, &migrations).await.unwrap();
@@ -54,6 +55,7 @@ async fn migrations_apply_once_and_a_changed_one_is_refused() {
             "llm_calls_daily",
             "llm_calls_hourly",
             "loop_signals",
+            "spend_window_totals",
             "spend_windows",
             "tally_schema_migrations",
             "team_efficiency",

@@ -1,8 +1,8 @@
 //! `tally process` against the real broker: 100,000 generated calls with known totals, the
 //! processor killed with SIGKILL mid-stream and restarted, and two instances in one group
-//! with one killed: every call is enriched exactly once, the totals are exact, the final
-//! spend windows (highest revision of each) add up to the same totals at every size and
-//! dimension, and each budget threshold alerts exactly once.
+//! with one killed: every call is enriched exactly once, the totals are exact, the parts of
+//! the spend windows add up to the same totals at every size and dimension (no part twice),
+//! and each budget threshold alerts exactly once.
 use std::collections::HashSet;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -323,7 +323,7 @@ async fn setup(
     (kafka, expected, last, rest)
 }
 
-/// Spend windows (highest revision of each, as downstream keeps) and alerts, read until the
+/// Spend window parts (each window's totals are the sum of its parts) and alerts, read until the
 /// daily model windows add up to `windowed` (or two minutes pass), then for a few seconds more
 /// so that a duplicate or a stray revision would show.
 async fn read_windows_and_alerts(
@@ -343,7 +343,8 @@ async fn read_windows_and_alerts(
             &kafka.topic(Topic::Alerts),
         ])
         .unwrap();
-    let mut latest: BTreeMap<(i64, i64, String, String, String, String), SpendWindow> =
+    // Each part once, by its identity (a window's key and the transaction that emitted it).
+    let mut latest: BTreeMap<(i64, i64, String, String, String, String, i32, i64), SpendWindow> =
         BTreeMap::new();
     let mut alerts = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -370,13 +371,10 @@ async fn read_windows_and_alerts(
             window.team.clone(),
             window.dimension.to_string(),
             window.dimension_value.clone(),
+            window.source_partition,
+            window.source_offset,
         );
-        match latest.get(&key) {
-            Some(seen) if seen.revision >= window.revision => {}
-            _ => {
-                latest.insert(key, window);
-            }
-        }
+        assert!(latest.insert(key, window).is_none(), "a part emitted twice");
         if settle_until.is_none() {
             let windows: Vec<SpendWindow> = latest.values().cloned().collect();
             if &window_totals(&windows, 86_400, SpendDimension::Model) == windowed {

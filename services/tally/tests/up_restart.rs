@@ -167,3 +167,76 @@ fn a_hundred_thousand_calls_over_three_days_survive_sigterm_and_sigkill() {
     dir_check("-TERM");
     dir_check("-KILL");
 }
+
+#[test]
+fn a_backfill_after_todays_calls_counts_in_its_own_windows() {
+    // Today's calls first, then three earlier days (a backfill, a gateway's buffer, a replay
+    // after an outage): every call of those days arrives after its windows closed.
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _up = start_up_with(dir.path(), port, &SMALL_JOURNAL);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let today = tally_contract::clock::rfc3339(((now - 3_600) * 1_000_000) as i64);
+    let mut today_gen = common::tally(&[
+        "gen",
+        "--target",
+        &format!("http://127.0.0.1:{port}"),
+        "--api-key",
+        "tally-local",
+        "--calls",
+        "2000",
+        "--rate",
+        "20000",
+        "--seed",
+        "3",
+        "--start",
+        &today,
+        "--span",
+        "1h",
+    ]);
+    assert!(today_gen
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap()
+        .success());
+    let days_ago = tally_contract::clock::rfc3339(((now / 86_400 - 4) * 86_400 * 1_000_000) as i64);
+    let out = gen_from(port, 20_000, 20_000, 4, &days_ago)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let truth: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // Every closed window of those days, of every size, equals llm_calls over its range.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    for seconds in [60, 3_600, 86_400] {
+        let sql = format!(
+            "SELECT (SELECT sum(calls) FROM spend_window_totals WHERE window_seconds = {seconds} \
+               AND dimension = 'model' AND window_start < utc('{day}') AND window_start >= utc('{from}')) AS windowed, \
+             (SELECT count(*) FROM llm_calls WHERE occurred_at < utc('{day}') AND occurred_at >= utc('{from}')) AS calls, \
+             (SELECT sum(coalesce(cost_total_nanos, 0)) FROM llm_calls WHERE occurred_at < utc('{day}') AND occurred_at >= utc('{from}')) AS cost, \
+             (SELECT sum(cost_nanos) FROM spend_window_totals WHERE window_seconds = {seconds} \
+               AND dimension = 'user' AND window_start < utc('{day}') AND window_start >= utc('{from}')) AS windowed_cost",
+            day = &tally_contract::clock::rfc3339(((now / 86_400 - 1) * 86_400 * 1_000_000) as i64)[..10],
+            from = &days_ago[..10],
+        );
+        let row = loop {
+            let rows = query(dir.path(), &sql).unwrap();
+            if rows[0]["windowed"] == rows[0]["calls"] && rows[0]["calls"] == truth["calls"] {
+                break rows[0].clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{seconds} s windows: {}",
+                rows[0]
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        };
+        assert_eq!(
+            row["windowed_cost"].to_string().trim_matches('"'),
+            row["cost"].to_string().trim_matches('"'),
+            "{seconds} s: {row}"
+        );
+    }
+}

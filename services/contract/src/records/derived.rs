@@ -70,6 +70,10 @@ pub struct SpendWindow {
     pub co2e_ug_central: i128,
     #[serde(with = "crate::wide")]
     pub co2e_ug_high: i128,
+    #[serde(default)]
+    pub source_partition: i32,
+    #[serde(default)]
+    pub source_offset: i64,
     pub emitted_at: Micros,
 }
 
