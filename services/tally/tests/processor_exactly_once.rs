@@ -344,8 +344,7 @@ async fn read_windows_and_alerts(
         ])
         .unwrap();
     // Each part once, by its identity (a window's key and the transaction that emitted it).
-    let mut latest: BTreeMap<(i64, i64, String, String, String, String, i32, i64), SpendWindow> =
-        BTreeMap::new();
+    let mut latest: BTreeMap<PartId, SpendWindow> = BTreeMap::new();
     let mut alerts = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut settle_until: Option<Instant> = None;
@@ -384,6 +383,9 @@ async fn read_windows_and_alerts(
     }
     (latest.into_values().collect(), alerts)
 }
+
+/// A part's identity: its window's key and the transaction that emitted it.
+type PartId = (i64, i64, String, String, String, String, i32, i64);
 
 fn window_totals(windows: &[SpendWindow], seconds: i64, dimension: SpendDimension) -> Totals {
     let mut totals = Totals::default();
