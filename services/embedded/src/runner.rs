@@ -165,9 +165,7 @@ pub fn spawn_stages(
 ) -> Vec<SpawnedStage> {
     let mut stages: Vec<Box<dyn Stage>> = vec![
         Box::new(tally_processor::stages::EnrichStage::new(enricher)),
-        Box::new(tally_processor::stages::AggregateStage {
-            state: Default::default(),
-        }),
+        Box::new(tally_processor::stages::AggregateStage::default()),
     ];
     if config.detect.enabled {
         stages.push(Box::new(tally_processor::stages::DetectStage::default()));

@@ -110,6 +110,24 @@ pub struct BudgetState {
     pub hours: BTreeMap<(String, String), VecDeque<(Micros, i128)>>,
     /// Review alerts sent per (tenant, user, UTC day).
     pub reviewed: BTreeSet<(String, String, Micros)>,
+    /// What changed since the changelog was last written (`crate::aggregate_state`).
+    #[serde(skip)]
+    pub changed: BTreeSet<BudgetKey>,
+}
+
+/// One piece of [`BudgetState`] as the changelog keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum BudgetKey {
+    /// A budget's spend and fired thresholds in one period: (name, period start).
+    Period(String, Micros),
+    /// A team's trailing-hour spend buckets: (tenant, team).
+    Minutes(String, String),
+    /// A user's trailing-day token buckets: (tenant, user).
+    Hours(String, String),
+    /// A review alert sent: (tenant, user, UTC day).
+    Reviewed(String, String, Micros),
+    /// The newest event time seen.
+    Newest,
 }
 
 impl BudgetState {
@@ -121,6 +139,8 @@ impl BudgetState {
             if let Some(budget) = budgets.get(index) {
                 self.spent_by_budget
                     .insert((budget.name.clone(), start), spent);
+                self.changed
+                    .insert(BudgetKey::Period(budget.name.clone(), start));
             }
         }
         for ((index, start), fired) in std::mem::take(&mut self.fired) {
@@ -139,6 +159,16 @@ impl BudgetState {
             .collect();
         for name in gone {
             tracing::info!(budget = %name, "budget no longer configured: its state is dropped");
+            let dropped: Vec<(String, Micros)> = self
+                .spent_by_budget
+                .keys()
+                .chain(self.fired_by_budget.keys())
+                .filter(|(n, _)| *n == name)
+                .cloned()
+                .collect();
+            for (n, start) in dropped {
+                self.changed.insert(BudgetKey::Period(n, start));
+            }
             self.spent_by_budget.retain(|(n, _), _| *n != name);
             self.fired_by_budget.retain(|(n, _), _| *n != name);
         }
@@ -158,12 +188,40 @@ impl BudgetState {
                 .get(name.as_str())
                 .is_some_and(|period| period_bounds(*period, *start).1 > horizon)
         };
-        self.spent_by_budget.retain(|key, _| live(key));
-        self.fired_by_budget.retain(|key, _| live(key));
         let yesterday = self.newest - self.newest.rem_euclid(DAY) - DAY;
-        self.reviewed.retain(|(_, _, day)| *day >= yesterday);
-        self.minutes.retain(|_, buckets| !buckets.is_empty());
-        self.hours.retain(|_, buckets| !buckets.is_empty());
+        let changed = &mut self.changed;
+        self.spent_by_budget.retain(|key, _| {
+            live(key) || {
+                changed.insert(BudgetKey::Period(key.0.clone(), key.1));
+                false
+            }
+        });
+        self.fired_by_budget.retain(|key, _| {
+            live(key) || {
+                changed.insert(BudgetKey::Period(key.0.clone(), key.1));
+                false
+            }
+        });
+        self.reviewed.retain(|(tenant, user, day)| {
+            *day >= yesterday || {
+                changed.insert(BudgetKey::Reviewed(tenant.clone(), user.clone(), *day));
+                false
+            }
+        });
+        // Buckets older than their horizon: a team or user quiet for an hour or a day.
+        let (hour_ago, day_ago) = (self.newest - HOUR, self.newest - DAY);
+        self.minutes.retain(|(tenant, team), buckets| {
+            buckets.back().is_some_and(|(start, _)| *start > hour_ago) || {
+                changed.insert(BudgetKey::Minutes(tenant.clone(), team.clone()));
+                false
+            }
+        });
+        self.hours.retain(|(tenant, user), buckets| {
+            buckets.back().is_some_and(|(start, _)| *start > day_ago) || {
+                changed.insert(BudgetKey::Hours(tenant.clone(), user.clone()));
+                false
+            }
+        });
     }
 }
 
@@ -191,16 +249,23 @@ pub fn apply(
     // Once a day (of event time), forget what no call can change any more.
     if at.div_euclid(DAY) > state.newest.div_euclid(DAY) {
         state.newest = at;
+        state.changed.insert(BudgetKey::Newest);
         state.prune(budgets);
     }
     // Sums are 128-bit: a month of a large team's spend passes what an i64 holds.
     let cost = i128::from(call.cost_total_nanos.unwrap_or(0));
     let team_key = (call.call.tenant.clone(), call.call.team.clone());
+    state
+        .changed
+        .insert(BudgetKey::Minutes(team_key.0.clone(), team_key.1.clone()));
     let minutes = state.minutes.entry(team_key).or_default();
     add_bucket(minutes, at - at.rem_euclid(60_000_000), cost, at - HOUR);
     let trailing_hour: i128 = minutes.iter().map(|(_, v)| v).sum();
 
-    state.newest = state.newest.max(at);
+    if at > state.newest {
+        state.newest = at;
+        state.changed.insert(BudgetKey::Newest);
+    }
     for budget in budgets {
         if budget.tenant != call.call.tenant || budget.team != call.call.team {
             continue;
@@ -211,6 +276,9 @@ pub fn apply(
             late = true;
             continue;
         }
+        state
+            .changed
+            .insert(BudgetKey::Period(budget.name.clone(), start));
         let spent = state
             .spent_by_budget
             .entry((budget.name.clone(), start))
@@ -246,6 +314,9 @@ pub fn apply(
     ) {
         if let Some(expected) = roles.expected_tokens_per_day.get(role) {
             let key = (call.call.tenant.clone(), user.clone());
+            state
+                .changed
+                .insert(BudgetKey::Hours(key.0.clone(), key.1.clone()));
             let hours = state.hours.entry(key).or_default();
             add_bucket(
                 hours,
@@ -261,6 +332,11 @@ pub fn apply(
                     .reviewed
                     .insert((call.call.tenant.clone(), user.clone(), day))
             {
+                state.changed.insert(BudgetKey::Reviewed(
+                    call.call.tenant.clone(),
+                    user.clone(),
+                    day,
+                ));
                 alerts.push(review_alert(
                     call,
                     user,

@@ -34,8 +34,13 @@ pub fn ensure(config: &ProcessorConfig, name: &str, input: &str) -> Result<(), P
         .topics()
         .first()
         .map_or(0, |t| t.partitions().len()) as i32;
+    // Compacted: the latest record of each key stays; segments roll hourly so compaction can
+    // reach them, and deletions (tombstones) are kept a day for readers, then purged.
     let topic = NewTopic::new(name, partitions.max(1), TopicReplication::Fixed(1))
         .set("cleanup.policy", "compact")
+        .set("segment.ms", "3600000")
+        .set("min.cleanable.dirty.ratio", "0.1")
+        .set("delete.retention.ms", "86400000")
         .set("max.message.bytes", "67108864");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

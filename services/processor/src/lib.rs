@@ -6,6 +6,7 @@
 //! Pure logic ([`decimal`], [`pricing`], [`carbon`], [`enrich`], [`windows`], [`budgets`],
 //! [`detect`]) has no I/O; the pipeline and the [`changelog`]s are the thin Kafka layer
 //! around it.
+pub mod aggregate_state;
 pub mod budgets;
 pub mod carbon;
 pub mod changelog;
@@ -95,9 +96,7 @@ pub fn spawn_stages(
 ) -> Vec<std::thread::JoinHandle<Result<(), ProcessorError>>> {
     let mut stages: Vec<Box<dyn pipeline::Stage>> = vec![
         Box::new(stages::EnrichStage::new(enricher)),
-        Box::new(stages::AggregateStage {
-            state: Default::default(),
-        }),
+        Box::new(stages::AggregateStage::default()),
     ];
     if config.detect.enabled {
         stages.push(Box::new(stages::DetectStage::default()));

@@ -5,10 +5,10 @@
 //!    whose event id it has seen ([`crate::dedup`]); the ids go to the compacted changelog
 //!    `tally.dedup_state.v1`, one record per transaction, deleted once they left the window.
 //! 2. `aggregate`: `tally.llm_calls_enriched.v1` → `tally.spend_windows.v1` and
-//!    `tally.alerts.v1`. Its state (windows, watermark, budgets) is per input partition and is
-//!    written, in the same transaction as the outputs, to the compacted changelog topic
-//!    `tally.processor_state.v1` (one record per partition, keyed by it); on every assignment
-//!    it is read back from there before any record is processed.
+//!    `tally.alerts.v1`. Its state (open windows, watermark, budgets) is per input partition and
+//!    is written, in the same transaction as the outputs, to the compacted changelog topic
+//!    `tally.processor_state.v1`, a record per piece that changed ([`crate::aggregate_state`]);
+//!    on every assignment it is read back from there before any record is processed.
 //! 3. `detect`: `tally.llm_calls_enriched.v1` → `tally.loop_signals.v1` and `tally.alerts.v1`
 //!    ([`crate::detect`]). Its state (sessions, workflow rates, watermark) goes to the
 //!    compacted changelog `tally.detector_state.v1` one record per session or workflow,
@@ -23,6 +23,7 @@ use tally_contract::decode;
 use tally_contract::records::{EnrichedLlmCall, LlmCall, Micros};
 use tally_contract::topics::Topic;
 
+use crate::aggregate_state;
 use crate::budgets::{self, BudgetState};
 use crate::changelog;
 use crate::dedup::Seen;
@@ -197,8 +198,11 @@ pub struct PartitionState {
 }
 
 /// Stage 2: spend windows, budgets and usage reviews.
+#[derive(Default)]
 pub struct AggregateStage {
     pub state: HashMap<i32, PartitionState>,
+    /// Keys of whole-partition snapshots (the earlier changelog format) to delete.
+    legacy: Vec<(i32, String)>,
 }
 
 impl AggregateStage {
@@ -228,7 +232,16 @@ impl Stage for AggregateStage {
         }
         let topic = Self::state_topic(config);
         changelogs.ensure(config, &topic, &self.input(config))?;
-        self.state = restore(config, changelogs, &topic, partitions)?;
+        let (state, snapshots) = restore(config, changelogs, &topic, partitions)?;
+        self.state = state;
+        // A whole-partition snapshot of the earlier format: written again per piece with the
+        // next transaction, and deleted then.
+        for (partition, key) in snapshots {
+            if let Some(state) = self.state.get_mut(&partition) {
+                aggregate_state::mark_all(state);
+            }
+            self.legacy.push((partition, key));
+        }
         for state in self.state.values_mut() {
             state.budgets.adopt(&config.budgets);
         }
@@ -318,19 +331,16 @@ impl Stage for AggregateStage {
                 .windows_emitted
                 .fetch_add(parts.len() as u64, Ordering::Relaxed);
         }
+        // What changed, per piece, in the same transaction.
         let topic = Self::state_topic(out.config());
         for partition in touched {
-            let snapshot = serde_json::to_vec(&self.state[&partition]).map_err(|e| {
-                ProcessorError::Config(format!(
-                    "state of partition {partition} does not serialise: {e}"
-                ))
-            })?;
-            out.raw(
-                &topic,
-                Some(partition),
-                partition.to_string().as_bytes(),
-                Some(&snapshot),
-            )?;
+            let state = self.state.get_mut(&partition).expect("touched");
+            for (key, value) in aggregate_state::take_changes(state) {
+                out.raw(&topic, Some(partition), key.as_bytes(), value.as_deref())?;
+            }
+        }
+        for (partition, key) in std::mem::take(&mut self.legacy) {
+            out.raw(&topic, Some(partition), key.as_bytes(), None)?;
         }
         Ok(())
     }
@@ -507,30 +517,35 @@ impl DetectStage {
 }
 
 /// Reads the latest committed snapshot of each partition from the aggregate changelog.
+/// Restored partition states, and the keys of whole-partition snapshots among the records.
+type Restored = (HashMap<i32, PartitionState>, Vec<(i32, String)>);
+
 fn restore(
     config: &ProcessorConfig,
     changelogs: &dyn Changelogs,
     topic: &str,
     partitions: &[i32],
-) -> Result<HashMap<i32, PartitionState>, ProcessorError> {
-    let mut state = HashMap::new();
+) -> Result<Restored, ProcessorError> {
+    let mut state: HashMap<i32, PartitionState> = HashMap::new();
+    let mut snapshots = Vec::new();
     changelogs.read(
         config,
         topic,
         partitions,
-        &mut |partition, offset, _key, payload| {
-            let snapshot: PartitionState = match payload {
-                Some(bytes) => serde_json::from_slice(bytes).map_err(|e| {
-                    ProcessorError::Config(format!(
-                        "changelog {topic} partition {partition} offset {offset} is not a state \
-                     snapshot: {e}"
-                    ))
-                })?,
-                None => PartitionState::default(),
-            };
-            state.insert(partition, snapshot);
+        &mut |partition, offset, key, payload| {
+            let key = String::from_utf8_lossy(key);
+            let whole =
+                aggregate_state::restore(state.entry(partition).or_default(), &key, payload)
+                    .map_err(|e| {
+                        ProcessorError::Config(format!(
+                            "changelog {topic} partition {partition} offset {offset}: {e}"
+                        ))
+                    })?;
+            if whole && payload.is_some() {
+                snapshots.push((partition, key.into_owned()));
+            }
             Ok(())
         },
     )?;
-    Ok(state)
+    Ok((state, snapshots))
 }

@@ -81,6 +81,12 @@ pub struct WindowState {
     closing: BTreeMap<WindowKey, WindowTotals>,
     #[serde(skip)]
     late: BTreeMap<WindowKey, WindowTotals>,
+    /// Open windows changed (or closed) since the changelog was last written.
+    #[serde(skip)]
+    pub changed: std::collections::BTreeSet<WindowKey>,
+    /// Whether the watermark moved since then.
+    #[serde(skip)]
+    pub watermark_changed: bool,
 }
 
 /// Window settings.
@@ -151,6 +157,7 @@ pub fn apply(
                 dimension_value: value,
             };
             let totals = if !closed {
+                state.changed.insert(key.clone());
                 state.windows.entry(key).or_default()
             } else if let Some(closing) = state.closing.get_mut(&key) {
                 closing
@@ -172,6 +179,7 @@ pub fn apply(
 /// its cost does not grow with the number of open windows.
 pub fn advance(config: &WindowConfig, state: &mut WindowState, watermark: Micros) {
     state.watermark = watermark;
+    state.watermark_changed = true;
     let lateness = config.allowed_lateness_secs * MICROS_PER_SECOND;
     for &size in &config.sizes_secs {
         let length = size * MICROS_PER_SECOND;
@@ -183,6 +191,7 @@ pub fn advance(config: &WindowConfig, state: &mut WindowState, watermark: Micros
             .collect();
         for key in closed {
             let totals = state.windows.remove(&key).expect("listed");
+            state.changed.insert(key.clone());
             state.closing.insert(key, totals);
         }
     }
@@ -423,6 +432,9 @@ pub(crate) mod tests {
         let config = minute_only();
         let mut state = WindowState::default();
         apply(&config, &mut state, &enriched("a", 10, "m", Some(5)));
+        // What changed is for the changelog writer, not part of the state.
+        state.changed.clear();
+        state.watermark_changed = false;
         let json = serde_json::to_string(&state).unwrap();
         assert_eq!(serde_json::from_str::<WindowState>(&json).unwrap(), state);
     }

@@ -1,0 +1,297 @@
+//! The aggregate stage's state in its changelog, one record per piece, written only when the
+//! piece changed and deleted (a tombstone) when it goes: an open window (`w/<key>`), the
+//! watermark (`wm`), a budget's period, a team's or user's trailing buckets, a review mark and
+//! the newest event time (`b/<key>`). A restore reads the live records back; a transaction
+//! writes what it changed, not the whole partition.
+//!
+//! A changelog written before (one snapshot of the partition per transaction, keyed by the
+//! partition number) is read too; its key is deleted once its pieces are written.
+use serde::{Deserialize, Serialize};
+use tally_contract::records::Micros;
+
+use crate::budgets::{BudgetKey, BudgetState};
+use crate::stages::PartitionState;
+use crate::windows::WindowKey;
+
+const WINDOW: &str = "w/";
+const WATERMARK: &str = "wm";
+const BUDGET: &str = "b/";
+
+/// A budget period's record.
+#[derive(Serialize, Deserialize)]
+struct PeriodValue {
+    spent: i128,
+    fired: std::collections::BTreeSet<u32>,
+}
+
+/// One changelog record: key and value (`None` deletes).
+pub type Change = (String, Option<Vec<u8>>);
+
+fn json<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("state serialises")
+}
+
+/// The records of what changed in `state` since the last call, and clears the marks.
+pub fn take_changes(state: &mut PartitionState) -> Vec<Change> {
+    let mut changes = Vec::new();
+    for key in std::mem::take(&mut state.windows.changed) {
+        let value = state.windows.windows.get(&key).map(json);
+        changes.push((
+            format!("{WINDOW}{}", String::from_utf8(json(&key)).expect("JSON")),
+            value,
+        ));
+    }
+    if std::mem::take(&mut state.windows.watermark_changed) {
+        changes.push((WATERMARK.into(), Some(json(&state.windows.watermark))));
+    }
+    let budgets = &mut state.budgets;
+    for key in std::mem::take(&mut budgets.changed) {
+        let value = match &key {
+            BudgetKey::Period(name, start) => {
+                let id = (name.clone(), *start);
+                let spent = budgets.spent_by_budget.get(&id);
+                let fired = budgets.fired_by_budget.get(&id);
+                (spent.is_some() || fired.is_some()).then(|| {
+                    json(&PeriodValue {
+                        spent: spent.copied().unwrap_or(0),
+                        fired: fired.cloned().unwrap_or_default(),
+                    })
+                })
+            }
+            BudgetKey::Minutes(tenant, team) => budgets
+                .minutes
+                .get(&(tenant.clone(), team.clone()))
+                .map(json),
+            BudgetKey::Hours(tenant, user) => {
+                budgets.hours.get(&(tenant.clone(), user.clone())).map(json)
+            }
+            BudgetKey::Reviewed(tenant, user, day) => budgets
+                .reviewed
+                .contains(&(tenant.clone(), user.clone(), *day))
+                .then(|| b"1".to_vec()),
+            BudgetKey::Newest => Some(json(&budgets.newest)),
+        };
+        changes.push((
+            format!("{BUDGET}{}", String::from_utf8(json(&key)).expect("JSON")),
+            value,
+        ));
+    }
+    changes
+}
+
+/// Applies one changelog record read back (the latest per key wins; `None` deletes).
+/// Returns whether it was a whole-partition snapshot of the earlier format.
+pub fn restore(
+    state: &mut PartitionState,
+    key: &str,
+    value: Option<&[u8]>,
+) -> Result<bool, String> {
+    let bad = |e: serde_json::Error| format!("{key}: {e}");
+    if let Some(window) = key.strip_prefix(WINDOW) {
+        let window: WindowKey = serde_json::from_str(window).map_err(bad)?;
+        match value {
+            Some(bytes) => {
+                state
+                    .windows
+                    .windows
+                    .insert(window, serde_json::from_slice(bytes).map_err(bad)?);
+            }
+            None => {
+                state.windows.windows.remove(&window);
+            }
+        }
+    } else if key == WATERMARK {
+        if let Some(bytes) = value {
+            state.windows.watermark = serde_json::from_slice::<Micros>(bytes).map_err(bad)?;
+        }
+    } else if let Some(budget) = key.strip_prefix(BUDGET) {
+        restore_budget(
+            &mut state.budgets,
+            serde_json::from_str(budget).map_err(bad)?,
+            value,
+        )
+        .map_err(bad)?;
+    } else if key.parse::<i32>().is_ok() {
+        // The earlier format: the whole partition, replaced by every newer snapshot.
+        *state = match value {
+            Some(bytes) => serde_json::from_slice(bytes).map_err(bad)?,
+            None => PartitionState::default(),
+        };
+        return Ok(true);
+    } else {
+        return Err(format!("{key}: not a key of the aggregate state"));
+    }
+    Ok(false)
+}
+
+fn restore_budget(
+    budgets: &mut BudgetState,
+    key: BudgetKey,
+    value: Option<&[u8]>,
+) -> Result<(), serde_json::Error> {
+    match key {
+        BudgetKey::Period(name, start) => {
+            let id = (name, start);
+            match value {
+                Some(bytes) => {
+                    let period: PeriodValue = serde_json::from_slice(bytes)?;
+                    budgets.spent_by_budget.insert(id.clone(), period.spent);
+                    budgets.fired_by_budget.insert(id, period.fired);
+                }
+                None => {
+                    budgets.spent_by_budget.remove(&id);
+                    budgets.fired_by_budget.remove(&id);
+                }
+            }
+        }
+        BudgetKey::Minutes(tenant, team) => match value {
+            Some(bytes) => {
+                budgets
+                    .minutes
+                    .insert((tenant, team), serde_json::from_slice(bytes)?);
+            }
+            None => {
+                budgets.minutes.remove(&(tenant, team));
+            }
+        },
+        BudgetKey::Hours(tenant, user) => match value {
+            Some(bytes) => {
+                budgets
+                    .hours
+                    .insert((tenant, user), serde_json::from_slice(bytes)?);
+            }
+            None => {
+                budgets.hours.remove(&(tenant, user));
+            }
+        },
+        BudgetKey::Reviewed(tenant, user, day) => match value {
+            Some(_) => {
+                budgets.reviewed.insert((tenant, user, day));
+            }
+            None => {
+                budgets.reviewed.remove(&(tenant, user, day));
+            }
+        },
+        BudgetKey::Newest => {
+            if let Some(bytes) = value {
+                budgets.newest = serde_json::from_slice(bytes)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Marks every piece of `state` changed, so the next write puts all of it per key (after a
+/// restore from a whole-partition snapshot).
+pub fn mark_all(state: &mut PartitionState) {
+    state
+        .windows
+        .changed
+        .extend(state.windows.windows.keys().cloned());
+    state.windows.watermark_changed = true;
+    let budgets = &mut state.budgets;
+    let periods: Vec<BudgetKey> = budgets
+        .spent_by_budget
+        .keys()
+        .chain(budgets.fired_by_budget.keys())
+        .map(|(n, s)| BudgetKey::Period(n.clone(), *s))
+        .collect();
+    budgets.changed.extend(periods);
+    let minutes: Vec<BudgetKey> = budgets
+        .minutes
+        .keys()
+        .map(|(t, m)| BudgetKey::Minutes(t.clone(), m.clone()))
+        .collect();
+    budgets.changed.extend(minutes);
+    let hours: Vec<BudgetKey> = budgets
+        .hours
+        .keys()
+        .map(|(t, u)| BudgetKey::Hours(t.clone(), u.clone()))
+        .collect();
+    budgets.changed.extend(hours);
+    let reviewed: Vec<BudgetKey> = budgets
+        .reviewed
+        .iter()
+        .map(|(t, u, d)| BudgetKey::Reviewed(t.clone(), u.clone(), *d))
+        .collect();
+    budgets.changed.extend(reviewed);
+    budgets.changed.insert(BudgetKey::Newest);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::budgets::{apply, BudgetConfig, Period, RolesConfig};
+    use crate::windows::tests::enriched;
+    use crate::windows::{self, WindowConfig};
+
+    fn replay(changes: &[Change]) -> PartitionState {
+        let mut state = PartitionState::default();
+        for (key, value) in changes {
+            restore(&mut state, key, value.as_deref()).unwrap();
+        }
+        state
+    }
+
+    fn comparable(mut state: PartitionState) -> PartitionState {
+        state.windows.changed.clear();
+        state.windows.watermark_changed = false;
+        state.budgets.changed.clear();
+        state
+    }
+
+    #[test]
+    fn the_pieces_written_per_transaction_restore_the_state_and_closed_ones_are_deleted() {
+        let config = WindowConfig {
+            sizes_secs: vec![60],
+            allowed_lateness_secs: 0,
+            max_out_of_order_secs: 0,
+        };
+        let budget: BudgetConfig = serde_json::from_value(serde_json::json!({
+            "name": "b", "tenant": "acme", "team": "payments", "period": "day", "amount_usd": "1"
+        }))
+        .unwrap();
+        assert_eq!(budget.period, Period::Day);
+        let mut state = PartitionState::default();
+        let mut log: Vec<Change> = Vec::new();
+        for (i, at) in [10, 20, 70, 75, 200].into_iter().enumerate() {
+            let mut call = enriched(&format!("c{i}"), at, "m", Some(1_000));
+            call.call.tenant = "acme".into();
+            call.call.team = "payments".into();
+            windows::apply(&config, &mut state.windows, &call);
+            apply(
+                std::slice::from_ref(&budget),
+                &RolesConfig::default(),
+                &mut state.budgets,
+                &call,
+                0,
+            );
+            windows::take_parts(&mut state.windows, 0, i as i64, 0);
+            let changes = take_changes(&mut state);
+            assert!(changes.len() < 12, "only what changed: {changes:?}");
+            log.extend(changes);
+        }
+        assert!(
+            log.iter()
+                .any(|(k, v)| k.starts_with(WINDOW) && v.is_none()),
+            "closed windows are deleted"
+        );
+        assert_eq!(comparable(replay(&log)), comparable(state));
+    }
+
+    #[test]
+    fn a_snapshot_of_the_earlier_format_is_read_then_replaced_by_pieces() {
+        let mut snapshot = PartitionState::default();
+        snapshot.windows.watermark = 42;
+        snapshot.budgets.spent_by_budget.insert(("b".into(), 0), 7);
+        let bytes = serde_json::to_vec(&snapshot).unwrap();
+        let mut state = PartitionState::default();
+        assert!(restore(&mut state, "3", Some(&bytes)).unwrap());
+        mark_all(&mut state);
+        let pieces = take_changes(&mut state);
+        let again = replay(&pieces);
+        assert_eq!(again.windows.watermark, 42);
+        assert_eq!(again.budgets.spent_by_budget[&("b".into(), 0)], 7);
+        assert!(restore(&mut state, "nonsense", None).is_err());
+    }
+}
