@@ -192,7 +192,9 @@ mod tests {
         let err = decode::<LlmCall>(&bytes).unwrap_err().to_string();
         assert_eq!(
             err,
-            "unknown writer schema for LlmCall: fingerprint 0102030405060708 is not a known version of LlmCall"
+            "unknown writer schema for LlmCall: fingerprint 0102030405060708 is none of the versions \
+             this tally reads (LlmCall 1 to 2); a newer tally wrote it? Upgrade this service: it \
+             reads nothing past the record until then"
         );
     }
 

@@ -1,7 +1,7 @@
 //! `POST /v1/llm-calls`: native records and provider usage shapes, partial batches,
 //! duplicates, malformed and oversized bodies.
 use std::collections::BTreeMap;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
 use tally_contract::records::{CallStatus, LlmCall, ServiceTier};
@@ -360,7 +360,7 @@ async fn malformed_and_oversized_bodies_are_refused_with_reasons() {
 
 #[tokio::test]
 async fn a_request_kafka_takes_in_part_is_answered_record_by_record() {
-    use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, ResourceSpecifier};
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     use rdkafka::client::DefaultClientContext;
     // The topic refuses records over 2,500 bytes; one record of the request is larger (within
     // ingest's own limits): the broker takes the others.
@@ -370,6 +370,19 @@ async fn a_request_kafka_takes_in_part_is_answered_record_by_record() {
                 topic_prefix: format!("{}.", tally_tests::unique_name("partial")),
                 ..tally_tests::kafka_config()
             };
+            // The limit is set when the topic is created: a config altered afterwards reaches
+            // the broker's log a moment later, and a record sent in that moment is taken.
+            let admin: AdminClient<DefaultClientContext> = kafka.client_config().create().unwrap();
+            let topic = kafka.topic(Topic::LlmCalls);
+            let created = admin
+                .create_topics(
+                    &[NewTopic::new(&topic, 3, TopicReplication::Fixed(1))
+                        .set("max.message.bytes", "2500")],
+                    &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+                )
+                .await
+                .unwrap();
+            assert!(created.iter().all(Result::is_ok), "{created:?}");
             tally_contract::kafka::create_topics(
                 &kafka,
                 tally_contract::kafka::TopicLayout {
@@ -379,16 +392,6 @@ async fn a_request_kafka_takes_in_part_is_answered_record_by_record() {
             )
             .await
             .unwrap();
-            let admin: AdminClient<DefaultClientContext> = kafka.client_config().create().unwrap();
-            let topic = kafka.topic(Topic::LlmCalls);
-            admin
-                .alter_configs(
-                    &[AlterConfig::new(ResourceSpecifier::Topic(&topic))
-                        .set("max.message.bytes", "2500")],
-                    &AdminOptions::new(),
-                )
-                .await
-                .unwrap();
             kafka
         },
         |config| config.producer.linger_ms = 0,
