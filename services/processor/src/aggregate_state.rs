@@ -246,6 +246,7 @@ mod tests {
             sizes_secs: vec![60],
             allowed_lateness_secs: 0,
             max_out_of_order_secs: 0,
+            idle_close_secs: 0,
         };
         let budget: BudgetConfig = serde_json::from_value(serde_json::json!({
             "name": "b", "tenant": "acme", "team": "payments", "period": "day", "amount_usd": "1"

@@ -203,11 +203,46 @@ pub struct AggregateStage {
     pub state: HashMap<i32, PartitionState>,
     /// Keys of whole-partition snapshots (the earlier changelog format) to delete.
     legacy: Vec<(i32, String)>,
+    /// When each partition last had a record (or was assigned): a partition quiet for
+    /// `windows.idle_close_secs` closes its open windows.
+    last_input: HashMap<i32, Instant>,
+    /// `windows.idle_close_secs`, as the stage last saw it (0: never).
+    idle_close: Option<Duration>,
 }
 
 impl AggregateStage {
     fn state_topic(config: &ProcessorConfig) -> String {
         changelog::topic_name(config, STATE_TOPIC)
+    }
+
+    /// Partitions quiet for `idle_close_secs` that hold open windows.
+    fn quiet_partitions(&self) -> Vec<i32> {
+        let Some(idle_close) = self.idle_close else {
+            return Vec::new();
+        };
+        let mut quiet: Vec<i32> = self
+            .state
+            .iter()
+            .filter(|(_, state)| windows::has_open(&state.windows))
+            .filter(|(partition, _)| {
+                self.last_input
+                    .get(partition)
+                    .is_some_and(|since| since.elapsed() >= idle_close)
+            })
+            .map(|(partition, _)| *partition)
+            .collect();
+        quiet.sort_unstable();
+        quiet
+    }
+
+    /// Writes what changed in a partition's state to the changelog.
+    fn write_changes(&mut self, partition: i32, out: &Outputs<'_>) -> Result<(), ProcessorError> {
+        let topic = Self::state_topic(out.config());
+        let state = self.state.get_mut(&partition).expect("a known partition");
+        for (key, value) in aggregate_state::take_changes(state) {
+            out.raw(&topic, Some(partition), key.as_bytes(), value.as_deref())?;
+        }
+        Ok(())
     }
 }
 
@@ -227,6 +262,9 @@ impl Stage for AggregateStage {
         changelogs: &dyn Changelogs,
     ) -> Result<(), ProcessorError> {
         self.state.clear();
+        self.last_input.clear();
+        self.idle_close = (config.windows.idle_close_secs > 0)
+            .then(|| Duration::from_secs(config.windows.idle_close_secs));
         if partitions.is_empty() {
             return Ok(());
         }
@@ -244,6 +282,11 @@ impl Stage for AggregateStage {
         }
         for state in self.state.values_mut() {
             state.budgets.adopt(&config.budgets);
+        }
+        // A restored partition that stays quiet closes its windows too.
+        let assigned = Instant::now();
+        for partition in self.state.keys() {
+            self.last_input.insert(*partition, assigned);
         }
         for (partition, state) in &self.state {
             let calls: i64 = state
@@ -295,6 +338,7 @@ impl Stage for AggregateStage {
             let state = self.state.entry(partition).or_default();
             if !touched.contains(&partition) {
                 touched.push(partition);
+                self.last_input.insert(partition, Instant::now());
             }
             let key = format!("{}/{}", call.call.tenant, call.call.team);
             let windowed = windows::apply(&out.config().windows, &mut state.windows, &call);
@@ -332,15 +376,41 @@ impl Stage for AggregateStage {
                 .fetch_add(parts.len() as u64, Ordering::Relaxed);
         }
         // What changed, per piece, in the same transaction.
-        let topic = Self::state_topic(out.config());
         for partition in touched {
-            let state = self.state.get_mut(&partition).expect("touched");
-            for (key, value) in aggregate_state::take_changes(state) {
-                out.raw(&topic, Some(partition), key.as_bytes(), value.as_deref())?;
-            }
+            self.write_changes(partition, out)?;
         }
+        let topic = Self::state_topic(out.config());
         for (partition, key) in std::mem::take(&mut self.legacy) {
             out.raw(&topic, Some(partition), key.as_bytes(), None)?;
+        }
+        Ok(())
+    }
+
+    fn wants_idle(&self) -> bool {
+        !self.quiet_partitions().is_empty()
+    }
+
+    /// Closes the open windows of each quiet partition. Their parts are known by the
+    /// partition and minus the wall-clock micros of this transaction (no input offset names
+    /// it; negative offsets never meet those of transactions with input).
+    fn on_idle(&mut self, out: &Outputs<'_>, stats: &Stats) -> Result<(), ProcessorError> {
+        for partition in self.quiet_partitions() {
+            let state = self.state.get_mut(&partition).expect("listed");
+            windows::close_all(&mut state.windows);
+            let parts = windows::take_parts(&mut state.windows, partition, -out.now(), out.now());
+            for part in &parts {
+                let key = format!("{}/{}", part.tenant, part.team);
+                out.record(Topic::SpendWindows, &key, part)?;
+            }
+            stats
+                .windows_emitted
+                .fetch_add(parts.len() as u64, Ordering::Relaxed);
+            self.write_changes(partition, out)?;
+            tracing::debug!(
+                partition,
+                parts = parts.len(),
+                "quiet partition: its open windows closed"
+            );
         }
         Ok(())
     }

@@ -103,6 +103,11 @@ pub struct WindowConfig {
     /// How far behind the latest event time the watermark trails, seconds.
     #[serde(default = "default_max_out_of_order_secs")]
     pub max_out_of_order_secs: i64,
+    /// A partition that receives nothing for this long (wall clock, seconds) closes all its
+    /// open windows, so their figures are complete without waiting for later events; a call
+    /// that comes after reopens its window, and the window's parts still add up. 0: never.
+    #[serde(default = "default_idle_close_secs")]
+    pub idle_close_secs: u64,
 }
 
 fn default_sizes() -> Vec<i64> {
@@ -114,6 +119,9 @@ fn default_allowed_lateness_secs() -> i64 {
 fn default_max_out_of_order_secs() -> i64 {
     5
 }
+fn default_idle_close_secs() -> u64 {
+    60
+}
 
 impl Default for WindowConfig {
     fn default() -> Self {
@@ -121,6 +129,7 @@ impl Default for WindowConfig {
             sizes_secs: default_sizes(),
             allowed_lateness_secs: default_allowed_lateness_secs(),
             max_out_of_order_secs: default_max_out_of_order_secs(),
+            idle_close_secs: default_idle_close_secs(),
         }
     }
 }
@@ -195,6 +204,21 @@ pub fn advance(config: &WindowConfig, state: &mut WindowState, watermark: Micros
             state.closing.insert(key, totals);
         }
     }
+}
+
+/// Closes every open window of a quiet partition: each becomes a part of this transaction
+/// (revision 0). The watermark stays where it is, so a later call for such a window opens
+/// it again rather than counting as late.
+pub fn close_all(state: &mut WindowState) {
+    for (key, totals) in std::mem::take(&mut state.windows) {
+        state.changed.insert(key.clone());
+        state.closing.insert(key, totals);
+    }
+}
+
+/// Whether the partition has open windows.
+pub fn has_open(state: &WindowState) -> bool {
+    !state.windows.is_empty()
 }
 
 /// The parts of this transaction, named by its input partition and first offset: windows
@@ -309,6 +333,7 @@ pub(crate) mod tests {
             sizes_secs: vec![60],
             allowed_lateness_secs: 0,
             max_out_of_order_secs: 0,
+            idle_close_secs: 0,
         }
     }
 
@@ -393,26 +418,37 @@ pub(crate) mod tests {
     }
 
     proptest::proptest! {
-        /// Whatever the order of arrival and however transactions are cut: once a far-later
-        /// call closes everything, the parts of each size add up to every call exactly once.
+        /// Whatever the order of arrival, however transactions are cut and whenever the
+        /// partition goes quiet: once a far-later call closes everything, the parts of each
+        /// size add up to every call exactly once.
         #[test]
         fn the_parts_add_up_to_every_call_once(
             times in proptest::collection::vec(0i64..1_000, 1..80),
             cuts in proptest::collection::vec(1usize..10, 1..20),
+            quiet in proptest::collection::vec(proptest::bool::ANY, 1..20),
         ) {
-            let config = WindowConfig { sizes_secs: vec![60, 300], allowed_lateness_secs: 30, max_out_of_order_secs: 10 };
+            let config = WindowConfig { sizes_secs: vec![60, 300], allowed_lateness_secs: 30, max_out_of_order_secs: 10, idle_close_secs: 0 };
             let mut state = WindowState::default();
             let mut parts: Vec<SpendWindow> = Vec::new();
             let mut calls: Vec<EnrichedLlmCall> = times.iter().enumerate().map(|(i, t)| enriched(&i.to_string(), *t, "m", Some(1))).collect();
             calls.push(enriched("closer", 100_000, "m", Some(1)));
             let mut cut = cuts.iter().cycle();
+            let mut quiet = quiet.iter().cycle();
             let mut offset = 0i64;
+            let mut idle_transactions = 0i64;
             for chunk in calls.chunks(*cut.next().unwrap()) {
                 for call in chunk {
                     apply(&config, &mut state, call);
                 }
                 parts.extend(take_parts(&mut state, 0, offset, 0));
                 offset += chunk.len() as i64;
+                // The partition goes quiet between some transactions: all its windows close,
+                // in a transaction of their own (a negative offset); later calls reopen them.
+                if *quiet.next().unwrap() && chunk.last().unwrap().call.event_id != "closer" {
+                    idle_transactions += 1;
+                    close_all(&mut state);
+                    parts.extend(take_parts(&mut state, 0, -idle_transactions, 0));
+                }
             }
             let mut ids = std::collections::BTreeSet::new();
             for part in &parts {
@@ -445,6 +481,7 @@ pub(crate) mod tests {
             sizes_secs: vec![60],
             allowed_lateness_secs: 0,
             max_out_of_order_secs: 10,
+            idle_close_secs: 0,
         };
         let mut state = WindowState::default();
         apply(&config, &mut state, &enriched("a", 65, "m", Some(1))); // watermark 55

@@ -85,13 +85,25 @@ pub fn client(config: &SinkConfig) -> Client {
 /// naming it.
 pub async fn check_schema<T: SinkTable>(client: &Client, database: &str) -> Result<(), SinkError> {
     let table = T::TABLE;
-    let columns: Vec<String> = client
-        .query("SELECT name FROM system.columns WHERE database = ? AND table = ? AND default_kind NOT IN ('MATERIALIZED', 'ALIAS')")
-        .bind(database)
-        .bind(table)
-        .fetch_all()
-        .await
-        .map_err(|e| SinkError::ClickHouse(e.to_string()))?;
+    // A server that is down or restarting at start-up is waited for, as an outage later is
+    // (a sink restarted during an outage must not exit); an answer refusing the query stops.
+    let mut backoff = Backoff::new();
+    let columns: Vec<String> = loop {
+        match client
+            .query("SELECT name FROM system.columns WHERE database = ? AND table = ? AND default_kind NOT IN ('MATERIALIZED', 'ALIAS')")
+            .bind(database)
+            .bind(table)
+            .fetch_all()
+            .await
+        {
+            Ok(columns) => break columns,
+            Err(error) if refused(&error) => return Err(SinkError::ClickHouse(error.to_string())),
+            Err(error) => {
+                tracing::warn!(%error, table, retry_in = ?backoff.next, "ClickHouse unavailable at start; waiting for it");
+                backoff.wait().await;
+            }
+        }
+    };
     if columns.is_empty() {
         return Err(SinkError::Schema(format!(
             "table {database}.{table} does not exist; run `tally migrate` first"
@@ -484,8 +496,6 @@ impl<R> Batch<R> {
     }
 }
 
-/// Inserts rows into `T`'s table in one INSERT, with a deduplication token when given (an
-/// exact retry of the same token is dropped by ClickHouse).
 /// A record a row came from.
 struct Original {
     key: Option<Vec<u8>>,
@@ -546,6 +556,8 @@ pub fn refused(error: &clickhouse::error::Error) -> bool {
     code.is_some_and(|code| !TRANSIENT_CODES.contains(&code))
 }
 
+/// Inserts rows into `T`'s table in one INSERT, with a deduplication token when given (an
+/// exact retry of the same token is dropped by ClickHouse).
 pub async fn insert<'r, T: SinkTable>(
     client: &Client,
     rows: impl Iterator<Item = &'r T::Row>,

@@ -113,15 +113,15 @@ pub struct GroundTruth {
     pub sessions: usize,
     pub calls: u64,
     pub error_calls: u64,
-    pub input_tokens: i64,
-    pub output_tokens: i64,
-    pub cache_read_tokens: i64,
-    pub cache_write_tokens: i64,
-    pub reasoning_tokens: i64,
+    pub input_tokens: i128,
+    pub output_tokens: i128,
+    pub cache_read_tokens: i128,
+    pub cache_write_tokens: i128,
+    pub reasoning_tokens: i128,
     pub priced_calls: u64,
     pub unpriced_calls: u64,
     /// Cost of the priced calls with the shipped catalogue, nano-dollars.
-    pub cost_nanos: i64,
+    pub cost_nanos: i128,
     pub catalogue_version: String,
     pub deploys: u64,
     pub tickets: u64,
@@ -134,9 +134,9 @@ pub struct GroundTruth {
 #[derive(Debug, Default, Serialize)]
 pub struct TeamTruth {
     pub calls: u64,
-    pub input_tokens: i64,
-    pub output_tokens: i64,
-    pub cost_nanos: i64,
+    pub input_tokens: i128,
+    pub output_tokens: i128,
+    pub cost_nanos: i128,
 }
 
 fn traffic_config(args: &GenArgs) -> Result<TrafficConfig, TallyError> {
@@ -218,20 +218,20 @@ pub fn ground_truth(
                 truth.calls += 1;
                 truth.error_calls +=
                     u64::from(c.status == tally_contract::records::CallStatus::Error);
-                truth.input_tokens += c.input_tokens;
-                truth.output_tokens += c.output_tokens;
-                truth.cache_read_tokens += c.cache_read_tokens;
-                truth.cache_write_tokens += c.cache_write_tokens;
-                truth.reasoning_tokens += c.reasoning_tokens;
+                truth.input_tokens += i128::from(c.input_tokens);
+                truth.output_tokens += i128::from(c.output_tokens);
+                truth.cache_read_tokens += i128::from(c.cache_read_tokens);
+                truth.cache_write_tokens += i128::from(c.cache_write_tokens);
+                truth.reasoning_tokens += i128::from(c.reasoning_tokens);
                 let team = truth.by_team.entry(c.team.clone()).or_default();
                 team.calls += 1;
-                team.input_tokens += c.input_tokens;
-                team.output_tokens += c.output_tokens;
+                team.input_tokens += i128::from(c.input_tokens);
+                team.output_tokens += i128::from(c.output_tokens);
                 match enriched.cost_total_nanos {
                     Some(cost) => {
                         truth.priced_calls += 1;
-                        truth.cost_nanos += cost;
-                        team.cost_nanos += cost;
+                        truth.cost_nanos += i128::from(cost);
+                        team.cost_nanos += i128::from(cost);
                     }
                     None => truth.unpriced_calls += 1,
                 }
@@ -563,7 +563,7 @@ mod tests {
         assert_eq!(truth.calls, 20_000);
         assert_eq!(truth.priced_calls + truth.unpriced_calls, 20_000);
         assert!(truth.unpriced_calls > 0, "the unknown model is in the mix");
-        let by_team: i64 = truth.by_team.values().map(|t| t.cost_nanos).sum();
+        let by_team: i128 = truth.by_team.values().map(|t| t.cost_nanos).sum();
         assert_eq!(by_team, truth.cost_nanos);
         let calls: u64 = truth.by_team.values().map(|t| t.calls).sum();
         assert_eq!(calls, 20_000);
@@ -571,16 +571,15 @@ mod tests {
         let config_p = ProcessorConfig::default();
         let enricher =
             Enricher::new(config_p.catalogue().unwrap(), config_p.carbon.clone()).unwrap();
-        let total: i64 = workload
+        let total: i128 = workload
             .events
             .iter()
             .filter_map(|e| match e {
-                Event::Call(c) => {
-                    enricher
-                        .enrich(c.as_ref().clone(), 0)
-                        .unwrap()
-                        .cost_total_nanos
-                }
+                Event::Call(c) => enricher
+                    .enrich(c.as_ref().clone(), 0)
+                    .unwrap()
+                    .cost_total_nanos
+                    .map(i128::from),
                 _ => None,
             })
             .sum();
