@@ -123,7 +123,14 @@ pub(crate) fn to_hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn decode_hex32(hex: &str) -> Option<[u8; 32]> {
+/// Whether `key` hashes (SHA-256) to `expected`.
+pub fn key_matches(key: &str, expected: &[u8; 32]) -> bool {
+    let hash: [u8; 32] = Sha256::digest(key.as_bytes()).into();
+    hash == *expected
+}
+
+/// 32 bytes from 64 hex digits.
+pub fn decode_hex32(hex: &str) -> Option<[u8; 32]> {
     if hex.len() != 64 {
         return None;
     }

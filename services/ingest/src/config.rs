@@ -45,9 +45,68 @@ pub struct IngestConfig {
     /// Size limits of one record (`[limits]`): a field above one is refused (422 naming it).
     #[serde(default)]
     pub limits: crate::limits::RecordLimits,
+    /// Limits of the HTTP server (`[http]`): timeouts, concurrent requests, connections.
+    #[serde(default)]
+    pub http: HttpLimits,
+    /// A listener of its own for `GET /metrics`, `/readyz` and `/healthz` (for example
+    /// `127.0.0.1:9464`). When set, the main listener no longer serves `/metrics` or
+    /// `/readyz`; when unset, it serves them to loopback clients and to holders of
+    /// `metrics_key_sha256` only.
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Hex SHA-256 of a bearer key that may read `/metrics` and `/readyz` on the main
+    /// listener from another host (a Prometheus on the network). Unset: loopback only.
+    #[serde(default)]
+    pub metrics_key_sha256: Option<String>,
     /// Kafka to produce to.
     #[serde(default)]
     pub kafka: KafkaConfig,
+}
+
+/// What one client may hold of the server: answered 408 (too slow) or 503 (too many), and
+/// counted in `tally_ingest_events_rejected_total` and `tally_ingest_connections_refused_total`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpLimits {
+    /// A connection that has not sent a request's whole headers within this many
+    /// milliseconds is closed (a client trickling headers a byte a second).
+    #[serde(default = "default_header_read_timeout_ms")]
+    pub header_read_timeout_ms: u64,
+    /// A request not answered within this many milliseconds gets 408: the body read
+    /// (however slowly it trickles), parsing and Kafka's acknowledgement all count. Must be
+    /// above `produce_timeout_ms`.
+    #[serde(default = "default_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// Requests handled at once; one more is answered 503 with `Retry-After` at once.
+    #[serde(default = "default_max_concurrent_requests")]
+    pub max_concurrent_requests: usize,
+    /// Open connections; one more is answered 503 and closed.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+fn default_header_read_timeout_ms() -> u64 {
+    10_000
+}
+fn default_request_timeout_ms() -> u64 {
+    30_000
+}
+fn default_max_concurrent_requests() -> usize {
+    512
+}
+fn default_max_connections() -> usize {
+    4_096
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            header_read_timeout_ms: default_header_read_timeout_ms(),
+            request_timeout_ms: default_request_timeout_ms(),
+            max_concurrent_requests: default_max_concurrent_requests(),
+            max_connections: default_max_connections(),
+        }
+    }
 }
 
 /// One API key: who it is and what it may do. The key itself is never stored.
@@ -185,6 +244,9 @@ impl Default for IngestConfig {
             api_keys: Vec::new(),
             producer: ProducerConfig::default(),
             limits: crate::limits::RecordLimits::default(),
+            http: HttpLimits::default(),
+            metrics_listen: None,
+            metrics_key_sha256: None,
             kafka: KafkaConfig::default(),
         }
     }
@@ -209,6 +271,27 @@ impl IngestConfig {
         }
         if self.kafka.brokers.trim().is_empty() {
             return bad("kafka.brokers must name at least one broker".into());
+        }
+        let http = &self.http;
+        if http.header_read_timeout_ms == 0
+            || http.max_concurrent_requests == 0
+            || http.max_connections == 0
+        {
+            return bad("http.header_read_timeout_ms, http.max_concurrent_requests and http.max_connections must be at least 1".into());
+        }
+        if http.request_timeout_ms <= self.produce_timeout_ms {
+            return bad(format!(
+                "http.request_timeout_ms ({}) must be above produce_timeout_ms ({}): a request waits for Kafka within it",
+                http.request_timeout_ms, self.produce_timeout_ms
+            ));
+        }
+        if let Some(hash) = &self.metrics_key_sha256 {
+            if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return bad(
+                    "metrics_key_sha256 must be 64 hex digits (printf %s \"$KEY\" | sha256sum)"
+                        .into(),
+                );
+            }
         }
         // The encoding adds lengths and field markers: a few bytes a field.
         let largest = self.limits.largest_record_bytes() + 16 * 1024;

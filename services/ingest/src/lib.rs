@@ -13,6 +13,7 @@ pub mod events;
 pub mod fingerprint;
 pub mod github;
 pub mod limits;
+mod listener;
 pub mod llm_call;
 pub mod metrics;
 pub mod otlp;
@@ -21,7 +22,7 @@ pub mod record;
 pub mod server;
 pub mod usage;
 
-pub use config::{ApiKeyConfig, IngestConfig, ProducerConfig};
+pub use config::{ApiKeyConfig, HttpLimits, IngestConfig, ProducerConfig};
 pub use error::IngestError;
 pub use server::Server;
 

@@ -23,6 +23,10 @@ pub enum Rejection {
     RateLimited,
     TooLarge,
     KafkaUnavailable,
+    /// More requests at once than `http.max_concurrent_requests`: 503.
+    Overloaded,
+    /// Not answered within `http.request_timeout_ms` (a slow body, say): 408.
+    TimedOut,
 }
 
 impl Rejection {
@@ -35,6 +39,8 @@ impl Rejection {
             Rejection::RateLimited => "rate_limited",
             Rejection::TooLarge => "too_large",
             Rejection::KafkaUnavailable => "kafka_unavailable",
+            Rejection::Overloaded => "overloaded",
+            Rejection::TimedOut => "timed_out",
         }
     }
 }
@@ -47,6 +53,7 @@ pub struct Metrics {
     rejected: Mutex<BTreeMap<Rejection, u64>>,
     duplicates: AtomicU64,
     spans_skipped: AtomicU64,
+    connections_refused: AtomicU64,
     latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
     latency_count: AtomicU64,
     latency_sum_micros: AtomicU64,
@@ -96,6 +103,11 @@ impl Metrics {
     pub fn spans_skipped(&self, count: usize) {
         self.spans_skipped
             .fetch_add(count as u64, Ordering::Relaxed);
+    }
+
+    /// Counts a connection refused for `http.max_connections`.
+    pub fn connection_refused(&self) {
+        self.connections_refused.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Observes how long Kafka took to acknowledge a request's records.
@@ -167,6 +179,16 @@ impl Metrics {
             out,
             "tally_ingest_spans_skipped_total {}",
             self.spans_skipped.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP tally_ingest_connections_refused_total Connections refused over http.max_connections."
+        );
+        let _ = writeln!(out, "# TYPE tally_ingest_connections_refused_total counter");
+        let _ = writeln!(
+            out,
+            "tally_ingest_connections_refused_total {}",
+            self.connections_refused.load(Ordering::Relaxed)
         );
         let _ = writeln!(out, "# HELP tally_ingest_produce_latency_seconds Time for Kafka to acknowledge a request's records.");
         let _ = writeln!(out, "# TYPE tally_ingest_produce_latency_seconds histogram");

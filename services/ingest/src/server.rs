@@ -9,10 +9,19 @@
 //! | `GET /readyz` | | 200 when Kafka answers and the producer is not backed up, else 503 |
 //! | `GET /metrics` | | Prometheus text |
 //!
-//! Errors for whole requests: 400 malformed (line and column), 401 unknown key, 403 a record
-//! for a team or tenant the key may not send for, 413 body too large, 415 unsupported
-//! content type, 429 rate limit (`Retry-After`), 503 Kafka unavailable (`Retry-After`;
-//! nothing of the request was acknowledged).
+//! `/metrics` and `/readyz` are served on `metrics_listen` when it is set, else on the main
+//! listener to loopback clients and holders of the metrics key only (403 to others).
+//!
+//! A bearer key is checked from the headers before the body is read: a request without a
+//! valid one costs its headers (a GitHub webhook, signed over its body, is read up to
+//! `max_body_bytes` first). Bodies may be gzip or zstd (`Content-Encoding`); the size limit
+//! applies to the decompressed bytes, read as a stream.
+//!
+//! Errors for whole requests: 400 malformed (line and column) or not valid gzip/zstd, 401
+//! unknown key, 403 a record for a team or tenant the key may not send for, 408 not answered
+//! within `http.request_timeout_ms`, 413 body too large, 415 unsupported content type or
+//! encoding, 429 rate limit (`Retry-After`), 503 Kafka unavailable or the server at
+//! `http.max_concurrent_requests` (`Retry-After`; nothing of the request was acknowledged).
 // Handlers return `Result<_, Response>`, axum's idiom: the error is the answer to send.
 #![allow(clippy::result_large_err)]
 use std::collections::{HashMap, HashSet};
@@ -23,8 +32,9 @@ use std::time::{Duration, Instant};
 use tally_contract::clock::now_micros;
 
 use axum::body::{to_bytes, Body};
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -40,6 +50,7 @@ use crate::body::parse_records;
 use crate::dedup::DedupWindow;
 use crate::events::{deploy_from_json, ticket_from_json};
 use crate::github::{deploy_from_github, ticket_from_github, GithubOutcome};
+use crate::listener::{self, ConnectionLimits};
 use crate::llm_call::{llm_call_from_json, Context, DERIVED_ID_PREFIX};
 use crate::metrics::{Metrics, Rejection};
 use crate::otlp::{self, SpanRecord};
@@ -56,7 +67,9 @@ pub struct App {
     auth: Authenticator,
     dedup: Mutex<DedupWindow>,
     producer: Arc<dyn Publisher>,
-    metrics: Metrics,
+    metrics: Arc<Metrics>,
+    /// SHA-256 of the key that may read `/metrics` and `/readyz` from another host.
+    metrics_key: Option<[u8; 32]>,
 }
 
 /// A bound, not yet serving, ingest server.
@@ -92,7 +105,11 @@ impl Server {
                 config.dedup_max_entries,
             )),
             producer,
-            metrics: Metrics::default(),
+            metrics: Arc::new(Metrics::default()),
+            metrics_key: config
+                .metrics_key_sha256
+                .as_deref()
+                .and_then(crate::auth::decode_hex32),
             config,
         };
         Ok(Server {
@@ -109,33 +126,169 @@ impl Server {
     }
 
     /// Serves until `shutdown` completes, then stops accepting, finishes the requests in
-    /// flight and flushes the producer.
+    /// flight and flushes the producer. With `metrics_listen`, `/metrics` and `/readyz` are
+    /// served there.
     pub async fn serve(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), IngestError> {
         let address = self.local_addr().to_string();
         let app = self.app.clone();
-        axum::serve(self.listener, router(self.app))
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(|source| IngestError::Serve { address, source })?;
+        let (stop_ops, ops_stopped) = tokio::sync::oneshot::channel::<()>();
+        let ops = match app.config.metrics_listen {
+            Some(ops_address) => {
+                let ops_listener =
+                    TcpListener::bind(ops_address)
+                        .await
+                        .map_err(|source| IngestError::Serve {
+                            address: ops_address.to_string(),
+                            source,
+                        })?;
+                tracing::info!(address = %ops_address, "metrics and readiness on their own listener");
+                Some(tokio::spawn(listener::serve(
+                    ops_listener,
+                    ops_router(app.clone()),
+                    connection_limits(&app.config),
+                    app.metrics.clone(),
+                    async move {
+                        let _ = ops_stopped.await;
+                    },
+                )))
+            }
+            None => None,
+        };
+        listener::serve(
+            self.listener,
+            router(self.app),
+            connection_limits(&app.config),
+            app.metrics.clone(),
+            shutdown,
+        )
+        .await
+        .map_err(|source| IngestError::Serve { address, source })?;
+        let _ = stop_ops.send(());
+        if let Some(ops) = ops {
+            let _ = ops.await;
+        }
         app.producer
             .flush(Duration::from_secs(30))
             .map_err(IngestError::Producer)
     }
 }
 
+fn connection_limits(config: &IngestConfig) -> ConnectionLimits {
+    ConnectionLimits {
+        max_connections: config.http.max_connections,
+        header_read_timeout: Duration::from_millis(config.http.header_read_timeout_ms),
+    }
+}
+
+/// The record endpoints behind the request limits, `/healthz`, and (without
+/// `metrics_listen`) `/metrics` and `/readyz` for loopback clients and the metrics key.
 fn router(app: Arc<App>) -> Router {
-    Router::new()
+    let limits = &app.config.http;
+    let overload = {
+        let app = app.clone();
+        move |error: tower::BoxError| {
+            let app = app.clone();
+            async move { overloaded_or_slow(&app, error) }
+        }
+    };
+    let records = Router::new()
         .route("/v1/llm-calls", post(llm_calls))
         .route("/v1/traces", post(traces))
         .route("/v1/deploys", post(deploys))
         .route("/v1/tickets", post(tickets))
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(overload))
+                .layer(tower::load_shed::LoadShedLayer::new())
+                .layer(tower::limit::ConcurrencyLimitLayer::new(
+                    limits.max_concurrent_requests,
+                ))
+                .layer(tower::timeout::TimeoutLayer::new(Duration::from_millis(
+                    limits.request_timeout_ms,
+                )))
+                .layer(
+                    tower_http::decompression::RequestDecompressionLayer::new()
+                        .gzip(true)
+                        .zstd(true),
+                ),
+        );
+    let mut router = records.route("/healthz", get(|| async { "ok\n" }));
+    if app.config.metrics_listen.is_none() {
+        let guarded = Router::new()
+            .route("/readyz", get(readyz))
+            .route("/metrics", get(metrics))
+            .layer(axum::middleware::from_fn_with_state(
+                app.clone(),
+                loopback_or_metrics_key,
+            ));
+        router = router.merge(guarded);
+    }
+    router.with_state(app)
+}
+
+/// `/metrics`, `/readyz` and `/healthz` for the listener of `metrics_listen`.
+fn ops_router(app: Arc<App>) -> Router {
+    Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(app)
+}
+
+/// Lets a loopback client, or one with the metrics key, through to `/metrics` and `/readyz`.
+async fn loopback_or_metrics_key(
+    State(app): State<Arc<App>>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let loopback = listener::peer(&request).is_some_and(|peer| peer.ip().is_loopback());
+    let keyed = app.metrics_key.is_some_and(|expected| {
+        request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|key| crate::auth::key_matches(key.trim(), &expected))
+    });
+    if loopback || keyed {
+        next.run(request).await
+    } else {
+        error_response(
+            StatusCode::FORBIDDEN,
+            "/metrics and /readyz answer loopback clients and the metrics key only; set metrics_listen or metrics_key_sha256",
+        )
+    }
+}
+
+/// 503 for a request over `http.max_concurrent_requests`, 408 for one over
+/// `http.request_timeout_ms`; both counted.
+fn overloaded_or_slow(app: &App, error: tower::BoxError) -> Response {
+    if error.is::<tower::timeout::error::Elapsed>() {
+        app.metrics.rejected(Rejection::TimedOut, 1);
+        let limit = app.config.http.request_timeout_ms;
+        return error_response(
+            StatusCode::REQUEST_TIMEOUT,
+            format!("the request was not complete within http.request_timeout_ms ({limit} ms); send the body faster or in smaller requests"),
+        );
+    }
+    if error.is::<tower::load_shed::error::Overloaded>() {
+        app.metrics.rejected(Rejection::Overloaded, 1);
+        let limit = app.config.http.max_concurrent_requests;
+        return with_retry_after(
+            error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the server is handling http.max_concurrent_requests ({limit}) requests; retry after the Retry-After seconds"),
+            ),
+            Duration::from_secs(1),
+        );
+    }
+    error_response(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!("the request failed: {error}"),
+    )
 }
 
 // ------------------------------------------------------------------ records
@@ -370,14 +523,18 @@ fn partly_unavailable(published: &Published, indices: &[usize], reason: &str) ->
     )
 }
 
-/// Reads the body up to the size limit.
-async fn read_body(app: &App, request: Request) -> Result<(HeaderMap, bytes::Bytes), Response> {
-    let (parts, body) = request.into_parts();
+/// Reads the (decompressed) body up to the size limit.
+async fn read_body(
+    app: &App,
+    parts: &axum::http::request::Parts,
+    body: Body,
+) -> Result<bytes::Bytes, Response> {
     let limit = app.config.max_body_bytes;
     let too_large = || {
+        app.metrics.rejected(Rejection::TooLarge, 1);
         error_response(
             StatusCode::PAYLOAD_TOO_LARGE,
-            format!("the body is larger than max_body_bytes ({limit} bytes)"),
+            format!("the body is larger than max_body_bytes ({limit} bytes, after decompression)"),
         )
     };
     let declared = parts
@@ -387,35 +544,64 @@ async fn read_body(app: &App, request: Request) -> Result<(HeaderMap, bytes::Byt
     if declared.is_some_and(|length| length > limit) {
         return Err(too_large());
     }
-    if let Some(encoding) = parts
-        .headers
-        .get(header::CONTENT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-    {
-        if encoding != "identity" {
-            return Err(error_response(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                format!("Content-Encoding {encoding} is not supported; send the body uncompressed"),
-            ));
+    to_bytes(body, limit).await.map_err(|error| {
+        if is_length_limit(&error) {
+            too_large()
+        } else {
+            app.metrics.rejected(Rejection::Malformed, 1);
+            error_response(
+                StatusCode::BAD_REQUEST,
+                format!("the body could not be read (not valid for its Content-Encoding, or cut off): {error}"),
+            )
         }
-    }
-    let bytes = to_bytes(Body::new(body), limit)
-        .await
-        .map_err(|_| too_large())?;
-    Ok((parts.headers, bytes))
+    })
 }
 
-fn authenticate(app: &App, headers: &HeaderMap, body: &[u8]) -> Result<Arc<Principal>, Response> {
-    let bearer = headers
+/// Whether a body read failed on the size limit (not on the bytes or the connection).
+fn is_length_limit(error: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(error) = source {
+        if error.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = error.source();
+    }
+    false
+}
+
+/// Who sends the request: a bearer key is checked from the headers alone, before the body
+/// is read; a GitHub webhook (no bearer key, an `X-Hub-Signature-256`) has its body read
+/// within the size limit and its signature checked. Anything else is 401 at once.
+async fn authenticate(
+    app: &App,
+    request: Request,
+) -> Result<(axum::http::request::Parts, bytes::Bytes, Arc<Principal>), Response> {
+    let unauthorized = || {
+        app.metrics.rejected(Rejection::Unauthorized, 1);
+        error_response(StatusCode::UNAUTHORIZED, "missing or unknown API key")
+    };
+    let (parts, body) = request.into_parts();
+    let bearer = parts
+        .headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let signature = headers
+    if let Some(principal) = app.auth.bearer(bearer) {
+        let bytes = read_body(app, &parts, body).await?;
+        return Ok((parts, bytes, principal));
+    }
+    let Some(signature) = parts
+        .headers
         .get("x-hub-signature-256")
-        .and_then(|v| v.to_str().ok());
-    app.auth
-        .bearer(bearer)
-        .or_else(|| app.auth.github_signature(signature, body))
-        .ok_or_else(|| error_response(StatusCode::UNAUTHORIZED, "missing or unknown API key"))
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+    else {
+        return Err(unauthorized());
+    };
+    let bytes = read_body(app, &parts, body).await?;
+    match app.auth.github_signature(Some(&signature), &bytes) {
+        Some(principal) => Ok((parts, bytes, principal)),
+        None => Err(unauthorized()),
+    }
 }
 
 fn admit(app: &App, principal: &Principal, events: usize) -> Result<(), Response> {
@@ -479,11 +665,8 @@ async fn json_records(app: &App, kind: Kind, request: Request) -> Response {
 }
 
 async fn json_records_inner(app: &App, kind: Kind, request: Request) -> Result<Response, Response> {
-    let (headers, body) = read_body(app, request)
-        .await
-        .inspect_err(|_| app.metrics.rejected(Rejection::TooLarge, 1))?;
-    let principal = authenticate(app, &headers, &body)
-        .inspect_err(|_| app.metrics.rejected(Rejection::Unauthorized, 1))?;
+    let (parts, body, principal) = authenticate(app, request).await?;
+    let headers = &parts.headers;
     if let Some(event) = headers.get("x-github-event").and_then(|v| v.to_str().ok()) {
         return github(app, kind, event, &principal, &body).await;
     }
@@ -653,11 +836,8 @@ async fn traces(State(app): State<Arc<App>>, request: Request) -> Response {
 }
 
 async fn traces_inner(app: &App, request: Request) -> Result<Response, Response> {
-    let (headers, body) = read_body(app, request)
-        .await
-        .inspect_err(|_| app.metrics.rejected(Rejection::TooLarge, 1))?;
-    let principal = authenticate(app, &headers, &body)
-        .inspect_err(|_| app.metrics.rejected(Rejection::Unauthorized, 1))?;
+    let (parts, body, principal) = authenticate(app, request).await?;
+    let headers = &parts.headers;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

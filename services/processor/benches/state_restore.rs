@@ -39,6 +39,7 @@ fn main() {
         sizes_secs: vec![60],
         allowed_lateness_secs: 86_400 * 365,
         max_out_of_order_secs: 0,
+        idle_close_secs: 0,
     };
     let template: tally_contract::records::EnrichedLlmCall =
         serde_json::from_str(include_str!("../../../tests/golden/EnrichedLlmCall.json")).unwrap();

@@ -15,7 +15,7 @@
 //!
 //! The profile CI runs lasts 2 minutes of load (`TALLY_CHAOS_SECS`, default 120; 600 for the
 //! full run) at `TALLY_CHAOS_RATE` calls a second (default 200), seeded by `TALLY_CHAOS_SEED`:
-//! `TALLY_CHAOS_SECS=600 cargo test --release -p tally --test chaos -- --nocapture`.
+//! `TALLY_CHAOS_SECS=600 cargo test -p tally --test chaos -- --nocapture`.
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -38,6 +38,12 @@ const KEY: &str = "chaos-key";
 const KAFKA_PORT: u16 = 19292;
 const CLICKHOUSE_PORT: u16 = 18423;
 const HOUR: Micros = 3_600_000_000;
+
+/// The tally binary the services run: `TALLY_CHAOS_BIN` (a copy, so a long run is not
+/// changed by a rebuild), else the one cargo built for this test.
+fn tally_bin() -> String {
+    std::env::var("TALLY_CHAOS_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_tally").into())
+}
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
@@ -108,7 +114,7 @@ impl Service {
             .append(true)
             .open(log_dir.join(format!("{}.log", self.name)))
             .unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_tally"));
+        let mut command = Command::new(tally_bin());
         command
             .args(&self.args)
             .env_remove("TALLY_KAFKA_BROKERS")
@@ -464,7 +470,7 @@ async fn the_pipeline_loses_and_doubles_nothing_under_faults() {
         &["topics", "create", "--partitions", "4"][..],
         &["migrate"][..],
     ] {
-        let out = Command::new(env!("CARGO_BIN_EXE_tally"))
+        let out = Command::new(tally_bin())
             .args(args)
             .envs(common.iter().map(|(k, v)| (*k, v.as_str())))
             .output()
