@@ -15,7 +15,7 @@ use crate::{ContractError, Result};
 pub const DEFAULT_BROKERS: &str = "127.0.0.1:9092";
 
 /// Where Kafka is and how tally names its topics there.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaConfig {
     /// Bootstrap brokers, comma-separated `host:port`. Environment: `TALLY_KAFKA_BROKERS`.
@@ -32,6 +32,48 @@ pub struct KafkaConfig {
 
 fn default_brokers() -> String {
     DEFAULT_BROKERS.to_string()
+}
+
+/// Whether a librdkafka property holds a secret (`sasl.password`, `ssl.key.password`,
+/// `sasl.jaas.config`, `sasl.oauthbearer.client.secret`, `ssl.key.pem`, ...): its value is
+/// never shown.
+pub fn is_secret_property(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    [
+        "password",
+        "secret",
+        "jaas",
+        "token",
+        ".pem",
+        "key.pem",
+        "credentials",
+    ]
+    .iter()
+    .any(|marker| name.contains(marker))
+}
+
+/// Secrets among `properties` are shown as `<redacted>`: a config printed in a log or an
+/// error never carries them.
+impl std::fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let properties: BTreeMap<&str, &str> = self
+            .properties
+            .iter()
+            .map(|(name, value)| {
+                let shown = if is_secret_property(name) {
+                    "<redacted>"
+                } else {
+                    value.as_str()
+                };
+                (name.as_str(), shown)
+            })
+            .collect();
+        f.debug_struct("KafkaConfig")
+            .field("brokers", &self.brokers)
+            .field("topic_prefix", &self.topic_prefix)
+            .field("properties", &properties)
+            .finish()
+    }
 }
 
 impl Default for KafkaConfig {
@@ -155,5 +197,58 @@ fn kafka_error(operation: &'static str, error: impl std::fmt::Display) -> Contra
     ContractError::Kafka {
         operation,
         reason: error.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_never_shows_a_secret_property() {
+        let config = KafkaConfig {
+            properties: BTreeMap::from([
+                ("security.protocol".to_string(), "SASL_SSL".to_string()),
+                ("sasl.username".to_string(), "tally".to_string()),
+                ("sasl.password".to_string(), "hunter2-kafka".to_string()),
+                ("ssl.key.password".to_string(), "hunter2-key".to_string()),
+                (
+                    "sasl.jaas.config".to_string(),
+                    "x password=\"hunter2-jaas\"".to_string(),
+                ),
+                (
+                    "sasl.oauthbearer.client.secret".to_string(),
+                    "hunter2-oauth".to_string(),
+                ),
+            ]),
+            ..KafkaConfig::default()
+        };
+        let shown = format!("{config:?} {config:#?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(
+            shown.contains("SASL_SSL") && shown.contains("\"tally\""),
+            "{shown}"
+        );
+        assert_eq!(shown.matches("<redacted>").count(), 8, "{shown}");
+    }
+
+    #[test]
+    fn secret_properties_are_known_by_name() {
+        for secret in [
+            "sasl.password",
+            "ssl.keystore.password",
+            "sasl.jaas.config",
+            "ssl.key.pem",
+        ] {
+            assert!(is_secret_property(secret), "{secret}");
+        }
+        for plain in [
+            "security.protocol",
+            "sasl.mechanism",
+            "sasl.username",
+            "bootstrap.servers",
+        ] {
+            assert!(!is_secret_property(plain), "{plain}");
+        }
     }
 }

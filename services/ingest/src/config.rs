@@ -327,6 +327,15 @@ impl IngestConfig {
             if key.rate_limit_per_sec == 0 {
                 return bad(format!("{at}.rate_limit_per_sec must be at least 1"));
             }
+            let earlier = self.api_keys[..i]
+                .iter()
+                .position(|other| other.sha256.eq_ignore_ascii_case(&key.sha256));
+            if let Some(earlier) = earlier {
+                return bad(format!(
+                    "{at}.sha256 is the hash of api_keys[{earlier}] ({}) too: one key, one tenant and team (to rotate a key, add the new key's hash)",
+                    self.api_keys[earlier].name
+                ));
+            }
         }
         Ok(())
     }
@@ -420,6 +429,18 @@ team = "payments"
             let config: IngestConfig = load(Some(Path::new("teamless.toml"))).unwrap();
             let err = config.validate().unwrap_err().to_string();
             assert!(err.contains("set team, or any_team = true"), "{err}");
+
+            let mut twice: IngestConfig = load(Some(Path::new("key.toml"))).unwrap();
+            twice.api_keys[0].sha256 = crate::auth::hash_key("one-key");
+            let mut copy = twice.api_keys[0].clone();
+            copy.name = "copy".into();
+            copy.sha256 = copy.sha256.to_uppercase();
+            twice.api_keys.push(copy);
+            let err = twice.validate().unwrap_err().to_string();
+            assert!(
+                err.contains("api_keys[1] (copy).sha256 is the hash of api_keys[0] (gateway) too"),
+                "{err}"
+            );
             Ok(())
         });
     }

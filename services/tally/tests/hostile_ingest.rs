@@ -197,8 +197,8 @@ async fn ingest_holds_under_hostile_clients_and_counts_what_it_refused() {
         assert_eq!(answer["accepted"], 2, "{encoding}: {answer}");
     }
 
-    // A bomb: 20 KB of zstd that inflates to 1 GiB, and 64 KB of gzip that inflates to 64
-    // MiB. Refused with 413 once the decompressed bytes pass the limit; memory stays low.
+    // A bomb: about 33 KB of zstd that inflates to 1 GiB, and 64 KB of gzip that inflates to
+    // 64 MiB. Refused with 413 once the decompressed bytes pass the limit; memory stays low.
     let before = peak_rss_kib(ingest.0.id());
     let zeros = |bytes: u64| std::io::Read::take(std::io::repeat(0), bytes);
     let zstd_bomb = zstd::stream::encode_all(zeros(1 << 30), 19).unwrap();
@@ -207,6 +207,7 @@ async fn ingest_holds_under_hostile_clients_and_counts_what_it_refused() {
     let gzip_bomb = gzip_bomb.finish().unwrap();
     for (encoding, bomb) in [("zstd", zstd_bomb), ("gzip", gzip_bomb)] {
         let size = bomb.len();
+        println!("[hostile] {encoding} bomb: {size} bytes");
         let response = http
             .post(format!("{main}/v1/llm-calls"))
             .bearer_auth(KEY)
