@@ -1219,3 +1219,113 @@ async fn an_outage_during_the_row_by_row_fallback_dead_letters_nothing_more() {
     worker.await.unwrap().unwrap();
     delete_topics(Topic::ALL.iter().map(|t| kafka.topic(*t)).collect());
 }
+
+/// Strings that look like SQL, with quotes, backslashes, NUL and line breaks, in every kind
+/// of string column: the typed insert stores them verbatim, and a query that binds one as a
+/// parameter finds exactly its row.
+#[tokio::test]
+async fn strings_that_look_like_sql_are_stored_verbatim() {
+    require_kafka();
+    let db = TestDatabase::create("it_sql_text").await;
+    let server = clickhouse::Client::default().with_url(clickhouse_url());
+    migrate(&server, &db.name, &Migration::embedded().unwrap())
+        .await
+        .unwrap();
+    let kafka = KafkaConfig {
+        topic_prefix: format!("{}.", unique_name("sqltext")),
+        ..kafka_config()
+    };
+    create_topics(
+        &kafka,
+        TopicLayout {
+            partitions: 1,
+            replication_factor: 1,
+        },
+    )
+    .await
+    .unwrap();
+    let hostile = [
+        "'; DROP TABLE llm_calls; --",
+        "\\' OR 1=1 --",
+        "back\\slash and \"quotes\" and `ticks`",
+        "line\nbreak\r\nand\ttab",
+        "nul\u{0}byte",
+        "<script>alert(1)</script>",
+        "=HYPERLINK(\"http://x\")",
+    ];
+    let records: Vec<EnrichedLlmCall> = hostile
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            let mut e = enriched(i + 1);
+            e.call.team = text.to_string();
+            e.call.user = Some(text.to_string());
+            e.call.workflow = Some(text.to_string());
+            e.call.tags = [(text.to_string(), text.to_string())].into();
+            e
+        })
+        .collect();
+    produce(&kafka, &records).await;
+    let config = SinkConfig {
+        group_id: unique_name("sink-group"),
+        batch_max_wait_ms: 200,
+        kafka: kafka.clone(),
+        clickhouse: ClickHouseConfig {
+            url: clickhouse_url(),
+            database: db.name.clone(),
+            ..ClickHouseConfig::default()
+        },
+        tables: vec!["llm_calls".into()],
+        ..SinkConfig::default()
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let stats = Arc::new(SinkStats::default());
+    let worker = tokio::spawn(tally_sink::run_tables(config, stop.clone(), stats.clone()));
+    for _ in 0..120 {
+        if stats.rows.load(Ordering::Relaxed) >= hostile.len() as u64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    for (i, text) in hostile.iter().enumerate() {
+        #[derive(clickhouse::Row, serde::Deserialize, Debug, PartialEq)]
+        struct Back {
+            event_id: String,
+            user: Option<String>,
+            workflow: Option<String>,
+            tag: String,
+        }
+        let rows: Vec<Back> = db
+            .client
+            .query(
+                "SELECT event_id, user, workflow, tags[?] AS tag FROM llm_calls FINAL WHERE team = ?",
+            )
+            .bind(*text)
+            .bind(*text)
+            .fetch_all()
+            .await
+            .unwrap();
+        assert_eq!(
+            rows,
+            [Back {
+                event_id: records[i].call.event_id.clone(),
+                user: Some(text.to_string()),
+                workflow: Some(text.to_string()),
+                tag: text.to_string(),
+            }],
+            "{text:?}"
+        );
+    }
+    let tables: u64 = db
+        .client
+        .query("SELECT count() FROM system.tables WHERE database = ? AND name = 'llm_calls'")
+        .bind(&db.name)
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(tables, 1, "llm_calls is still there");
+    stop.store(true, Ordering::SeqCst);
+    worker.await.unwrap().unwrap();
+    delete_topics(Topic::ALL.iter().map(|t| kafka.topic(*t)).collect());
+    db.drop_database().await;
+}

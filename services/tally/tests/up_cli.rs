@@ -190,3 +190,46 @@ async fn a_request_retried_after_a_restart_is_counted_once_in_the_spend_windows_
     let calls = query(dir.path(), "SELECT count(*) AS n FROM llm_calls_stored WHERE team = 'payments' AND event_id LIKE 'retry-%'").unwrap();
     assert_eq!(calls[0]["n"], 200, "and stored once");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn strings_that_look_like_sql_are_stored_verbatim_in_the_parquet_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _up = start_up(dir.path(), port);
+    let hostile = [
+        "'; DROP TABLE llm_calls; --",
+        "\\' OR 1=1 --",
+        "back\\slash and \"quotes\"",
+        "line\nbreak\r\nand\ttab",
+        "nul\u{0}byte",
+        "<script>alert(1)</script>",
+    ];
+    let records: Vec<Value> = hostile
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            serde_json::json!({"event_id": format!("sql-{i}"), "occurred_at": "2026-11-23T10:00:00Z",
+                "team": "payments", "user": text, "workflow": text, "tags": {"note": text},
+                "provider": "openai", "model": "gpt-4o", "input_tokens": 10, "output_tokens": 5})
+        })
+        .collect();
+    let response = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/v1/llm-calls"))
+        .bearer_auth("tally-local")
+        .json(&records)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let sql = "SELECT event_id, \"user\", workflow FROM llm_calls WHERE event_id LIKE 'sql-%' ORDER BY event_id";
+    let rows = wait_for_rows(dir.path(), sql, |rows| rows.len() == hostile.len());
+    let expected: Vec<Value> = hostile
+        .iter()
+        .enumerate()
+        .map(|(i, text)| serde_json::json!({"event_id": format!("sql-{i}"), "user": text, "workflow": text}))
+        .collect();
+    assert_eq!(rows, expected);
+    // The table is still there and whole.
+    let count = query(dir.path(), "SELECT count(*) AS n FROM llm_calls").unwrap();
+    assert_eq!(count, vec![serde_json::json!({"n": hostile.len()})]);
+}

@@ -4,5 +4,6 @@ mod auth;
 mod availability;
 mod events;
 mod harness;
+mod hostile;
 mod llm_calls;
 mod otlp;
