@@ -39,17 +39,9 @@ fn default_brokers() -> String {
 /// never shown.
 pub fn is_secret_property(name: &str) -> bool {
     let name = name.to_ascii_lowercase();
-    [
-        "password",
-        "secret",
-        "jaas",
-        "token",
-        ".pem",
-        "key.pem",
-        "credentials",
-    ]
-    .iter()
-    .any(|marker| name.contains(marker))
+    ["password", "secret", "jaas", "token", ".pem", "credentials"]
+        .iter()
+        .any(|marker| name.contains(marker))
 }
 
 /// Secrets among `properties` are shown as `<redacted>`: a config printed in a log or an

@@ -83,7 +83,11 @@ pub fn client(config: &SinkConfig) -> Client {
 
 /// Refuses to start when a table lacks a column its rows carry (or has one they do not),
 /// naming it.
-pub async fn check_schema<T: SinkTable>(client: &Client, database: &str) -> Result<(), SinkError> {
+pub async fn check_schema<T: SinkTable>(
+    client: &Client,
+    database: &str,
+    stop: &AtomicBool,
+) -> Result<(), SinkError> {
     let table = T::TABLE;
     // A server that is down or restarting at start-up is waited for, as an outage later is
     // (a sink restarted during an outage must not exit); an answer refusing the query stops.
@@ -98,6 +102,12 @@ pub async fn check_schema<T: SinkTable>(client: &Client, database: &str) -> Resu
         {
             Ok(columns) => break columns,
             Err(error) if refused(&error) => return Err(SinkError::ClickHouse(error.to_string())),
+            // Asked to stop before the server came back: nothing was read, nothing to flush.
+            Err(error) if stop.load(Ordering::SeqCst) => {
+                return Err(SinkError::ClickHouse(format!(
+                    "stopped while waiting for ClickHouse at start: {error}"
+                )))
+            }
             Err(error) => {
                 tracing::warn!(%error, table, retry_in = ?backoff.next, "ClickHouse unavailable at start; waiting for it");
                 backoff.wait().await;
@@ -133,7 +143,7 @@ pub async fn run<T: SinkTable>(
     stats: Arc<SinkStats>,
 ) -> Result<(), SinkError> {
     let client = client(&config);
-    check_schema::<T>(&client, &config.clickhouse.database).await?;
+    check_schema::<T>(&client, &config.clickhouse.database, &stop).await?;
     let topic = config.kafka.topic(T::TOPIC);
     let consumer: StreamConsumer<RebalanceFlag> = config
         .kafka

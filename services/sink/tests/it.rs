@@ -215,7 +215,7 @@ async fn enriched_calls_land_in_clickhouse_with_exact_totals() {
 #[tokio::test]
 async fn a_missing_table_or_column_is_named_at_start() {
     let db = TestDatabase::create("it_schema").await;
-    let err = sink::check_schema::<LlmCalls>(&db.client, &db.name)
+    let err = sink::check_schema::<LlmCalls>(&db.client, &db.name, &AtomicBool::new(false))
         .await
         .unwrap_err()
         .to_string();
@@ -232,7 +232,7 @@ async fn a_missing_table_or_column_is_named_at_start() {
         .execute()
         .await
         .unwrap();
-    let err = sink::check_schema::<LlmCalls>(&db.client, &db.name)
+    let err = sink::check_schema::<LlmCalls>(&db.client, &db.name, &AtomicBool::new(false))
         .await
         .unwrap_err()
         .to_string();
