@@ -15,7 +15,7 @@ ROOT=$PWD
 SECS=${1:-60}
 shift || true
 TARGETS=("$@")
-[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(ingest_json otlp github avro loaders)
+[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(ingest_json otlp github avro loaders journal)
 export CARGO_TARGET_DIR=${TALLY_FUZZ_TARGET_DIR:-$HOME/.cache/tally-fuzz-target}
 
 rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal

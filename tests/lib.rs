@@ -312,3 +312,118 @@ pub fn newer_version_bytes<T: tally_contract::AvroRecord>(record: &T) -> Vec<u8>
     bytes.extend_from_slice(&apache_avro::to_avro_datum(&schema, value).unwrap());
     bytes
 }
+
+/// Headless Chromium (Debian's `chromium`, which `scripts/test.sh` installs).
+pub fn chromium() -> PathBuf {
+    for candidate in [
+        "/usr/bin/chromium",
+        "/usr/bin/chromium-browser",
+        "/usr/bin/google-chrome",
+    ] {
+        if std::path::Path::new(candidate).exists() {
+            return PathBuf::from(candidate);
+        }
+    }
+    panic!("headless Chromium is needed to render the report (scripts/test.sh installs Debian's chromium)");
+}
+
+/// The DOM headless Chromium builds from `html` once any script on it has run, serialised:
+/// what a reader's browser makes of a page, by a parser that is not tally's.
+pub fn rendered_dom(html: &str) -> String {
+    let dir = std::env::temp_dir().join(unique_name("tally-dom"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let page = dir.join("page.html");
+    std::fs::write(&page, html).unwrap();
+    let output = std::process::Command::new(chromium())
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--virtual-time-budget=2000",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", dir.join("profile").display()))
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .expect("chromium runs");
+    let _ = std::fs::remove_dir_all(&dir);
+    let dom = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        dom.contains("<body"),
+        "chromium gave no DOM: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    dom
+}
+
+/// Strings a client may send as a team, user or workflow, each an attack on one reader of a
+/// report: a browser (markup, script, attributes), a spreadsheet (formulas), a terminal
+/// (escape sequences, forged lines) or SQL.
+pub const HOSTILE_TEXT: [&str; 8] = [
+    "'; DROP TABLE llm_calls; --",
+    "\\' OR 1=1 --",
+    "back\\slash and \"quotes\" and `ticks`",
+    "line\nbreak\r\nand\ttab",
+    "nul\u{0}byte",
+    "<script>document.body.setAttribute('data-pwned','1')</script>",
+    "\"><img src=x onerror=\"document.title='pwned'\"><b>bold</b>",
+    "=HYPERLINK(\"http://evil.example\",\"click\")\u{1b}[2J",
+];
+
+/// Asserts that a report holding every one of [`HOSTILE_TEXT`] renders each safely: the HTML
+/// page, parsed and run by Chromium, has no element or script of the text's and shows the
+/// text; the CSV parses back (by the `csv` crate) to every text, a formula guarded by a
+/// leading `'`; the text table holds no control character but its own newlines.
+pub fn assert_report_renders_hostile_text_safely(html: &str, csv_text: &str, table: &str) {
+    let dom = rendered_dom(html);
+    for injected in [
+        "data-pwned=\"1\"",
+        "<img",
+        "<b>",
+        "<script",
+        "pwned</title>",
+    ] {
+        assert!(
+            !dom.contains(injected),
+            "{injected} in the rendered page:\n{dom}"
+        );
+    }
+    assert!(
+        dom.contains("&lt;script&gt;document.body.setAttribute('data-pwned','1')&lt;/script&gt;"),
+        "the script shows as text:\n{dom}"
+    );
+
+    let mut cells = std::collections::BTreeSet::new();
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .comment(Some(b'#'))
+        .from_reader(csv_text.as_bytes());
+    for record in reader.records() {
+        cells.extend(record.unwrap().iter().map(str::to_string));
+    }
+    for text in HOSTILE_TEXT {
+        let expected = if text.starts_with('=') {
+            format!("'{text}")
+        } else {
+            text.to_string()
+        };
+        assert!(
+            cells.contains(&expected),
+            "{expected:?} is not a cell of the CSV:\n{csv_text}"
+        );
+    }
+
+    let control = table.chars().find(|c| c.is_control() && *c != '\n');
+    assert_eq!(
+        control, None,
+        "a control character in the text table:\n{table}"
+    );
+    assert!(table.contains("line\\nbreak\\r\\nand\\ttab"), "{table}");
+    assert!(table.contains("nul\\u{0}byte"), "{table}");
+}

@@ -13,6 +13,9 @@ pub enum EmbeddedError {
     /// The journal holds something that is not a frame where a frame must be.
     #[error("the journal is damaged: {0}")]
     Corrupt(String),
+    /// The journal could not open, append, read or retain.
+    #[error(transparent)]
+    Journal(#[from] tally_journal::JournalError),
     /// A processor stage failed.
     #[error(transparent)]
     Processor(#[from] tally_processor::ProcessorError),

@@ -13,7 +13,7 @@
 //! - [`mirror`]: with Kafka as the transport, copies the derived topics into the journal.
 //! - [`up`]: wires them together behind the ingest HTTP server.
 pub mod error;
-pub mod journal;
+pub use tally_journal as journal;
 pub mod mirror;
 pub mod query;
 pub mod reports;

@@ -84,6 +84,9 @@ impl ServiceConfig for UpConfig {
 struct JournalPublisher(Arc<Journal>);
 
 impl Publisher for JournalPublisher {
+    fn destination(&self) -> &'static str {
+        "the journal"
+    }
     fn send_all<'a>(&'a self, messages: &'a [Outgoing]) -> BoxFuture<'a, Vec<Result<(), String>>> {
         let journal = self.0.clone();
         let records: Vec<Record> = messages

@@ -27,6 +27,8 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// Where the ingest service's records go: Kafka, or `tally up`'s local journal. A request is
 /// answered 202 only when `send_all` said every record of it is durable.
 pub trait Publisher: Send + Sync + 'static {
+    /// What the records go to, as answers and logs name it ("Kafka", "the journal").
+    fn destination(&self) -> &'static str;
     /// Sends every message; one result per message, in order, each final.
     fn send_all<'a>(&'a self, messages: &'a [Outgoing]) -> BoxFuture<'a, Vec<Result<(), String>>>;
     /// Records sent but not yet acknowledged.
@@ -38,6 +40,9 @@ pub trait Publisher: Send + Sync + 'static {
 }
 
 impl Publisher for KafkaProducer {
+    fn destination(&self) -> &'static str {
+        "Kafka"
+    }
     fn send_all<'a>(&'a self, messages: &'a [Outgoing]) -> BoxFuture<'a, Vec<Result<(), String>>> {
         Box::pin(KafkaProducer::send_all(self, messages))
     }

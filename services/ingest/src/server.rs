@@ -492,11 +492,11 @@ fn with_retry_after(mut response: Response, wait: Duration) -> Response {
     response
 }
 
-fn unavailable(reason: &str) -> Response {
+fn unavailable(destination: &str, reason: &str) -> Response {
     with_retry_after(
         error_response(
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("Kafka did not acknowledge the request's records, so none was accepted; retry the whole request: {reason}"),
+            format!("{destination} did not acknowledge the request's records, so none was accepted; retry the whole request: {reason}"),
         ),
         Duration::from_secs(RETRY_AFTER_UNAVAILABLE_SECS),
     )
@@ -504,11 +504,16 @@ fn unavailable(reason: &str) -> Response {
 
 /// 503 for a request of which Kafka acknowledged only some records: it says which (by the
 /// request's indices) and that a retry of the whole request counts the others once.
-fn partly_unavailable(published: &Published, indices: &[usize], reason: &str) -> Response {
+fn partly_unavailable(
+    destination: &str,
+    published: &Published,
+    indices: &[usize],
+    reason: &str,
+) -> Response {
     let failed: Vec<usize> = published.failed.iter().map(|p| indices[*p]).collect();
     let body = json!({
         "error": format!(
-            "Kafka did not acknowledge {} of the request's records ({reason}); retry the whole \
+            "{destination} did not acknowledge {} of the request's records ({reason}); retry the whole \
              request: the {} accepted count once",
             failed.len(),
             published.accepted
@@ -724,6 +729,7 @@ async fn publish(
     indices: &[usize],
 ) -> Result<Published, Response> {
     let count = events.len();
+    let destination = app.producer.destination();
     match app.publish(events).await {
         Ok(published) => {
             app.metrics.accepted(kind.record(), published.accepted);
@@ -731,17 +737,17 @@ async fn publish(
             match &published.reason {
                 None => Ok(published),
                 Some(reason) => {
-                    tracing::warn!(records = count, failed = published.failed.len(), %reason, "kafka did not take every record; answering 503");
+                    tracing::warn!(records = count, failed = published.failed.len(), %reason, destination, "not every record was taken; answering 503");
                     app.metrics
                         .rejected(Rejection::KafkaUnavailable, published.failed.len());
-                    Err(partly_unavailable(&published, indices, reason))
+                    Err(partly_unavailable(destination, &published, indices, reason))
                 }
             }
         }
         Err(reason) => {
-            tracing::warn!(records = count, %reason, "kafka unavailable; answering 503");
+            tracing::warn!(records = count, %reason, destination, "records not taken; answering 503");
             app.metrics.rejected(Rejection::KafkaUnavailable, count);
-            Err(unavailable(&reason))
+            Err(unavailable(destination, &reason))
         }
     }
 }

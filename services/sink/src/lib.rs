@@ -4,6 +4,7 @@
 mod config;
 mod error;
 pub mod migrate;
+pub mod render;
 pub mod report;
 pub mod rows;
 pub mod sink;

@@ -8,7 +8,7 @@ use std::fmt::Write;
 use clickhouse::{Client, Row};
 use serde::{Deserialize, Serialize};
 
-use crate::SinkError;
+use crate::{render, SinkError};
 
 /// What to report on.
 #[derive(Debug, Clone)]
@@ -267,7 +267,7 @@ impl EmissionsReport {
             let _ = writeln!(
                 out,
                 "{:<40} {:>10} {:>14} {:>14} {:>14}",
-                key.join(" / "),
+                render::terminal(&key.join(" / ")),
                 totals.calls,
                 kilo(totals.energy_uwh[1]),
                 kilo(totals.co2e_ug[0]),
@@ -286,14 +286,11 @@ impl EmissionsReport {
         let mut out = String::new();
         let _ = writeln!(out, "{},calls,tokens,energy_kwh_low,energy_kwh_central,energy_kwh_high,co2e_kg_low,co2e_kg_central,co2e_kg_high", self.by.join(","));
         let row = |out: &mut String, key: &[String], t: &Totals| {
-            let quoted: Vec<String> = key
-                .iter()
-                .map(|k| format!("\"{}\"", k.replace('"', "\"\"")))
-                .collect();
+            let quoted = render::csv_record(key);
             let _ = writeln!(
                 out,
                 "{},{},{},{},{},{},{},{},{}",
-                quoted.join(","),
+                quoted.trim_end_matches('\n'),
                 t.calls,
                 t.tokens,
                 kilo(t.energy_uwh[0]),
@@ -325,7 +322,7 @@ impl EmissionsReport {
             let _ = write!(
                 rows,
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                escape(&key.join(" / ")),
+                render::html(&key.join(" / ")),
                 totals.calls,
                 kilo(totals.energy_uwh[1]),
                 kilo(totals.co2e_ug[0]),
@@ -360,7 +357,7 @@ impl EmissionsReport {
         let assumptions: String = self
             .assumptions
             .iter()
-            .map(|a| format!("<li>{}</li>", escape(a)))
+            .map(|a| format!("<li>{}</li>", render::html(a)))
             .collect();
         format!(
             "<!doctype html><html><head><meta charset=\"utf-8\"><title>tally emissions {from} to {to}</title>\
@@ -373,8 +370,8 @@ impl EmissionsReport {
              {plots}<h2>Breakdown by {by}</h2><table><tr><th>{by}</th><th>calls</th><th>kWh central</th><th>kg CO2e low</th>\
              <th>kg CO2e central</th><th>kg CO2e high</th></tr>{rows}</table>\
              <h2>Method, data and assumptions</h2><ul>{assumptions}</ul></body></html>",
-            from = escape(&self.from),
-            to = escape(&self.to),
+            from = render::html(&self.from),
+            to = render::html(&self.to),
             co2_central = kilo(t.co2e_ug[1]),
             co2_low = kilo(t.co2e_ug[0]),
             co2_high = kilo(t.co2e_ug[2]),
@@ -383,7 +380,7 @@ impl EmissionsReport {
             kwh_high = kilo(t.energy_uwh[2]),
             calls = t.calls,
             tokens = t.tokens,
-            by = escape(&self.by.join(" / ")),
+            by = render::html(&self.by.join(" / ")),
         )
     }
 }
@@ -397,7 +394,7 @@ fn bars(title: &str, values: &[(String, i128)]) -> String {
     let height = 30 + values.len() * 26;
     let mut svg = format!(
         "<h2>{}</h2><svg width=\"720\" height=\"{height}\">",
-        escape(title)
+        render::html(title)
     );
     for (i, (label, value)) in values.iter().enumerate() {
         let width = (*value as f64 / max * 440.0).max(1.0);
@@ -407,7 +404,7 @@ fn bars(title: &str, values: &[(String, i128)]) -> String {
             "<text x=\"0\" y=\"{}\" font-size=\"13\">{}</text><rect x=\"200\" y=\"{y}\" width=\"{width:.1}\" height=\"20\" fill=\"{}\"/>\
              <text x=\"{:.1}\" y=\"{}\" font-size=\"12\">{}</text>",
             y + 15,
-            escape(label),
+            render::html(label),
             PALETTE[i % PALETTE.len()],
             205.0 + width,
             y + 15,
@@ -434,7 +431,7 @@ fn stacked_bars(title: &str, months: &BTreeMap<String, BTreeMap<String, i128>>) 
     let width = 80 + months.len() * 70;
     let mut svg = format!(
         "<h2>{}</h2><svg width=\"{}\" height=\"300\">",
-        escape(title),
+        render::html(title),
         width.max(400)
     );
     for (i, (month, by_team)) in months.iter().enumerate() {
@@ -444,12 +441,12 @@ fn stacked_bars(title: &str, months: &BTreeMap<String, BTreeMap<String, i128>>) 
             let h = *value as f64 / max * 220.0;
             top -= h;
             let colour = PALETTE[teams.iter().position(|t| t == team).unwrap_or(0) % PALETTE.len()];
-            let _ = write!(svg, "<rect x=\"{x}\" y=\"{top:.1}\" width=\"50\" height=\"{h:.1}\" fill=\"{colour}\"><title>{} {}: {} kg</title></rect>", escape(team), escape(month), kilo(*value));
+            let _ = write!(svg, "<rect x=\"{x}\" y=\"{top:.1}\" width=\"50\" height=\"{h:.1}\" fill=\"{colour}\"><title>{} {}: {} kg</title></rect>", render::html(team), render::html(month), kilo(*value));
         }
         let _ = write!(
             svg,
             "<text x=\"{x}\" y=\"268\" font-size=\"11\">{}</text>",
-            escape(&month[..7.min(month.len())])
+            render::html(&month[..7.min(month.len())])
         );
     }
     for (i, team) in teams.iter().enumerate() {
@@ -459,16 +456,9 @@ fn stacked_bars(title: &str, months: &BTreeMap<String, BTreeMap<String, i128>>) 
             60 + i * 110,
             PALETTE[i % PALETTE.len()],
             74 + i * 110,
-            escape(team)
+            render::html(team)
         );
     }
     svg.push_str("</svg>");
     svg
-}
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }

@@ -13,7 +13,7 @@ use std::future::Future;
 use clickhouse::Client;
 use serde::Serialize;
 
-use crate::SinkError;
+use crate::{render, SinkError};
 
 /// One titled table.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -120,12 +120,15 @@ impl Report {
     pub fn table(&self) -> String {
         let mut out = format!("{}\n", self.title);
         for section in &self.sections {
+            let rows: Vec<Vec<String>> = section
+                .rows
+                .iter()
+                .map(|r| r.iter().map(|c| render::terminal(c)).collect())
+                .collect();
             let widths: Vec<usize> = (0..section.columns.len())
                 .map(|i| {
-                    section
-                        .rows
-                        .iter()
-                        .map(|r| r[i].len())
+                    rows.iter()
+                        .map(|r| r[i].chars().count())
                         .chain([section.columns[i].len()])
                         .max()
                         .unwrap_or(0)
@@ -140,10 +143,10 @@ impl Report {
                     .join("  ")
             };
             let _ = writeln!(out, "\n{}\n{}", section.title, line(&section.columns));
-            for row in &section.rows {
+            for row in &rows {
                 let _ = writeln!(out, "{}", line(row));
             }
-            if section.rows.is_empty() {
+            if rows.is_empty() {
                 let _ = writeln!(out, "(none)");
             }
         }
@@ -153,28 +156,15 @@ impl Report {
         out
     }
 
-    /// CSV, one block per section preceded by a `# title` line.
+    /// CSV, one block per section preceded by a `# title` line (cells as
+    /// [`render::csv_record`] writes them).
     pub fn csv(&self) -> String {
-        let quote = |c: &String| format!("\"{}\"", c.replace('"', "\"\""));
         let mut out = String::new();
         for section in &self.sections {
             let _ = writeln!(out, "# {}", section.title);
-            let _ = writeln!(
-                out,
-                "{}",
-                section
-                    .columns
-                    .iter()
-                    .map(quote)
-                    .collect::<Vec<_>>()
-                    .join(",")
-            );
+            out.push_str(&render::csv_record(&section.columns));
             for row in &section.rows {
-                let _ = writeln!(
-                    out,
-                    "{}",
-                    row.iter().map(quote).collect::<Vec<_>>().join(",")
-                );
+                out.push_str(&render::csv_record(row));
             }
         }
         out
@@ -212,7 +202,7 @@ impl Report {
     pub fn html(&self) -> String {
         let mut body = String::new();
         for section in &self.sections {
-            let _ = write!(body, "<h2>{}</h2>", escape(&section.title));
+            let _ = write!(body, "<h2>{}</h2>", render::html(&section.title));
             if let Some((label, value)) = section.plot {
                 let (li, vi) = (
                     section.columns.iter().position(|c| c == label),
@@ -230,7 +220,7 @@ impl Report {
             let header: String = section
                 .columns
                 .iter()
-                .map(|c| format!("<th>{}</th>", escape(c)))
+                .map(|c| format!("<th>{}</th>", render::html(c)))
                 .collect();
             let rows: String = section
                 .rows
@@ -239,7 +229,7 @@ impl Report {
                     format!(
                         "<tr>{}</tr>",
                         r.iter()
-                            .map(|c| format!("<td>{}</td>", escape(c)))
+                            .map(|c| format!("<td>{}</td>", render::html(c)))
                             .collect::<String>()
                     )
                 })
@@ -249,13 +239,13 @@ impl Report {
         let notes: String = self
             .notes
             .iter()
-            .map(|n| format!("<li>{}</li>", escape(n)))
+            .map(|n| format!("<li>{}</li>", render::html(n)))
             .collect();
         format!(
             "<!doctype html><html><head><meta charset=\"utf-8\"><title>{title}</title><style>body{{font-family:sans-serif;margin:2em;color:#222}}\
              table{{border-collapse:collapse;margin-bottom:1em}}td,th{{border:1px solid #ccc;padding:4px 8px}}</style></head>\
              <body><h1>{title}</h1>{body}<ul>{notes}</ul></body></html>",
-            title = escape(&self.title)
+            title = render::html(&self.title)
         )
     }
 }
@@ -269,7 +259,7 @@ fn bar_plot(value_name: &str, points: &[(String, f64)]) -> String {
     let mut svg = format!(
         "<svg width=\"720\" height=\"{}\"><title>{}</title>",
         20 + points.len() * 24,
-        escape(value_name)
+        render::html(value_name)
     );
     for (i, (label, value)) in points.iter().enumerate() {
         let width = (value / max * 420.0).max(1.0);
@@ -279,20 +269,13 @@ fn bar_plot(value_name: &str, points: &[(String, f64)]) -> String {
             "<text x=\"0\" y=\"{}\" font-size=\"12\">{}</text><rect x=\"220\" y=\"{y}\" width=\"{width:.1}\" height=\"18\" fill=\"#4e79a7\"/>\
              <text x=\"{:.1}\" y=\"{}\" font-size=\"11\">{value}</text>",
             y + 14,
-            escape(label),
+            render::html(label),
             225.0 + width,
             y + 14
         );
     }
     svg.push_str("</svg>");
     svg
-}
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
 
 const MONEY_NOTE: &str = "Money is exact: nano-dollars and Decimal(38, 9) dollars, as the SQL views compute them; \

@@ -1244,15 +1244,7 @@ async fn strings_that_look_like_sql_are_stored_verbatim() {
     )
     .await
     .unwrap();
-    let hostile = [
-        "'; DROP TABLE llm_calls; --",
-        "\\' OR 1=1 --",
-        "back\\slash and \"quotes\" and `ticks`",
-        "line\nbreak\r\nand\ttab",
-        "nul\u{0}byte",
-        "<script>alert(1)</script>",
-        "=HYPERLINK(\"http://x\")",
-    ];
+    let hostile = tally_tests::HOSTILE_TEXT;
     let records: Vec<EnrichedLlmCall> = hostile
         .iter()
         .enumerate()
@@ -1324,6 +1316,21 @@ async fn strings_that_look_like_sql_are_stored_verbatim() {
         .await
         .unwrap();
     assert_eq!(tables, 1, "llm_calls is still there");
+    // What came back renders escaped in every format of a report.
+    let report = tally_sink::tabular::spend(
+        &db.client,
+        "2025-11-01",
+        "2025-12-01",
+        &["team".into(), "user".into(), "workflow".into()],
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.sections[0].rows.len(), hostile.len());
+    tally_tests::assert_report_renders_hostile_text_safely(
+        &report.html(),
+        &report.csv(),
+        &report.table(),
+    );
     stop.store(true, Ordering::SeqCst);
     worker.await.unwrap().unwrap();
     delete_topics(Topic::ALL.iter().map(|t| kafka.topic(*t)).collect());

@@ -112,6 +112,11 @@ fn tally_up_loses_and_doubles_nothing_through_kills_and_a_full_disk() {
         let body = String::from_utf8_lossy(&answer.stderr).into_owned();
         println!("[chaos-up] a call sent while the disk is full: {status} {body}");
         assert_eq!(status, "503", "{body}");
+        assert!(
+            body.contains("the journal did not acknowledge")
+                && body.contains("No space left on device"),
+            "the answer names the journal and the cause: {body}"
+        );
         std::thread::sleep(Duration::from_secs(3));
         std::fs::remove_file(&ballast).unwrap();
         // It may have stopped on the full disk: it must start again on the same data.

@@ -1,7 +1,9 @@
 //! `tally ingest` as its own process against the real Kafka broker, under hostile and broken
 //! clients: a request without a valid key is answered from its headers (its body never
 //! read), gzip and zstd bodies are taken and a decompression bomb is refused after the
-//! limit with bounded memory (the process's peak RSS is read from /proc), an unsupported
+//! limit with bounded memory (the process's peak RSS is read from /proc), hostile JSON (deep
+//! nesting, the longest strings, 50,000 tags on a record, a million distinct tag keys) is
+//! answered with bounded memory too, an unsupported
 //! encoding is 415, a body trickled a byte at a time gets 408, headers trickled are cut off,
 //! requests over the concurrency limit get 503 with Retry-After, connections over the limit
 //! get 503; each is counted on the metrics listener, and the main listener no longer serves
@@ -197,6 +199,105 @@ async fn ingest_holds_under_hostile_clients_and_counts_what_it_refused() {
         assert_eq!(answer["accepted"], 2, "{encoding}: {answer}");
     }
 
+    // Hostile JSON, each answered as it should be while the peak RSS stays bounded: nesting
+    // as deep as the body allows, strings as long as it allows, a record with 50,000 tags,
+    // and a million distinct tag keys over 16,000 records.
+    let before_json = peak_rss_kib(ingest.0.id());
+    let post = |body: Vec<u8>| {
+        let http = http.clone();
+        let main = main.clone();
+        async move {
+            let response = http
+                .post(format!("{main}/v1/llm-calls"))
+                .bearer_auth(KEY)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let half = (MAX_BODY - 64) / 2;
+    let (status, answer) =
+        post(format!("{}{}", "[".repeat(half), "]".repeat(half)).into_bytes()).await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("recursion limit"),
+        "{answer}"
+    );
+    let long = "x".repeat(MAX_BODY - 400);
+    let (status, answer) = post(
+        call_line("long-model")
+            .replace("\"gpt-4o\"", &format!("\"{long}\""))
+            .into_bytes(),
+    )
+    .await;
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(
+        answer["rejected"][0]["errors"][0]["field"], "model",
+        "{answer}"
+    );
+    let (status, answer) = post(
+        call_line("long-prompt")
+            .replace("}\n", &format!(",\"prompt\":\"{long}\"}}"))
+            .into_bytes(),
+    )
+    .await;
+    assert_eq!(
+        status, 202,
+        "a long prompt is fingerprinted, not stored: {answer}"
+    );
+    let tags: serde_json::Map<String, serde_json::Value> = (0..50_000)
+        .map(|i| (format!("k{i}"), serde_json::Value::from("v")))
+        .collect();
+    let mut record: serde_json::Value = serde_json::from_str(&call_line("many-tags")).unwrap();
+    record["tags"] = serde_json::Value::Object(tags);
+    let (status, answer) = post(record.to_string().into_bytes()).await;
+    assert_eq!(status, 422, "{answer}");
+    let error = &answer["rejected"][0]["errors"][0];
+    assert_eq!(error["field"], "tags", "{answer}");
+    assert!(
+        error["reason"].as_str().unwrap().contains("50000 tags"),
+        "{answer}"
+    );
+    let mut distinct_keys = 0;
+    for request in 0..40 {
+        let records: Vec<serde_json::Value> = (0..400)
+            .map(|r| {
+                let mut record: serde_json::Value =
+                    serde_json::from_str(&call_line(&format!("tags-{request}-{r}"))).unwrap();
+                record["tags"] = (0..64)
+                    .map(|t| {
+                        distinct_keys += 1;
+                        (
+                            format!("key-{request}-{r}-{t}"),
+                            serde_json::Value::from("v"),
+                        )
+                    })
+                    .collect::<serde_json::Map<_, _>>()
+                    .into();
+                record
+            })
+            .collect();
+        let (status, answer) = post(serde_json::to_vec(&records).unwrap()).await;
+        assert_eq!(status, 202, "{answer}");
+        assert_eq!(answer["accepted"], 400, "{answer}");
+    }
+    assert_eq!(distinct_keys, 1_024_000);
+    let after_json = peak_rss_kib(ingest.0.id());
+    println!(
+        "[hostile] peak RSS {before_json} KiB before the hostile JSON, {after_json} KiB after"
+    );
+    assert!(
+        after_json < before_json + 64 * 1024,
+        "hostile JSON grew the peak RSS from {before_json} KiB to {after_json} KiB"
+    );
+
     // A bomb: about 33 KB of zstd that inflates to 1 GiB, and 64 KB of gzip that inflates to
     // 64 MiB. Refused with 413 once the decompressed bytes pass the limit; memory stays low.
     let before = peak_rss_kib(ingest.0.id());
@@ -367,7 +468,7 @@ async fn ingest_holds_under_hostile_clients_and_counts_what_it_refused() {
     assert_eq!(counter("tally_ingest_connections_refused_total"), 1);
     assert_eq!(
         counter("tally_ingest_events_accepted_total{kind=\"llm_call\"}"),
-        5
+        5 + 1 + 40 * 400
     );
     drop(ingest);
     delete_topics(Topic::ALL.iter().map(|t| kafka.topic(*t)).collect());

@@ -1,13 +1,12 @@
 //! `tally report emissions` against the real ClickHouse: every format agrees with the
 //! `emissions_monthly` view, and the HTML page renders in headless Chromium to a picture that
 //! is not blank.
-use std::path::PathBuf;
 use std::process::Command;
 
 use tally_contract::records::EnrichedLlmCall;
 use tally_sink::migrate::{migrate, Migration};
 use tally_sink::rows::LlmCallRow;
-use tally_tests::{clickhouse_url, unique_name, TestDatabase};
+use tally_tests::{chromium, clickhouse_url, unique_name, TestDatabase};
 
 fn tally(args: &[&str], database: &str) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_tally"))
@@ -17,19 +16,6 @@ fn tally(args: &[&str], database: &str) -> std::process::Output {
         .env_remove("TALLY_LOG")
         .output()
         .expect("tally runs")
-}
-
-fn chromium() -> PathBuf {
-    for candidate in [
-        "/usr/bin/chromium",
-        "/usr/bin/chromium-browser",
-        "/usr/bin/google-chrome",
-    ] {
-        if std::path::Path::new(candidate).exists() {
-            return PathBuf::from(candidate);
-        }
-    }
-    panic!("headless Chromium is needed to render the report (scripts/test.sh installs Debian's chromium)");
 }
 
 #[tokio::test]

@@ -10,7 +10,7 @@ use serde_json::Value;
 use tally_tests::free_port;
 
 mod common;
-use common::{assert_store_equals_truth, gen, query, start_up};
+use common::{assert_store_equals_truth, gen, query, start_up, tally};
 
 #[test]
 fn gen_into_tally_up_gives_the_ground_truth_in_tally_query() {
@@ -196,20 +196,13 @@ async fn strings_that_look_like_sql_are_stored_verbatim_in_the_parquet_store() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let _up = start_up(dir.path(), port);
-    let hostile = [
-        "'; DROP TABLE llm_calls; --",
-        "\\' OR 1=1 --",
-        "back\\slash and \"quotes\"",
-        "line\nbreak\r\nand\ttab",
-        "nul\u{0}byte",
-        "<script>alert(1)</script>",
-    ];
+    let hostile = tally_tests::HOSTILE_TEXT;
     let records: Vec<Value> = hostile
         .iter()
         .enumerate()
         .map(|(i, text)| {
             serde_json::json!({"event_id": format!("sql-{i}"), "occurred_at": "2026-11-23T10:00:00Z",
-                "team": "payments", "user": text, "workflow": text, "tags": {"note": text},
+                "team": text, "user": text, "workflow": text, "tags": {"note": text},
                 "provider": "openai", "model": "gpt-4o", "input_tokens": 10, "output_tokens": 5})
         })
         .collect();
@@ -232,4 +225,34 @@ async fn strings_that_look_like_sql_are_stored_verbatim_in_the_parquet_store() {
     // The table is still there and whole.
     let count = query(dir.path(), "SELECT count(*) AS n FROM llm_calls").unwrap();
     assert_eq!(count, vec![serde_json::json!({"n": hostile.len()})]);
+    // `tally report` renders them escaped in every format.
+    let report = |format: &str| -> String {
+        let out = tally(&[
+            "report",
+            "spend",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "--by",
+            "team,user,workflow",
+            "--from",
+            "2026-11-01",
+            "--to",
+            "2026-12-01",
+            "--format",
+            format,
+        ])
+        .output()
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    tally_tests::assert_report_renders_hostile_text_safely(
+        &report("html"),
+        &report("csv"),
+        &report("table"),
+    );
 }

@@ -1,4 +1,4 @@
-//! The journal: `tally up`'s durable log between stages, in Kafka's place. One append-only
+//! tally-journal: `tally up`'s durable log between stages, in Kafka's place. One append-only
 //! file sequence under `<data-dir>/journal/` (`0000000000.journal`, …), one partition per topic.
 //!
 //! Every write is a **frame** ([`frame`]): the records of one ingest request or of one stage
@@ -21,7 +21,10 @@
 //! journal: the latest record of each key of a compacted topic (a stage's changelog), every
 //! record of a topic nobody consumes (dead letters), and the latest position of each producer.
 //! A crash between the copy and the deletion is finished on the next open.
+mod error;
 pub mod frame;
+
+pub use error::JournalError;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::{File, OpenOptions};
@@ -33,7 +36,6 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use self::frame::{decode_frame, encode_frame, Frame, FrameError, HEADER};
-use crate::EmbeddedError;
 
 /// The producer name of the frames retention writes; the segment it empties follows it.
 const RETENTION: &str = "journal-retention:";
@@ -159,14 +161,14 @@ fn segment_path(dir: &Path, segment: u32) -> PathBuf {
     dir.join(format!("{segment:010}.journal"))
 }
 
-fn io(context: String) -> impl FnOnce(std::io::Error) -> EmbeddedError {
-    move |source| EmbeddedError::Io { context, source }
+fn io(context: String) -> impl FnOnce(std::io::Error) -> JournalError {
+    move |source| JournalError::Io { context, source }
 }
 
 impl Journal {
     /// Opens (or creates) the journal in `dir` with the default settings and no compacted
     /// topics.
-    pub fn open(dir: &Path) -> Result<Journal, EmbeddedError> {
+    pub fn open(dir: &Path) -> Result<Journal, JournalError> {
         Journal::open_with(dir, JournalConfig::default(), &[])
     }
 
@@ -177,7 +179,7 @@ impl Journal {
         dir: &Path,
         config: JournalConfig,
         compacted: &[String],
-    ) -> Result<Journal, EmbeddedError> {
+    ) -> Result<Journal, JournalError> {
         std::fs::create_dir_all(dir).map_err(io(format!("cannot create {}", dir.display())))?;
         let mut ids: Vec<u32> = std::fs::read_dir(dir)
             .map_err(io(format!("cannot read {}", dir.display())))?
@@ -239,7 +241,7 @@ impl Journal {
         producer: &str,
         positions: &[(String, u64)],
         records: Vec<Record>,
-    ) -> Result<(), EmbeddedError> {
+    ) -> Result<(), JournalError> {
         let frame = Frame {
             producer: producer.to_string(),
             positions: positions.to_vec(),
@@ -293,7 +295,7 @@ impl Journal {
 
     /// Up to `max` records of `topic` from `from` on (from its oldest record still kept, when
     /// `from` is older).
-    pub fn read(&self, topic: &str, from: u64, max: usize) -> Result<Vec<Stored>, EmbeddedError> {
+    pub fn read(&self, topic: &str, from: u64, max: usize) -> Result<Vec<Stored>, JournalError> {
         let mut inner = self.lock();
         let (first, locations): (u64, Vec<Location>) = match inner.topics.get(topic) {
             Some(index) => {
@@ -323,7 +325,7 @@ impl Journal {
     /// Deletes the oldest segments that every reader is done with, keeping the newest
     /// `retain_bytes` and the current segment. `readers` says, per topic, who reads it; a topic
     /// it does not name is kept whole (copied forward when its segment goes).
-    pub fn retain(&self, readers: &HashMap<String, Readers>) -> Result<Retained, EmbeddedError> {
+    pub fn retain(&self, readers: &HashMap<String, Readers>) -> Result<Retained, JournalError> {
         let mut inner = self.lock();
         let mut done = Retained::default();
         // Only segments that were there before: the copies retention writes are not retired
@@ -361,7 +363,7 @@ impl Inner {
         id: u32,
         last: bool,
         emptied: &mut Vec<u32>,
-    ) -> Result<(File, u64), EmbeddedError> {
+    ) -> Result<(File, u64), JournalError> {
         let path = segment_path(&self.dir, id);
         let mut file = OpenOptions::new()
             .read(true)
@@ -406,7 +408,7 @@ impl Inner {
                         FrameError::Incomplete => "a frame cut short",
                         FrameError::Bad(why) => why,
                     };
-                    return Err(EmbeddedError::Corrupt(format!(
+                    return Err(JournalError::Corrupt(format!(
                         "{} byte {at}: {why}, with {} bytes after it; the journal stops here \
                          rather than lose what follows (restore the file, or move it away to \
                          start from what precedes it)",
@@ -422,13 +424,13 @@ impl Inner {
     /// A segment's start frame: the topics' offsets where it begins. For the oldest segment
     /// kept they are the topics' bases; for any later one they must be where the segments
     /// before it end.
-    fn start_offsets(&mut self, path: &Path, frame: &Frame) -> Result<(), EmbeddedError> {
+    fn start_offsets(&mut self, path: &Path, frame: &Frame) -> Result<(), JournalError> {
         let first = self.segments.len() == 1;
         for (topic, offset) in &frame.positions {
             if first {
                 self.topics.entry(topic.clone()).or_default().base = *offset;
             } else if self.end(topic) != *offset {
-                return Err(EmbeddedError::Corrupt(format!(
+                return Err(JournalError::Corrupt(format!(
                     "{} begins at offset {offset} of {topic}, but the segments before it end at {}",
                     path.display(),
                     self.end(topic)
@@ -466,9 +468,9 @@ impl Inner {
         self.frames += 1;
     }
 
-    fn append(&mut self, frame: Frame) -> Result<(), EmbeddedError> {
+    fn append(&mut self, frame: Frame) -> Result<(), JournalError> {
         if let Some(why) = &self.failed {
-            return Err(EmbeddedError::Store(format!(
+            return Err(JournalError::Refused(format!(
                 "the journal refuses writes since {why}; restart tally up"
             )));
         }
@@ -517,7 +519,7 @@ impl Inner {
     }
 
     /// Starts the next segment file.
-    fn roll(&mut self) -> Result<(), EmbeddedError> {
+    fn roll(&mut self) -> Result<(), JournalError> {
         let next = self.segments.last().map_or(0, |s| s.id + 1);
         let path = segment_path(&self.dir, next);
         self.file = OpenOptions::new()
@@ -549,7 +551,7 @@ impl Inner {
     fn retire_oldest(
         &mut self,
         readers: &HashMap<String, Readers>,
-    ) -> Result<Option<(u64, u64)>, EmbeddedError> {
+    ) -> Result<Option<(u64, u64)>, JournalError> {
         if self.segments.len() < 2 {
             return Ok(None);
         }
@@ -606,7 +608,7 @@ impl Inner {
         &mut self,
         id: u32,
         readers: &HashMap<String, Readers>,
-    ) -> Result<Vec<Record>, EmbeddedError> {
+    ) -> Result<Vec<Record>, JournalError> {
         // The segment's records are the first of each topic's index.
         let mut wanted: Vec<(String, u64, Location)> = Vec::new();
         for (topic, index) in &self.topics {
@@ -638,7 +640,7 @@ impl Inner {
     }
 
     /// Forgets and deletes the oldest segment.
-    fn drop_oldest(&mut self) -> Result<(), EmbeddedError> {
+    fn drop_oldest(&mut self) -> Result<(), JournalError> {
         let oldest = self.segments.remove(0);
         for index in self.topics.values_mut() {
             while index
@@ -662,7 +664,7 @@ impl Inner {
         Ok(())
     }
 
-    fn frame(&mut self, segment: u32, at: u64) -> Result<&Frame, EmbeddedError> {
+    fn frame(&mut self, segment: u32, at: u64) -> Result<&Frame, JournalError> {
         if self.cache.as_ref().map(|(k, _)| *k) != Some((segment, at)) {
             let path = segment_path(&self.dir, segment);
             let mut file =
@@ -678,7 +680,7 @@ impl Inner {
             file.read_exact(&mut bytes[HEADER..])
                 .map_err(io(format!("cannot read {}", path.display())))?;
             let (frame, _) = decode_frame(&bytes).map_err(|e| {
-                EmbeddedError::Corrupt(format!("{} byte {at}: {e:?}", path.display()))
+                JournalError::Corrupt(format!("{} byte {at}: {e:?}", path.display()))
             })?;
             self.cache = Some(((segment, at), frame));
         }
