@@ -223,6 +223,32 @@ mod tests {
         assert_eq!(p.resolve_team(None), Err(TeamError::Missing));
     }
 
+    /// SECURITY.md's rotation: the old and the new key side by side send as the same tenant
+    /// and team; once the old entry is gone, only the new key does.
+    #[test]
+    fn during_a_rotation_both_keys_send_as_the_same_team() {
+        let old = key(Some("payments"), false, None);
+        let new = ApiKeyConfig {
+            name: "k-2026-12".into(),
+            sha256: hash_key("new-secret-key"),
+            ..old.clone()
+        };
+        let both = Authenticator::new(&[old, new.clone()]);
+        for bearer in ["Bearer secret-key", "Bearer new-secret-key"] {
+            let p = both.bearer(Some(bearer)).unwrap();
+            assert_eq!(
+                (p.tenant.as_str(), p.resolve_team(None).unwrap().as_str()),
+                ("acme", "payments")
+            );
+        }
+        let after = Authenticator::new(&[new]);
+        assert!(after.bearer(Some("Bearer secret-key")).is_none());
+        assert_eq!(
+            after.bearer(Some("Bearer new-secret-key")).unwrap().name,
+            "k-2026-12"
+        );
+    }
+
     #[test]
     fn github_signatures_are_checked_against_the_body() {
         let auth = Authenticator::new(&[key(
