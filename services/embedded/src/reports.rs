@@ -1,5 +1,5 @@
-//! `tally report` on the embedded store: the very reports of [`tally_sink::tabular`] and
-//! [`tally_sink::report`], their DataFusion SQL run here, every figure written as ClickHouse
+//! The DataFusion backend of [`tally_report::ReportSource`]: `tally report` on the embedded
+//! store, the very reports of [`tally_report`], their DataFusion SQL run here, every figure written as ClickHouse
 //! writes it — integers as digits, decimals without trailing zeros, timestamps as
 //! `YYYY-MM-DD hh:mm:ss.ffffff`, dates as `YYYY-MM-DD`, floats in their shortest form — so
 //! both stores give the same report text.
@@ -13,13 +13,11 @@ use datafusion::arrow::datatypes::{
 };
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::prelude::SessionContext;
-use tally_sink::report::{self, EmissionsQuery, EmissionsReport, EmissionsRow};
-use tally_sink::tabular::{Dialect, Section, SectionSource};
-use tally_sink::SinkError;
+use tally_report::emissions::{EmissionsRow, EMISSIONS_ROWS_DATAFUSION};
+use tally_report::{Dialect, ReportError, ReportSource, Section};
 
 use crate::query::midnight_micros;
 use crate::store::date_text;
-use crate::EmbeddedError;
 
 /// The embedded store as a report source: a session over one snapshot of it.
 pub struct EmbeddedSource {
@@ -27,12 +25,15 @@ pub struct EmbeddedSource {
     pub snapshot: crate::store::snapshot::Snapshot,
 }
 
-fn query_error(e: impl std::fmt::Display) -> SinkError {
-    SinkError::Config(format!("the embedded store: {e}"))
+fn query_error(e: impl std::fmt::Display) -> ReportError {
+    ReportError::Query {
+        store: "the embedded store",
+        message: e.to_string(),
+    }
 }
 
 /// Puts the dates into the SQL's `?`s, as quoted literals (checked to be dates first).
-fn bind(sql: &str, binds: &[&str]) -> Result<String, SinkError> {
+fn bind(sql: &str, binds: &[&str]) -> Result<String, ReportError> {
     let mut out = String::with_capacity(sql.len());
     let mut binds = binds.iter();
     for (i, piece) in sql.split('?').enumerate() {
@@ -41,7 +42,7 @@ fn bind(sql: &str, binds: &[&str]) -> Result<String, SinkError> {
                 .next()
                 .ok_or_else(|| query_error("more ? than values"))?;
             if midnight_micros(value).is_none() {
-                return Err(SinkError::Config(format!(
+                return Err(ReportError::InvalidArgument(format!(
                     "{value:?} is not a date YYYY-MM-DD"
                 )));
             }
@@ -54,7 +55,7 @@ fn bind(sql: &str, binds: &[&str]) -> Result<String, SinkError> {
     Ok(out)
 }
 
-async fn collect(context: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>, SinkError> {
+async fn collect(context: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>, ReportError> {
     context
         .sql(sql)
         .await
@@ -96,7 +97,7 @@ fn timestamp_text(micros: i64) -> String {
 }
 
 /// One cell as ClickHouse's text; NULL is empty.
-fn cell(column: &dyn Array, row: usize) -> Result<String, SinkError> {
+fn cell(column: &dyn Array, row: usize) -> Result<String, ReportError> {
     if column.is_null(row) {
         return Ok(String::new());
     }
@@ -121,7 +122,7 @@ fn cell(column: &dyn Array, row: usize) -> Result<String, SinkError> {
     })
 }
 
-impl SectionSource for EmbeddedSource {
+impl ReportSource for EmbeddedSource {
     fn dialect(&self) -> Dialect {
         Dialect::DataFusion
     }
@@ -132,7 +133,7 @@ impl SectionSource for EmbeddedSource {
         sql: &str,
         binds: &[&str],
         plot: Option<(&'static str, &'static str)>,
-    ) -> impl Future<Output = Result<Section, SinkError>> + Send {
+    ) -> impl Future<Output = Result<Section, ReportError>> + Send {
         let sql = bind(sql, binds);
         let title = title.to_string();
         async move {
@@ -164,6 +165,14 @@ impl SectionSource for EmbeddedSource {
             })
         }
     }
+
+    fn emissions_rows(
+        &self,
+        from: &str,
+        to: &str,
+    ) -> impl Future<Output = Result<Vec<EmissionsRow>, ReportError>> + Send {
+        emissions_rows(self, from, to)
+    }
 }
 
 fn strings(list: &ListArray, row: usize) -> Vec<String> {
@@ -181,33 +190,30 @@ fn integers(list: &ListArray, row: usize) -> Vec<i128> {
     (0..values.len()).map(|i| values.value(i)).collect()
 }
 
-/// `tally report emissions` from the embedded store.
-pub async fn emissions(
+/// The `emissions_monthly` rows of the embedded store, for [`ReportSource::emissions_rows`].
+async fn emissions_rows(
     source: &EmbeddedSource,
-    query: &EmissionsQuery,
-) -> Result<EmissionsReport, EmbeddedError> {
-    report::check_dimensions(&query.by).map_err(|e| EmbeddedError::Query(e.to_string()))?;
-    let sql = bind(report::EMISSIONS_ROWS_DATAFUSION, &[&query.from, &query.to])
-        .map_err(|e| EmbeddedError::Query(e.to_string()))?;
-    let batches = collect(&source.context, &sql)
-        .await
-        .map_err(|e| EmbeddedError::Query(e.to_string()))?;
+    from: &str,
+    to: &str,
+) -> Result<Vec<EmissionsRow>, ReportError> {
+    let sql = bind(EMISSIONS_ROWS_DATAFUSION, &[from, to])?;
+    let batches = collect(&source.context, &sql).await?;
     let mut rows = Vec::new();
     for batch in &batches {
         let column = |name: &str| {
             batch
                 .column_by_name(name)
-                .ok_or_else(|| EmbeddedError::Query(format!("no column {name}")))
+                .ok_or_else(|| query_error(format!("no column {name}")))
         };
-        let text = |name: &str, row: usize| -> Result<String, EmbeddedError> {
-            cell(column(name)?.as_ref(), row).map_err(|e| EmbeddedError::Query(e.to_string()))
+        let text = |name: &str, row: usize| -> Result<String, ReportError> {
+            cell(column(name)?.as_ref(), row)
         };
         for row in 0..batch.num_rows() {
-            let list = |name: &str| -> Result<&ListArray, EmbeddedError> {
+            let list = |name: &str| -> Result<&ListArray, ReportError> {
                 column(name)?
                     .as_any()
                     .downcast_ref::<ListArray>()
-                    .ok_or_else(|| EmbeddedError::Query(format!("{name} is not a list")))
+                    .ok_or_else(|| query_error(format!("{name} is not a list")))
             };
             rows.push(EmissionsRow {
                 month: text("month", row)?,
@@ -225,7 +231,7 @@ pub async fn emissions(
             });
         }
     }
-    Ok(report::build(query, &rows))
+    Ok(rows)
 }
 
 #[cfg(test)]

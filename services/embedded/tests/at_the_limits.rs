@@ -101,7 +101,7 @@ async fn views_and_reports_of_the_parquet_store_sum_past_i64_exactly() {
         context: context.clone(),
         snapshot: _snapshot,
     };
-    let spend = tally_sink::tabular::spend(&source, "2026-11-01", "2026-12-01", &["team".into()])
+    let spend = tally_report::tabular::spend(&source, "2026-11-01", "2026-12-01", &["team".into()])
         .await
         .unwrap();
     let json = spend.json();
@@ -109,9 +109,9 @@ async fn views_and_reports_of_the_parquet_store_sum_past_i64_exactly() {
         json.contains("12000000000000000000") && json.contains("12000000000"),
         "{json}"
     );
-    let emissions = tally_embedded::reports::emissions(
+    let emissions = tally_report::emissions::emissions(
         &source,
-        &tally_sink::report::EmissionsQuery {
+        &tally_report::emissions::EmissionsQuery {
             from: "2026-11-01".into(),
             to: "2026-12-01".into(),
             by: vec!["team".into()],

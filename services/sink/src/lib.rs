@@ -1,15 +1,15 @@
 //! The ClickHouse sink and the SQL schema: consume enriched calls → batch → insert into
 //! `llm_calls` → commit offsets only after ClickHouse acknowledged ([`sink`]); and
 //! `tally migrate`, the numbered migrations of `sql/migrations/` ([`migrate`]).
+//!
+//! What it must not do: read for people. Reports live in `tally-report`; the sink only
+//! writes, and its row types ([`rows`]) are the one Rust description of each table.
 mod config;
 mod error;
 pub mod migrate;
-pub mod render;
-pub mod report;
 pub mod rows;
 pub mod sink;
 pub mod tables;
-pub mod tabular;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

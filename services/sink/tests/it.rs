@@ -997,7 +997,7 @@ async fn views_rollups_and_reports_sum_past_i64_exactly() {
         "12000000000000000000"
     );
     let spend =
-        tally_sink::tabular::spend(&db.client, "2026-11-01", "2026-12-01", &["team".into()])
+        tally_report::tabular::spend(&db.client, "2026-11-01", "2026-12-01", &["team".into()])
             .await
             .unwrap();
     let json = spend.json();
@@ -1005,9 +1005,9 @@ async fn views_rollups_and_reports_sum_past_i64_exactly() {
         json.contains("12000000000000000000") && json.contains("12000000000"),
         "{json}"
     );
-    let emissions = tally_sink::report::emissions(
+    let emissions = tally_report::emissions::emissions(
         &db.client,
-        &tally_sink::report::EmissionsQuery {
+        &tally_report::emissions::EmissionsQuery {
             from: "2026-11-01".into(),
             to: "2026-12-01".into(),
             by: vec!["team".into()],
@@ -1317,7 +1317,7 @@ async fn strings_that_look_like_sql_are_stored_verbatim() {
         .unwrap();
     assert_eq!(tables, 1, "llm_calls is still there");
     // What came back renders escaped in every format of a report.
-    let report = tally_sink::tabular::spend(
+    let report = tally_report::tabular::spend(
         &db.client,
         "2025-11-01",
         "2025-12-01",

@@ -22,6 +22,9 @@ pub enum TallyError {
     /// The sink stopped.
     #[error(transparent)]
     Sink(#[from] tally_sink::SinkError),
+    /// A report could not be made.
+    #[error(transparent)]
+    Report(#[from] tally_report::ReportError),
     /// A command-line value is out of range.
     #[error("{0}")]
     Usage(String),

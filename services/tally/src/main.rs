@@ -231,7 +231,7 @@ macro_rules! on_store {
 }
 
 async fn report_command(report: ReportCommand) -> Result<(), TallyError> {
-    use tally_sink::{report, tabular};
+    use tally_report::{emissions, tabular};
     let (text, output) = match report {
         ReportCommand::Emissions {
             period,
@@ -242,13 +242,9 @@ async fn report_command(report: ReportCommand) -> Result<(), TallyError> {
             data_dir,
         } => {
             let (from, to) = period.resolve();
-            let query = report::EmissionsQuery { from, to, by };
-            let report = match store_for(&config, &data_dir).await? {
-                Store::ClickHouse(client) => report::emissions(&client, &query).await?,
-                Store::Embedded(source) => {
-                    tally_embedded::reports::emissions(&source, &query).await?
-                }
-            };
+            let query = emissions::EmissionsQuery { from, to, by };
+            let store = store_for(&config, &data_dir).await?;
+            let report = on_store!(store, |source| emissions::emissions(source, &query).await?);
             let text = match format.as_str() {
                 "table" => report.table(),
                 "csv" => report.csv(),
@@ -304,7 +300,7 @@ async fn report_command(report: ReportCommand) -> Result<(), TallyError> {
     }
 }
 
-fn render(report: &tally_sink::tabular::Report, format: &str) -> Result<String, TallyError> {
+fn render(report: &tally_report::tabular::Report, format: &str) -> Result<String, TallyError> {
     match format {
         "table" => Ok(report.table()),
         "csv" => Ok(report.csv()),

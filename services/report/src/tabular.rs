@@ -3,28 +3,17 @@
 //! shows what the SQL says, to the cent), rendered as a text table, CSV, JSON or a
 //! self-contained HTML page with a bar plot per section.
 //!
-//! The same reports come from `tally up`'s embedded store ([`SectionSource`] with
+//! The same reports come from `tally up`'s embedded store ([`ReportSource`](crate::source::ReportSource) with
 //! [`Dialect::DataFusion`]): each section's SQL is written here in both dialects, side by
 //! side, and the embedded source writes every figure as ClickHouse's text does, so the two
 //! stores give the same report byte for byte (a test holds them to it).
 use std::fmt::Write;
-use std::future::Future;
 
-use clickhouse::Client;
 use serde::Serialize;
 
-use crate::{render, SinkError};
-
-/// One titled table.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Section {
-    pub title: String,
-    pub columns: Vec<String>,
-    pub rows: Vec<Vec<String>>,
-    /// Columns of the bar plot: (label, value), by name.
-    #[serde(skip)]
-    pub plot: Option<(&'static str, &'static str)>,
-}
+use crate::render;
+use crate::source::{Dialect, ReportSource, Section};
+use crate::ReportError;
 
 /// A report of sections with notes.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -32,87 +21,6 @@ pub struct Report {
     pub title: String,
     pub sections: Vec<Section>,
     pub notes: Vec<String>,
-}
-
-/// Which SQL a source speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dialect {
-    ClickHouse,
-    DataFusion,
-}
-
-/// Where a report's sections are read from: ClickHouse, or `tally up`'s embedded store.
-pub trait SectionSource: Sync {
-    /// The SQL it speaks.
-    fn dialect(&self) -> Dialect;
-
-    /// Runs `sql` with `binds` (dates, `YYYY-MM-DD`, for its `?`s) and reads the result as
-    /// text cells, every figure written as ClickHouse writes it.
-    fn section(
-        &self,
-        title: &str,
-        sql: &str,
-        binds: &[&str],
-        plot: Option<(&'static str, &'static str)>,
-    ) -> impl Future<Output = Result<Section, SinkError>> + Send;
-}
-
-impl SectionSource for Client {
-    fn dialect(&self) -> Dialect {
-        Dialect::ClickHouse
-    }
-
-    fn section(
-        &self,
-        title: &str,
-        sql: &str,
-        binds: &[&str],
-        plot: Option<(&'static str, &'static str)>,
-    ) -> impl Future<Output = Result<Section, SinkError>> + Send {
-        section(self, title, sql, binds, plot)
-    }
-}
-
-/// Runs a query and reads its result as text cells (`JSONCompactEachRowWithNames`).
-pub async fn section(
-    client: &Client,
-    title: &str,
-    sql: &str,
-    binds: &[&str],
-    plot: Option<(&'static str, &'static str)>,
-) -> Result<Section, SinkError> {
-    let mut query = client.query(sql);
-    for bind in binds {
-        query = query.bind(*bind);
-    }
-    let bytes = query
-        .fetch_bytes("JSONCompactEachRowWithNames")
-        .map_err(|e| SinkError::ClickHouse(e.to_string()))?
-        .collect()
-        .await
-        .map_err(|e| SinkError::ClickHouse(e.to_string()))?;
-    let text = String::from_utf8_lossy(&bytes);
-    let mut lines = text.lines().map(|line| {
-        serde_json::from_str::<Vec<serde_json::Value>>(line)
-            .map(|cells| cells.iter().map(cell).collect::<Vec<String>>())
-            .map_err(|e| SinkError::ClickHouse(format!("unexpected report row {line:?}: {e}")))
-    });
-    let columns = lines.next().transpose()?.unwrap_or_default();
-    let rows = lines.collect::<Result<Vec<_>, _>>()?;
-    Ok(Section {
-        title: title.to_string(),
-        columns,
-        rows,
-        plot,
-    })
-}
-
-fn cell(value: &serde_json::Value) -> String {
-    match value {
-        serde_json::Value::Null => String::new(),
-        serde_json::Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
 }
 
 impl Report {
@@ -283,11 +191,11 @@ const MONEY_NOTE: &str = "Money is exact: nano-dollars and Decimal(38, 9) dollar
 
 /// Spend per team (and more dimensions), from `llm_calls FINAL`.
 pub async fn spend(
-    source: &impl SectionSource,
+    source: &impl ReportSource,
     from: &str,
     to: &str,
     by: &[String],
-) -> Result<Report, SinkError> {
+) -> Result<Report, ReportError> {
     const DIMENSIONS: [&str; 7] = [
         "team",
         "model",
@@ -298,7 +206,7 @@ pub async fn spend(
         "service_tier",
     ];
     if let Some(bad) = by.iter().find(|d| !DIMENSIONS.contains(&d.as_str())) {
-        return Err(SinkError::Config(format!(
+        return Err(ReportError::InvalidArgument(format!(
             "--by: {bad:?} is not one of {}",
             DIMENSIONS.join(", ")
         )));
@@ -381,12 +289,12 @@ const TEAM_EFFICIENCY_DATAFUSION: &str = "
 
 /// Cost per deploy, per closed ticket and team efficiency, from the views.
 pub async fn attribution(
-    source: &impl SectionSource,
+    source: &impl ReportSource,
     from: &str,
     to: &str,
     unattributed_share: f64,
     loaded_hourly_rate_usd: f64,
-) -> Result<Report, SinkError> {
+) -> Result<Report, ReportError> {
     let clickhouse = source.dialect() == Dialect::ClickHouse;
     let deploys_sql = if clickhouse {
         "SELECT team, service, environment, deploy_id, ifNull(version, '') AS version, toString(deployed_at) AS deployed_at,
@@ -452,7 +360,11 @@ pub async fn attribution(
 /// Runaway-agent signals, their latest state each, from `loop_signals FINAL`. A signal's
 /// latest record is the last emitted, and of records emitted together the later state
 /// (open, update, resolved).
-pub async fn loops(source: &impl SectionSource, from: &str, to: &str) -> Result<Report, SinkError> {
+pub async fn loops(
+    source: &impl ReportSource,
+    from: &str,
+    to: &str,
+) -> Result<Report, ReportError> {
     let sql = match source.dialect() {
         Dialect::ClickHouse => {
             "SELECT team, signal_type,

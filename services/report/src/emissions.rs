@@ -5,10 +5,11 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use clickhouse::{Client, Row};
+use clickhouse::Row;
 use serde::{Deserialize, Serialize};
 
-use crate::{render, SinkError};
+use crate::source::ReportSource;
+use crate::{render, ReportError};
 
 /// What to report on.
 #[derive(Debug, Clone)]
@@ -77,29 +78,24 @@ impl Totals {
     }
 }
 
-/// Reads the view for the query's months.
+/// Reads the view's rows for the query's months from `source` and builds the report.
 pub async fn emissions(
-    client: &Client,
+    source: &impl ReportSource,
     query: &EmissionsQuery,
-) -> Result<EmissionsReport, SinkError> {
+) -> Result<EmissionsReport, ReportError> {
     check_dimensions(&query.by)?;
-    // The view keeps kWh and kg as exact decimals; micro-units as integers keep them exact here.
-    let rows: Vec<EmissionsRow> = client
-        .query(
-            "SELECT toString(month) AS month, team, model, provider, region, calls, tokens,
-                    [toInt128(energy_kwh_low * 1000000000), toInt128(energy_kwh_central * 1000000000), toInt128(energy_kwh_high * 1000000000)] AS energy_uwh,
-                    [toInt128(co2e_kg_low * 1000000000), toInt128(co2e_kg_central * 1000000000), toInt128(co2e_kg_high * 1000000000)] AS co2e_ug,
-                    carbon_method_versions, grid_dataset_versions, grid_sources
-             FROM (SELECT * FROM emissions_monthly WHERE month >= toDate(?) AND month < toDate(?))
-             ORDER BY month, team, model, provider, region, tenant",
-        )
-        .bind(&query.from)
-        .bind(&query.to)
-        .fetch_all()
-        .await
-        .map_err(|e| SinkError::ClickHouse(e.to_string()))?;
+    let rows = source.emissions_rows(&query.from, &query.to).await?;
     Ok(build(query, &rows))
 }
+
+/// The rows [`emissions`] reads, from ClickHouse's `emissions_monthly` view. The view keeps
+/// kWh and kg as exact decimals; micro-units as integers keep them exact here.
+pub const EMISSIONS_ROWS_CLICKHOUSE: &str = "SELECT toString(month) AS month, team, model, provider, region, calls, tokens,
+            [toInt128(energy_kwh_low * 1000000000), toInt128(energy_kwh_central * 1000000000), toInt128(energy_kwh_high * 1000000000)] AS energy_uwh,
+            [toInt128(co2e_kg_low * 1000000000), toInt128(co2e_kg_central * 1000000000), toInt128(co2e_kg_high * 1000000000)] AS co2e_ug,
+            carbon_method_versions, grid_dataset_versions, grid_sources
+     FROM (SELECT * FROM emissions_monthly WHERE month >= toDate(?) AND month < toDate(?))
+     ORDER BY month, team, model, provider, region, tenant";
 
 /// The rows [`emissions`] reads, from `tally up`'s `emissions_monthly` view
 /// (`sql/datafusion/views.sql`), in DataFusion's dialect.
@@ -114,9 +110,9 @@ pub const EMISSIONS_ROWS_DATAFUSION: &str = "
     ORDER BY month, team, model, provider, region, tenant";
 
 /// Checks the breakdown dimensions.
-pub fn check_dimensions(by: &[String]) -> Result<(), SinkError> {
+pub fn check_dimensions(by: &[String]) -> Result<(), ReportError> {
     match by.iter().find(|d| !DIMENSIONS.contains(&d.as_str())) {
-        Some(bad) => Err(SinkError::Config(format!(
+        Some(bad) => Err(ReportError::InvalidArgument(format!(
             "--by: {bad:?} is not one of {}",
             DIMENSIONS.join(", ")
         ))),
