@@ -192,6 +192,50 @@ fn kafka_error(operation: &'static str, error: impl std::fmt::Display) -> Contra
     }
 }
 
+/// A consumer context that notes every rebalance, so a consumer can drop what it holds of
+/// partitions that may have moved (and never commit for them): the processor its batch, the
+/// sink its unsent batches, notify its pending offsets. `consequence` says which, in the
+/// log line of each rebalance.
+pub struct RebalanceFlag {
+    happened: std::sync::atomic::AtomicBool,
+    consequence: &'static str,
+}
+
+impl RebalanceFlag {
+    /// A flag whose rebalance log line ends with `consequence`.
+    pub fn new(consequence: &'static str) -> RebalanceFlag {
+        RebalanceFlag {
+            happened: std::sync::atomic::AtomicBool::new(false),
+            consequence,
+        }
+    }
+
+    /// Whether a rebalance happened since the last call.
+    pub fn take(&self) -> bool {
+        self.happened
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl rdkafka::ClientContext for RebalanceFlag {}
+
+impl rdkafka::consumer::ConsumerContext for RebalanceFlag {
+    fn pre_rebalance(
+        &self,
+        _: &rdkafka::consumer::BaseConsumer<Self>,
+        rebalance: &rdkafka::consumer::Rebalance<'_>,
+    ) {
+        let (change, partitions) = match rebalance {
+            rdkafka::consumer::Rebalance::Assign(list) => ("assign", list.count()),
+            rdkafka::consumer::Rebalance::Revoke(list) => ("revoke", list.count()),
+            rdkafka::consumer::Rebalance::Error(_) => ("error", 0),
+        };
+        tracing::info!(change, partitions, "rebalance: {}", self.consequence);
+        self.happened
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

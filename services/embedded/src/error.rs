@@ -25,6 +25,15 @@ pub enum EmbeddedError {
     /// Records could not be decoded or rows converted.
     #[error(transparent)]
     Contract(#[from] tally_contract::ContractError),
+    /// A setting is invalid for `tally up`; names it and the reason.
+    #[error("invalid tally up configuration: {0}")]
+    Config(String),
+    /// The ClickHouse sink failed (with `--store clickhouse`).
+    #[error(transparent)]
+    Sink(#[from] tally_sink::SinkError),
+    /// A stage or service thread panicked (a defect).
+    #[error("{0} panicked")]
+    Panicked(&'static str),
     /// Arrow, Parquet or DataFusion refused something.
     #[error("{0}")]
     Store(String),

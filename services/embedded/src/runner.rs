@@ -47,7 +47,7 @@ impl Changelogs for JournalChangelogs<'_> {
             let records = self
                 .0
                 .read(topic, from, 10_000)
-                .map_err(|e| ProcessorError::Config(e.to_string()))?;
+                .map_err(|e| ProcessorError::ChangelogRead(e.to_string()))?;
             let Some(last) = records.last() else {
                 return Ok(());
             };

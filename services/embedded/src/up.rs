@@ -162,7 +162,7 @@ pub fn ingest_config(options: &UpOptions) -> Result<IngestConfig, EmbeddedError>
     }
     if ingest.api_keys.is_empty() {
         if !ingest.listen.ip().is_loopback() {
-            return Err(EmbeddedError::Store(format!(
+            return Err(EmbeddedError::Config(format!(
                 "listening on {} needs api_keys in [ingest]: the built-in key `{LOCAL_KEY}` is only for loopback",
                 ingest.listen
             )));
@@ -241,7 +241,7 @@ pub async fn run(
                     std::thread::spawn(move || {
                         stage
                             .join()
-                            .map_err(|_| EmbeddedError::Store("a stage panicked".into()))?
+                            .map_err(|_| EmbeddedError::Panicked("a stage"))?
                             .map_err(EmbeddedError::from)
                     })
                 })
@@ -257,9 +257,7 @@ pub async fn run(
         StoreKind::Parquet => Store::Parquet(options.data_dir.join("store")),
         StoreKind::ClickHouse => {
             let sink = &options.config.sink;
-            tally_sink::migrate(sink)
-                .await
-                .map_err(|e| EmbeddedError::Store(e.to_string()))?;
+            tally_sink::migrate(sink).await?;
             Store::ClickHouse {
                 client: Box::new(tally_sink::sink::client(sink)),
                 runtime: tokio::runtime::Handle::current(),
@@ -330,8 +328,8 @@ pub async fn run(
     for thread in threads {
         let outcome = tokio::task::spawn_blocking(move || thread.join())
             .await
-            .map_err(|e| EmbeddedError::Store(e.to_string()))?
-            .unwrap_or_else(|_| Err(EmbeddedError::Store("a thread panicked".into())));
+            .map_err(|_| EmbeddedError::Panicked("a thread's joiner"))?
+            .unwrap_or(Err(EmbeddedError::Panicked("a thread")));
         if let Err(error) = outcome {
             first_error.get_or_insert(error);
         }

@@ -11,13 +11,14 @@
 //! stops (or loses its partitions in a rebalance) is read again and — unless this process's
 //! dedup remembers it — delivered again.
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
+use tally_contract::kafka::RebalanceFlag;
 
-use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{Message, OwnedMessage};
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use tally_contract::decode;
 use tally_contract::records::Alert;
 use tally_contract::topics::Topic;
@@ -143,30 +144,6 @@ impl Offsets {
     }
 }
 
-/// Notes a rebalance, so the offsets of partitions that may have moved are forgotten.
-#[derive(Default)]
-pub struct RebalanceFlag {
-    happened: AtomicBool,
-}
-
-impl ClientContext for RebalanceFlag {}
-
-impl ConsumerContext for RebalanceFlag {
-    fn pre_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let (change, partitions) = match rebalance {
-            Rebalance::Assign(list) => ("assign", list.count()),
-            Rebalance::Revoke(list) => ("revoke", list.count()),
-            Rebalance::Error(_) => ("error", 0),
-        };
-        tracing::info!(
-            change,
-            partitions,
-            "rebalance: alerts not finished by every destination will be read again"
-        );
-        self.happened.store(true, Ordering::SeqCst);
-    }
-}
-
 /// The alert consumer and what it hands out.
 pub struct AlertConsumer {
     consumer: StreamConsumer<RebalanceFlag>,
@@ -197,7 +174,9 @@ impl AlertConsumer {
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", config.auto_offset_reset.as_str())
             .set("isolation.level", "read_committed")
-            .create_with_context(RebalanceFlag::default())
+            .create_with_context(RebalanceFlag::new(
+                "alerts not finished by every destination will be read again",
+            ))
             .map_err(|e| NotifyError::kafka("create consumer", e))?;
         consumer
             .subscribe(&[&topic])
@@ -327,12 +306,7 @@ impl AlertConsumer {
     /// After a rebalance every partition restarts from its committed offset: forget the
     /// rest, and never commit for a partition that may now be another consumer's.
     fn note_rebalance(&mut self) {
-        if self
-            .consumer
-            .context()
-            .happened
-            .swap(false, Ordering::SeqCst)
-        {
+        if self.consumer.context().take() {
             self.offsets.reset();
             self.note_in_flight();
         }

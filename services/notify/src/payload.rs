@@ -58,11 +58,11 @@ pub fn slack(alert: &Alert) -> Value {
     let about = about_line(alert);
     let text = format!(
         "{emoji} *{label}*: {}\n{}\n{}",
-        escape(&alert.title),
-        escape(&about),
-        escape(&alert.message)
+        slack_escape(&alert.title),
+        slack_escape(&about),
+        slack_escape(&alert.message)
     );
-    let field = |name: &str, value: &str| json!({"type": "mrkdwn", "text": format!("*{name}*\n{}", escape(value))});
+    let field = |name: &str, value: &str| json!({"type": "mrkdwn", "text": format!("*{name}*\n{}", slack_escape(value))});
     let mut fields = vec![field("Tenant", &alert.tenant)];
     if let Some(team) = &alert.team {
         fields.push(field("Team", team));
@@ -76,12 +76,12 @@ pub fn slack(alert: &Alert) -> Value {
         "text": text,
         "blocks": [
             {"type": "header", "text": {"type": "plain_text", "text": truncate(&headline, SLACK_HEADER_MAX), "emoji": true}},
-            {"type": "section", "text": {"type": "mrkdwn", "text": truncate(&escape(&alert.message), SLACK_SECTION_MAX)}},
+            {"type": "section", "text": {"type": "mrkdwn", "text": truncate(&slack_escape(&alert.message), SLACK_SECTION_MAX)}},
             {"type": "section", "fields": fields},
             {"type": "context", "elements": [{"type": "mrkdwn", "text": format!(
                 "{} · alert `{}` · {} {}",
                 alert.kind,
-                escape(&alert.alert_id),
+                slack_escape(&alert.alert_id),
                 if alert.state == AlertState::Resolved { "resolved" } else { "since" },
                 rfc3339(alert.occurred_at)
             )}]}
@@ -179,7 +179,7 @@ fn about_line(alert: &Alert) -> String {
 }
 
 /// Slack's mrkdwn escapes: `&`, `<` and `>` (so a subject cannot become a link or mention).
-fn escape(text: &str) -> String {
+fn slack_escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")

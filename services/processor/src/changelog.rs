@@ -45,7 +45,7 @@ pub fn ensure(config: &ProcessorConfig, name: &str, input: &str) -> Result<(), P
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| ProcessorError::Config(e.to_string()))?;
+        .map_err(ProcessorError::Runtime)?;
     let results = runtime
         .block_on(admin.create_topics([&topic], &AdminOptions::new()))
         .map_err(kafka("create state topic"))?;

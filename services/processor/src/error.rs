@@ -19,6 +19,22 @@ pub enum ProcessorError {
         offset: i64,
         reason: String,
     },
+    /// A changelog record is not state this processor can read (another program wrote the
+    /// topic, or the record is damaged); starting again reads it again, so it does not help.
+    #[error("{changelog}: {reason}")]
+    BadState { changelog: String, reason: String },
+    /// A stage's state could not be serialised for its changelog (a defect).
+    #[error("state does not serialise: {0}")]
+    StateEncoding(String),
+    /// A changelog could not be read from its store (the journal, under `tally up`).
+    #[error("cannot read the changelog: {0}")]
+    ChangelogRead(String),
+    /// A stage's thread panicked (a defect); its uncommitted work is read again on restart.
+    #[error("a stage panicked: {0}")]
+    Panicked(String),
+    /// The async runtime for the admin client could not start.
+    #[error("cannot start a runtime: {0}")]
+    Runtime(#[source] std::io::Error),
     /// Kafka refused or failed an operation; the session starts again from committed offsets.
     #[error("kafka {operation} failed: {reason}")]
     Kafka {
@@ -28,8 +44,12 @@ pub enum ProcessorError {
 }
 
 impl ProcessorError {
-    /// Whether starting again may help (Kafka failures may; bad settings do not).
+    /// Whether starting again may help (Kafka and changelog-read failures may; bad
+    /// settings, unreadable state and defects do not).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, ProcessorError::Kafka { .. })
+        matches!(
+            self,
+            ProcessorError::Kafka { .. } | ProcessorError::ChangelogRead(_)
+        )
     }
 }

@@ -77,8 +77,12 @@ pub async fn run(config: ProcessorConfig) -> Result<(), ProcessorError> {
     for handle in handles {
         let result = tokio::task::spawn_blocking(move || handle.join())
             .await
-            .map_err(|e| ProcessorError::Config(format!("a stage panicked: {e}")))?
-            .unwrap_or_else(|_| Err(ProcessorError::Config("a stage panicked".into())));
+            .map_err(|e| ProcessorError::Panicked(e.to_string()))?
+            .unwrap_or_else(|_| {
+                Err(ProcessorError::Panicked(
+                    "its thread ended with a panic".into(),
+                ))
+            });
         if let Err(error) = result {
             first_error.get_or_insert(error);
         }

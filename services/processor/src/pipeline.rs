@@ -18,12 +18,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tally_contract::clock::now_micros;
+use tally_contract::kafka::RebalanceFlag;
 
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use tally_contract::records::{DeadLetter, Micros};
 use tally_contract::topics::Topic;
 use tally_contract::{encode, AvroRecord};
@@ -347,21 +348,6 @@ impl Outputs<'_> {
     }
 }
 
-/// Notes that a rebalance happened while a batch was being read.
-#[derive(Default)]
-struct RebalanceFlag {
-    happened: AtomicBool,
-}
-
-impl ClientContext for RebalanceFlag {}
-
-impl ConsumerContext for RebalanceFlag {
-    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        tracing::info!(?rebalance, "rebalance: dropping the batch being read");
-        self.happened.store(true, Ordering::SeqCst);
-    }
-}
-
 pub(crate) fn kafka(operation: &'static str) -> impl Fn(KafkaError) -> ProcessorError {
     move |e| ProcessorError::Kafka {
         operation,
@@ -416,7 +402,7 @@ fn session(
             "heartbeat.interval.ms",
             (config.session_timeout_ms / 6).max(100).to_string(),
         )
-        .create_with_context(RebalanceFlag::default())
+        .create_with_context(RebalanceFlag::new("dropping the batch being read"))
         .map_err(kafka("create consumer"))?;
     consumer.subscribe(&[&input]).map_err(kafka("subscribe"))?;
     let producer: BaseProducer = config
@@ -551,7 +537,7 @@ fn read_batch(
         // A rebalance runs inside poll: what was read before it is dropped (its partitions
         // restart from their committed offsets), but a message this poll returns is already
         // from the new assignment, past its committed offset, and is kept.
-        if consumer.context().happened.swap(false, Ordering::SeqCst) {
+        if consumer.context().take() {
             batch.clear();
         }
         match polled {

@@ -110,11 +110,11 @@ impl Stage for EnrichStage {
                 seen.entry(partition)
                     .or_default()
                     .restore(&config.dedup, &key, value)
-                    .map_err(|e| {
-                        ProcessorError::Config(format!(
-                            "changelog {topic} partition {partition} offset {offset} (key {key}) \
-                             is not dedup state: {e}"
-                        ))
+                    .map_err(|e| ProcessorError::BadState {
+                        changelog: format!(
+                            "changelog {topic} partition {partition} offset {offset} (key {key})"
+                        ),
+                        reason: format!("not dedup state: {e}"),
                     })
             },
         )?;
@@ -493,11 +493,11 @@ impl Stage for DetectStage {
                     .entry(partition)
                     .or_default()
                     .restore(&key, value)
-                    .map_err(|e| {
-                        ProcessorError::Config(format!(
-                            "changelog {topic} partition {partition} offset {offset} (key {key}) \
-                         is not detector state: {e}"
-                        ))
+                    .map_err(|e| ProcessorError::BadState {
+                        changelog: format!(
+                            "changelog {topic} partition {partition} offset {offset} (key {key})"
+                        ),
+                        reason: format!("not detector state: {e}"),
                     })
             },
         )?;
@@ -576,9 +576,9 @@ impl DetectStage {
     fn write_changes(&mut self, partition: i32, out: &Outputs<'_>) -> Result<(), ProcessorError> {
         let topic = changelog::topic_name(out.config(), DETECT_STATE_TOPIC);
         let detector = self.state.get_mut(&partition).expect("a known partition");
-        let changes = detector.take_changes().map_err(|e| {
-            ProcessorError::Config(format!("detector state does not serialise: {e}"))
-        })?;
+        let changes = detector
+            .take_changes()
+            .map_err(|e| ProcessorError::StateEncoding(format!("detector state: {e}")))?;
         for (key, value) in changes {
             out.raw(&topic, Some(partition), key.as_bytes(), value.as_deref())?;
         }
@@ -606,10 +606,11 @@ fn restore(
             let key = String::from_utf8_lossy(key);
             let whole =
                 aggregate_state::restore(state.entry(partition).or_default(), &key, payload)
-                    .map_err(|e| {
-                        ProcessorError::Config(format!(
-                            "changelog {topic} partition {partition} offset {offset}: {e}"
-                        ))
+                    .map_err(|e| ProcessorError::BadState {
+                        changelog: format!(
+                            "changelog {topic} partition {partition} offset {offset}"
+                        ),
+                        reason: e.to_string(),
                     })?;
             if whole && payload.is_some() {
                 snapshots.push((partition, key.into_owned()));

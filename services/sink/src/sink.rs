@@ -16,36 +16,19 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tally_contract::kafka::RebalanceFlag;
 
 use clickhouse::Client;
-use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use tally_contract::encode;
 use tally_contract::records::DeadLetter;
 use tally_contract::topics::Topic;
 
 use crate::tables::SinkTable;
 use crate::{SinkConfig, SinkError};
-
-/// Notes a rebalance, so batches of partitions that may be gone are dropped unsent.
-#[derive(Default)]
-pub struct RebalanceFlag {
-    happened: AtomicBool,
-}
-
-impl ClientContext for RebalanceFlag {}
-
-impl ConsumerContext for RebalanceFlag {
-    fn pre_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        tracing::info!(
-            ?rebalance,
-            "rebalance: dropping unsent batches (their offsets are not committed)"
-        );
-        self.happened.store(true, Ordering::SeqCst);
-    }
-}
 
 struct Batch<R> {
     /// Rows with the offsets they came from.
@@ -153,7 +136,9 @@ pub async fn run<T: SinkTable>(
         .set("auto.offset.reset", "earliest")
         .set("isolation.level", "read_committed")
         .set("session.timeout.ms", "10000")
-        .create_with_context(RebalanceFlag::default())
+        .create_with_context(RebalanceFlag::new(
+            "dropping unsent batches (their offsets are not committed)",
+        ))
         .map_err(|e| SinkError::Kafka(e.to_string()))?;
     consumer
         .subscribe(&[&topic])
@@ -196,7 +181,7 @@ impl<T: SinkTable> Sink<'_, T> {
         while !stop.load(Ordering::SeqCst) {
             tokio::select! {
                 message = self.consumer.recv() => {
-                    if self.consumer.context().happened.swap(false, Ordering::SeqCst) {
+                    if self.consumer.context().take() {
                         batches.clear();
                     }
                     match message {
@@ -220,7 +205,7 @@ impl<T: SinkTable> Sink<'_, T> {
                     }
                 }
                 _ = tick.tick() => {
-                    if self.consumer.context().happened.swap(false, Ordering::SeqCst) {
+                    if self.consumer.context().take() {
                         batches.clear();
                     }
                     if lag_measured.elapsed() >= Duration::from_secs(10) {
