@@ -32,10 +32,10 @@ seed github tests/golden/*.json
 seed avro tests/golden/*.avro
 seed otlp tests/golden/*.json
 seed loaders services/ingest/ingest.example.toml services/processor/processor.example.toml \
-  services/processor/data/grid_intensity.csv
+  services/accounting/data/grid_intensity.csv
 # The catalogue is 3 MB: its first entries are seed enough.
 mkdir -p fuzz/corpus/loaders
-head -c 4000 services/processor/data/litellm_model_prices.json | sed '$ s/,[^,]*$/}/' \
+head -c 4000 services/accounting/data/litellm_model_prices.json | sed '$ s/,[^,]*$/}/' \
   > fuzz/corpus/loaders/seed-catalogue.json
 
 cd fuzz

@@ -9,8 +9,8 @@ fuzz_target!(|bytes: &[u8]| {
     let Ok(text) = std::str::from_utf8(bytes) else {
         return;
     };
-    let _ = tally_processor::pricing::Catalogue::from_litellm_json(text, "fuzz");
-    let _ = tally_processor::carbon::load_hourly(text);
+    let _ = tally_accounting::pricing::Catalogue::from_litellm_json(text, "fuzz");
+    let _ = tally_accounting::carbon::load_hourly(text);
     let figment = Figment::from(Toml::string(text));
     if let Ok(config) = figment.extract::<tally_ingest::IngestConfig>() {
         let _ = config.validate();

@@ -1,5 +1,9 @@
 //! tally's shared contract: what every service agrees on.
 //!
+//! What it must not do: hold logic of any one service. It is the records, their encoding and
+//! the names of things; without the default `runtime` feature it has no Kafka client and no
+//! tokio, so pure crates (`tally-accounting`) can use the record types alone.
+//!
 //! - [`records`]: the Rust types of the Avro records in `schemas/*.avsc` (the contract).
 //! - [`codec`]: Avro single-object encoding of those records, decoding every known writer
 //!   version without a schema registry.
@@ -15,11 +19,13 @@ pub mod clock;
 pub mod codec;
 pub mod config;
 mod error;
+#[cfg(feature = "runtime")]
 pub mod kafka;
+#[cfg(feature = "runtime")]
 pub mod metrics;
-pub mod provider;
 pub mod records;
 pub mod schema;
+#[cfg(feature = "runtime")]
 pub mod shutdown;
 pub mod telemetry;
 pub mod topics;

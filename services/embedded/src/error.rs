@@ -16,6 +16,9 @@ pub enum EmbeddedError {
     /// The journal could not open, append, read or retain.
     #[error(transparent)]
     Journal(#[from] tally_journal::JournalError),
+    /// The price catalogue or the carbon model could not be built.
+    #[error(transparent)]
+    Accounting(#[from] tally_accounting::AccountingError),
     /// A processor stage failed.
     #[error(transparent)]
     Processor(#[from] tally_processor::ProcessorError),

@@ -12,6 +12,10 @@
 //! - [`reports`]: `tally report` over the store, the same text as from ClickHouse.
 //! - [`mirror`]: with Kafka as the transport, copies the derived topics into the journal.
 //! - [`up`]: wires them together behind the ingest HTTP server.
+//!
+//! What it must not do: have logic of its own where production has it. Ingest, the stages,
+//! the row conversion and the reports are the production crates'; this crate swaps only the
+//! transport (the journal, `tally-journal`) and the store.
 pub mod error;
 pub use tally_journal as journal;
 pub mod mirror;

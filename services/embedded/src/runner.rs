@@ -159,7 +159,7 @@ pub struct SpawnedStage {
 pub fn spawn_stages(
     journal: Arc<Journal>,
     config: ProcessorConfig,
-    enricher: tally_processor::enrich::Enricher,
+    enricher: tally_accounting::enrich::Enricher,
     stop: Arc<AtomicBool>,
     stats: Arc<Stats>,
 ) -> Vec<SpawnedStage> {

@@ -203,7 +203,7 @@ pub async fn run(
         &changelogs,
     )?);
     let enricher =
-        tally_processor::enrich::Enricher::new(processor.catalogue()?, processor.carbon.clone())?;
+        tally_accounting::enrich::Enricher::new(processor.catalogue()?, processor.carbon.clone())?;
     let stop = Arc::new(AtomicBool::new(false));
     let stage_stats = Arc::new(tally_processor::pipeline::Stats::default());
     let store_stats = Arc::new(StoreStats::default());

@@ -7,5 +7,8 @@
 //! - [`traffic`]: a whole workload: teams of different sizes and habits in several regions,
 //!   business-hours cycles, a mix of real catalogue models, deploys and tickets related to the
 //!   teams' work, and injected runaway agents labelled in their tags.
+//!
+//! What it must not do: price or rate anything. It makes calls (tokens, models, ids, times)
+//! and labels; what they cost is for `tally-accounting` (and the oracles that check it).
 pub mod sessions;
 pub mod traffic;

@@ -4,6 +4,10 @@
 //! ([`body`], [`otlp`], [`github`]) → validate and normalise ([`llm_call`], [`usage`],
 //! [`events`]) → drop duplicates ([`dedup`]) → Avro single-object encode and produce to Kafka
 //! ([`producer`]), answering 202 only after the broker acknowledged every record.
+//!
+//! What it must not do: keep raw text, or price anything. Prompt, completion, tool-argument
+//! and ticket-title text is fingerprinted and dropped here; pricing and carbon happen
+//! downstream, so a catalogue update never needs a re-ingest.
 pub mod auth;
 pub mod body;
 mod config;

@@ -73,8 +73,8 @@ pub fn llm_call_from_json(value: Value, context: &Context<'_>) -> Result<LlmCall
         parent_id: r.string("parent_id"),
         trace_id: r.string("trace_id"),
         span_id: r.string("span_id"),
-        // One provider, one name, whatever the sender calls it (tally_contract::provider).
-        provider: tally_contract::provider::canonical(
+        // One provider, one name, whatever the sender calls it (tally_accounting::provider).
+        provider: tally_accounting::provider::canonical(
             &r.required_string("provider").unwrap_or_default(),
         ),
         model: r.required_string("model").unwrap_or_default(),

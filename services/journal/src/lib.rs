@@ -1,4 +1,5 @@
-//! tally-journal: `tally up`'s durable log between stages, in Kafka's place. One append-only
+//! tally-journal: `tally up`'s durable log between stages, in Kafka's place (it must not know
+//! what its records are: bytes, keys and topics only, like Kafka). One append-only
 //! file sequence under `<data-dir>/journal/` (`0000000000.journal`, …), one partition per topic.
 //!
 //! Every write is a **frame** ([`frame`]): the records of one ingest request or of one stage

@@ -14,11 +14,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::Message;
+use tally_accounting::enrich::Enricher;
 use tally_contract::kafka::{create_topics, KafkaConfig, TopicLayout};
 use tally_contract::records::{LlmCall, LoopSignal, SignalState};
 use tally_contract::topics::{llm_call_key, Topic};
 use tally_contract::{decode, encode};
-use tally_processor::enrich::Enricher;
 use tally_processor::{pipeline, ProcessorConfig};
 
 const LOOPS: usize = 300;

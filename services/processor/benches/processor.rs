@@ -6,13 +6,13 @@
 //!
 //! Run: `cargo bench -p tally-processor --bench processor`
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use tally_accounting::carbon::CarbonConfig;
+use tally_accounting::enrich::Enricher;
+use tally_accounting::pricing::Catalogue;
 use tally_contract::records::{EnrichedLlmCall, LlmCall, ServiceTier};
 use tally_contract::{decode, encode};
 use tally_processor::budgets::{self, BudgetConfig, BudgetState, Period, RolesConfig};
-use tally_processor::carbon::CarbonConfig;
 use tally_processor::detect::{DetectConfig, Detector};
-use tally_processor::enrich::Enricher;
-use tally_processor::pricing::Catalogue;
 use tally_processor::windows::{self, WindowConfig, WindowState};
 
 const MODELS: [(&str, &str); 4] = [

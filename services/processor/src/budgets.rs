@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use tally_contract::records::{Alert, AlertKind, AlertState, EnrichedLlmCall, Micros, Severity};
 use time::{Date, Month, OffsetDateTime, Time};
 
-use crate::decimal::Decimal;
+use tally_accounting::decimal::Decimal;
 
 const HOUR: Micros = 3_600_000_000;
 const DAY: Micros = 24 * HOUR;

@@ -6,12 +6,12 @@ use tally_contract::config::{ServiceConfig, KAFKA_BROKERS_ENV};
 use tally_contract::kafka::KafkaConfig;
 
 use crate::budgets::{BudgetConfig, RolesConfig};
-use crate::carbon::CarbonConfig;
 use crate::dedup::DedupConfig;
 use crate::detect::DetectConfig;
-use crate::pricing::{Catalogue, PriceOverride, SHIPPED_CATALOGUE_VERSION};
 use crate::windows::WindowConfig;
 use crate::ProcessorError;
+use tally_accounting::carbon::CarbonConfig;
+use tally_accounting::pricing::{Catalogue, PriceOverride, SHIPPED_CATALOGUE_VERSION};
 
 /// Settings of the processor.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -268,7 +268,7 @@ rates = { input_cost_per_token = "1e-06", output_cost_per_token = "2e-06" }
             assert_eq!(config.windows, crate::windows::WindowConfig::default());
             let catalogue = config.catalogue().unwrap();
             assert!(catalogue.version().contains("+overrides-"));
-            crate::carbon::CarbonModel::new(config.carbon.clone()).unwrap();
+            tally_accounting::carbon::CarbonModel::new(config.carbon.clone()).unwrap();
             // The [detect] blocks show the defaults; the override applies to its workflow.
             let defaults = DetectConfig::default();
             assert_eq!(config.detect.signals, defaults.signals);

@@ -7,6 +7,9 @@ pub enum ProcessorError {
     /// A setting is invalid; names the key and the reason.
     #[error("invalid processor configuration: {0}")]
     Config(String),
+    /// The price catalogue or the carbon model could not be built.
+    #[error(transparent)]
+    Accounting(#[from] tally_accounting::AccountingError),
     /// The shared contract failed (config loading, encoding).
     #[error(transparent)]
     Contract(#[from] tally_contract::ContractError),

@@ -1,23 +1,21 @@
 //! The stream processor, three stages run exactly once ([`pipeline`], [`stages`]):
-//! `LlmCall`s → priced ([`pricing`]) and carbon-rated ([`carbon`]) `EnrichedLlmCall`s;
+//! `LlmCall`s → priced and carbon-rated `EnrichedLlmCall`s (by `tally_accounting`);
 //! enriched calls → event-time spend windows ([`windows`]) and budget and usage alerts
 //! ([`budgets`]); and enriched calls → runaway-agent signals and their alerts ([`detect`]).
 //!
-//! Pure logic ([`decimal`], [`pricing`], [`carbon`], [`enrich`], [`windows`], [`budgets`],
-//! [`detect`]) has no I/O; the pipeline and the [`changelog`]s are the thin Kafka layer
-//! around it.
+//! The state machines ([`windows`], [`budgets`], [`detect`]) have no I/O; the pipeline and
+//! the [`changelog`]s are the thin Kafka layer around them.
+//!
+//! What it must not do: make a number of its own. Prices, costs, energy and CO2e come from
+//! `tally-accounting`; this crate adds them up in windows and compares them with budgets.
 pub mod aggregate_state;
 pub mod budgets;
-pub mod carbon;
 pub mod changelog;
 mod config;
-pub mod decimal;
 pub mod dedup;
 pub mod detect;
-pub mod enrich;
 mod error;
 pub mod pipeline;
-pub mod pricing;
 pub mod stages;
 mod state_serde;
 pub mod windows;
@@ -33,7 +31,8 @@ pub use error::ProcessorError;
 /// before it exits.
 pub async fn run(config: ProcessorConfig) -> Result<(), ProcessorError> {
     config.validate()?;
-    let enricher = enrich::Enricher::new(config.catalogue()?, config.carbon.clone())?;
+    let enricher =
+        tally_accounting::enrich::Enricher::new(config.catalogue()?, config.carbon.clone())?;
     tracing::info!(
         catalogue = enricher.catalogue().version(),
         models = enricher.catalogue().len(),
@@ -94,7 +93,7 @@ pub async fn run(config: ProcessorConfig) -> Result<(), ProcessorError> {
 /// disabled); they run until `stop` is set, then commit what they hold and return.
 pub fn spawn_stages(
     config: ProcessorConfig,
-    enricher: enrich::Enricher,
+    enricher: tally_accounting::enrich::Enricher,
     stop: Arc<AtomicBool>,
     stats: Arc<pipeline::Stats>,
 ) -> Vec<std::thread::JoinHandle<Result<(), ProcessorError>>> {

@@ -27,10 +27,10 @@ use crate::aggregate_state;
 use crate::budgets::{self, BudgetState};
 use crate::changelog;
 use crate::dedup::Seen;
-use crate::enrich::Enricher;
 use crate::pipeline::{Changelogs, Outputs, Stage, Stats};
 use crate::windows::{self, WindowState};
 use crate::{ProcessorConfig, ProcessorError};
+use tally_accounting::enrich::Enricher;
 
 use std::sync::atomic::Ordering;
 

@@ -261,7 +261,7 @@ fn dimensions(call: &EnrichedLlmCall) -> [(SpendDimension, String); 3] {
         (
             SpendDimension::Model,
             match call.canonical_model.is_empty() {
-                true => tally_contract::provider::canonical_model(&call.call.model),
+                true => tally_accounting::provider::canonical_model(&call.call.model),
                 false => call.canonical_model.clone(),
             },
         ),

@@ -3,9 +3,9 @@
 //! budget, past what an `i64` holds — 9.2 billion dollars in nano-dollars, less than a year of
 //! the seed's company at 1,000 times its volume. Every sum stays exact, through the Avro
 //! record too.
+use tally_accounting::enrich::Enricher;
 use tally_contract::records::{LlmCall, SpendDimension, SpendWindow, MAX_TOKENS_PER_CALL};
 use tally_processor::budgets::{self, BudgetConfig, BudgetState, Period, RolesConfig};
-use tally_processor::enrich::Enricher;
 use tally_processor::windows::{self, WindowConfig, WindowState};
 use tally_processor::ProcessorConfig;
 

@@ -11,13 +11,13 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::Message;
+use tally_accounting::enrich::Enricher;
 use tally_contract::kafka::{create_topics, KafkaConfig, TopicLayout};
 use tally_contract::records::{
     Alert, AlertKind, AlertState, LlmCall, LoopSignal, LoopSignalType, SignalState,
 };
 use tally_contract::topics::{llm_call_key, Topic};
 use tally_contract::{decode, encode};
-use tally_processor::enrich::Enricher;
 use tally_processor::{pipeline, ProcessorConfig};
 use tally_tests::scenarios::{scenario_set, Scenario, DAY_ZERO};
 use tally_tests::{delete_topics, kafka_config, require_kafka, unique_name};

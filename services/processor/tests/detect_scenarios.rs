@@ -4,11 +4,11 @@
 //! no false positive, and the life-cycle of every signal (one open, one resolve).
 use std::collections::{BTreeMap, BTreeSet};
 
+use tally_accounting::enrich::Enricher;
 use tally_contract::records::{
     AlertState, EnrichedLlmCall, LoopSignal, LoopSignalType, SignalState,
 };
 use tally_processor::detect::{DetectConfig, Detector, Emission};
-use tally_processor::enrich::Enricher;
 use tally_processor::ProcessorConfig;
 use tally_tests::scenarios::{scenario_set, Scenario};
 

@@ -4,9 +4,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
+use tally_accounting::enrich::Enricher;
 use tally_contract::config::load;
 use tally_contract::records::{EnrichedLlmCall, LlmCall, SpendWindow};
-use tally_processor::enrich::Enricher;
 use tally_processor::windows::{self, WindowState};
 use tally_processor::ProcessorConfig;
 

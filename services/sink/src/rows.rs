@@ -148,7 +148,7 @@ impl LlmCallRow {
         let call = enriched.call;
         // Calls enriched before EnrichedLlmCall version 3 did not say.
         let canonical_model = match enriched.canonical_model.is_empty() {
-            true => tally_contract::provider::canonical_model(&call.model),
+            true => tally_accounting::provider::canonical_model(&call.model),
             false => enriched.canonical_model,
         };
         LlmCallRow {

@@ -13,6 +13,9 @@ pub enum TallyError {
     /// The processor stopped.
     #[error(transparent)]
     Processor(#[from] tally_processor::ProcessorError),
+    /// The price catalogue or the carbon model could not be built.
+    #[error(transparent)]
+    Accounting(#[from] tally_accounting::AccountingError),
     /// The notifier stopped.
     #[error(transparent)]
     Notify(#[from] tally_notify::NotifyError),

@@ -5,10 +5,10 @@ use tally_contract::clock::now_micros;
 
 use clap::Args;
 use serde_json::json;
+use tally_accounting::decimal::Decimal;
+use tally_accounting::enrich::Enricher;
 use tally_contract::config::load;
 use tally_contract::records::{EnrichedLlmCall, LlmCall, ServiceTier};
-use tally_processor::decimal::Decimal;
-use tally_processor::enrich::Enricher;
 use tally_processor::ProcessorConfig;
 
 use crate::error::TallyError;

@@ -7,6 +7,9 @@
 //! calculator of cost and carbon; `tally report` writes reports. Each service reads `--config
 //! FILE` (TOML), then `TALLY__*` environment variables, then `TALLY_KAFKA_BROKERS` /
 //! `TALLY_CLICKHOUSE_URL`.
+//!
+//! What it must not do: hold logic. Each subcommand parses its arguments and calls the crate
+//! that owns the work.
 mod dead_letters;
 mod error;
 mod estimate;

@@ -28,9 +28,9 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
+use tally_accounting::enrich::Enricher;
 use tally_contract::records::{LlmCall, Micros};
 use tally_gen::traffic::{self, Event, Mix, TrafficConfig};
-use tally_processor::enrich::Enricher;
 use tally_processor::ProcessorConfig;
 use tally_tests::{free_port, services_script, unique_name};
 

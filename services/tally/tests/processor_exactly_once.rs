@@ -13,15 +13,15 @@ use rdkafka::Message;
 use std::collections::BTreeMap;
 use tally_contract::kafka::{create_topics, KafkaConfig, TopicLayout};
 
+use tally_accounting::carbon::CarbonConfig;
+use tally_accounting::enrich::Enricher;
+use tally_accounting::pricing::Catalogue;
 use tally_contract::records::{
     Alert, AlertKind, CallStatus, EnrichedLlmCall, LlmCall, ServiceTier, SpendDimension,
     SpendWindow,
 };
 use tally_contract::topics::{llm_call_key, Topic};
 use tally_contract::{decode, encode};
-use tally_processor::carbon::CarbonConfig;
-use tally_processor::enrich::Enricher;
-use tally_processor::pricing::Catalogue;
 use tally_tests::{delete_topics, kafka_config, require_kafka, unique_name};
 
 const MODELS: [(&str, &str); 6] = [

@@ -2,7 +2,7 @@
 //! signal, and overrides per team and/or workflow.
 use serde::{Deserialize, Serialize};
 
-use crate::decimal::Decimal;
+use tally_accounting::decimal::Decimal;
 
 /// Settings of the `detect` stage.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -9,7 +9,7 @@ use tally_contract::records::{
 use super::session::{Burn, Finding, Step};
 use crate::budgets::dollars;
 use crate::budgets::grouped;
-use crate::decimal::Decimal;
+use tally_accounting::decimal::Decimal;
 
 /// Who and what a signal is about.
 #[derive(Debug, Clone, Copy)]

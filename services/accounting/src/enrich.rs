@@ -4,7 +4,7 @@ use tally_contract::records::{EnrichedLlmCall, LlmCall, Micros};
 
 use crate::carbon::{CarbonConfig, CarbonModel};
 use crate::pricing::{Catalogue, Pricing};
-use crate::ProcessorError;
+use crate::AccountingError;
 
 /// Why a call cannot be enriched; it goes to the dead-letter topic with this reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,8 +19,8 @@ pub struct Enricher {
 
 impl Enricher {
     /// From a loaded catalogue and carbon settings.
-    pub fn new(catalogue: Catalogue, carbon: CarbonConfig) -> Result<Enricher, ProcessorError> {
-        let carbon = CarbonModel::new(carbon).map_err(ProcessorError::Config)?;
+    pub fn new(catalogue: Catalogue, carbon: CarbonConfig) -> Result<Enricher, AccountingError> {
+        let carbon = CarbonModel::new(carbon).map_err(AccountingError::Carbon)?;
         Ok(Enricher { catalogue, carbon })
     }
 
@@ -38,9 +38,8 @@ impl Enricher {
     pub fn enrich(&self, mut call: LlmCall, now: Micros) -> Result<EnrichedLlmCall, EnrichError> {
         // Ingest already stores the canonical name; records from other producers (or from
         // before) may not.
-        if tally_contract::provider::lookup(&call.provider).is_some_and(|p| p.name != call.provider)
-        {
-            call.provider = tally_contract::provider::canonical(&call.provider);
+        if crate::provider::lookup(&call.provider).is_some_and(|p| p.name != call.provider) {
+            call.provider = crate::provider::canonical(&call.provider);
         }
         let pricing = self.catalogue.price(&call).map_err(|e| EnrichError(e.0))?;
         let carbon = self.carbon.estimate(&call).map_err(EnrichError)?;

@@ -434,14 +434,14 @@ fn cost(entry: &PriceEntry, call: &LlmCall) -> Result<Option<CostTerms>, Pricing
     Ok(Some(terms))
 }
 
-pub use tally_contract::provider::canonical_model;
+pub use crate::provider::canonical_model;
 
 /// Catalogue keys to try for a model, in order: as given; with the provider's catalogue
 /// prefix; without a provider prefix it carries (`openai/gpt-4o` → `gpt-4o`); without a
 /// cross-region prefix (`us.anthropic...` → `anthropic...`); without a version or date
 /// suffix (`-2024-08-06`, `-20240620`, `@20240620`, `-v1:0`, `-latest`). All lower-cased.
 pub fn candidates(provider: &str, model: &str) -> Vec<String> {
-    let prefix = tally_contract::provider::catalogue_prefix(provider);
+    let prefix = crate::provider::catalogue_prefix(provider);
     let model = model.trim().to_lowercase();
     let mut forms = vec![model.clone()];
     if let Some((_, rest)) = model.split_once('/') {

@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
-"""Regenerates the processor's data files from the published packages they come from.
+"""Regenerates the accounting data files from the published packages they come from.
 
-    python3 scripts/data/refresh_processor_data.py WHEEL_DIR
+    python3 scripts/data/refresh_accounting_data.py WHEEL_DIR
 
 WHEEL_DIR holds the wheels of litellm, codecarbon and ecologits, and pycountry is importable
 (`pip download --no-deps -d WHEEL_DIR litellm codecarbon ecologits; pip install pycountry`).
-Writes, under services/processor/data/:
+Writes, under services/accounting/data/:
 
 - litellm_model_prices.json  LiteLLM's model_prices_and_context_window_backup.json, as is.
 - grid_intensity.csv         annual grid carbon intensity (g CO2e/kWh, lifecycle) by zone:
@@ -16,7 +16,7 @@ Writes, under services/processor/data/:
                              in; WORLD as the generation-weighted mean of the countries.
 - energy_coefficients.csv    IT energy per output token by model (Wh, low/central/high),
                              derived from EcoLogits 0.11's regressions and model parameter
-                             estimates (see services/processor/data/README.md).
+                             estimates (see services/accounting/data/README.md).
 """
 import csv
 import json
@@ -28,7 +28,7 @@ import zipfile
 import pycountry
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-DATA = ROOT / "services" / "processor" / "data"
+DATA = ROOT / "services" / "accounting" / "data"
 
 # AWS and Azure regions → the country they are in (ISO 3166 alpha-3). Providers publish no
 # per-region factor here, so the country's annual mean is used.

@@ -249,7 +249,7 @@ impl CarbonModel {
             return [pue; 3];
         }
         // EcoLogits 0.11 provider figures (ecologits/tracers/utils.py); others as OpenAI's.
-        let canonical = tally_contract::provider::lookup(provider).map(|p| p.name);
+        let canonical = crate::provider::lookup(provider).map(|p| p.name);
         let (low, high) = match canonical {
             Some("anthropic" | "aws.bedrock" | "huggingface") => ("1.09", "1.14"),
             Some("gcp.gemini" | "gcp.vertex_ai" | "gcp.gen_ai" | "cohere") => ("1.09", "1.09"),

@@ -1,15 +1,16 @@
 //! One provider, one number: every spelling of every provider tally knows
-//! (`tally_contract::provider::PROVIDERS`) prices a call and estimates its energy exactly as the
+//! (`tally_accounting::provider::PROVIDERS`) prices a call and estimates its energy exactly as the
 //! canonical name does. The model for each provider is taken from the shipped LiteLLM
 //! catalogue (its first chat entry under the provider's prefix, as a user would send it), so the
 //! test covers what the catalogue knows rather than a hand-picked list.
 use std::collections::BTreeMap;
 
 use serde_json::Value;
-use tally_contract::provider::{canonical, PROVIDERS};
+use tally_accounting::carbon::CarbonConfig;
+use tally_accounting::enrich::Enricher;
+use tally_accounting::pricing::Catalogue;
+use tally_accounting::provider::{canonical, PROVIDERS};
 use tally_contract::records::LlmCall;
-use tally_processor::enrich::Enricher;
-use tally_processor::ProcessorConfig;
 
 /// A chat model of the catalogue for a catalogue prefix, without the prefix.
 fn catalogue_models() -> BTreeMap<String, String> {
@@ -61,8 +62,7 @@ fn figures(enricher: &Enricher, provider: &str, model: &str) -> Figures {
 
 #[test]
 fn every_spelling_of_every_provider_gives_the_same_price_and_energy() {
-    let config = ProcessorConfig::default();
-    let enricher = Enricher::new(config.catalogue().unwrap(), config.carbon.clone()).unwrap();
+    let enricher = Enricher::new(Catalogue::shipped(), CarbonConfig::default()).unwrap();
     let models = catalogue_models();
     let mut checked = 0;
     for provider in PROVIDERS {
@@ -103,8 +103,7 @@ fn every_spelling_of_every_provider_gives_the_same_price_and_energy() {
 
 #[test]
 fn the_issues_cases_have_one_number_each() {
-    let config = ProcessorConfig::default();
-    let enricher = Enricher::new(config.catalogue().unwrap(), config.carbon.clone()).unwrap();
+    let enricher = Enricher::new(Catalogue::shipped(), CarbonConfig::default()).unwrap();
     for (spellings, model) in [
         (
             &["mistral", "mistralai", "mistral_ai"][..],

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use serde_json::{json, Value};
+use tally_accounting::carbon::{CarbonConfig, CarbonModel};
 use tally_contract::records::LlmCall;
-use tally_processor::carbon::{CarbonConfig, CarbonModel};
 
 /// (EcoLogits provider, tally provider, model)
 const MODELS: [(&str, &str, &str); 8] = [
