@@ -431,132 +431,203 @@ const OUTPUT_TOKENS: [&str; 2] = [
     "gen_ai.usage.completion_tokens",
 ];
 
+/// Where a field's value may be found: the span's own attributes, or the span's then the
+/// resource's (what describes the service rather than the call).
+#[derive(Clone, Copy)]
+enum Scope {
+    Span,
+    SpanOrResource,
+}
+
+/// How a found value becomes the field's.
+#[derive(Clone, Copy)]
+enum Take {
+    Value,
+    /// The first item of a list (or of a JSON list in a string).
+    FirstItem,
+}
+
+/// The native field each GenAI attribute fills, with every spelling that fills it, first
+/// found wins: the current semantic conventions first, then the deprecated names.
+const SPAN_FIELDS: &[(&str, Scope, Take, &[&str])] = &[
+    (
+        "provider",
+        Scope::Span,
+        Take::Value,
+        &["gen_ai.provider.name", "gen_ai.system"],
+    ),
+    (
+        "model",
+        Scope::Span,
+        Take::Value,
+        &["gen_ai.request.model", "gen_ai.response.model"],
+    ),
+    (
+        "response_model",
+        Scope::Span,
+        Take::Value,
+        &["gen_ai.response.model"],
+    ),
+    (
+        "operation",
+        Scope::Span,
+        Take::Value,
+        &["gen_ai.operation.name"],
+    ),
+    ("input_tokens", Scope::Span, Take::Value, &INPUT_TOKENS),
+    ("output_tokens", Scope::Span, Take::Value, &OUTPUT_TOKENS),
+    (
+        "cache_read_tokens",
+        Scope::Span,
+        Take::Value,
+        &["gen_ai.usage.cache_read.input_tokens"],
+    ),
+    (
+        "cache_write_tokens",
+        Scope::Span,
+        Take::Value,
+        &["gen_ai.usage.cache_creation.input_tokens"],
+    ),
+    (
+        "reasoning_tokens",
+        Scope::Span,
+        Take::Value,
+        &["gen_ai.usage.reasoning.output_tokens"],
+    ),
+    (
+        "session_id",
+        Scope::SpanOrResource,
+        Take::Value,
+        &["gen_ai.conversation.id", "session.id"],
+    ),
+    ("agent", Scope::Span, Take::Value, &["gen_ai.agent.name"]),
+    ("tool_name", Scope::Span, Take::Value, &["gen_ai.tool.name"]),
+    (
+        "finish_reason",
+        Scope::Span,
+        Take::FirstItem,
+        &["gen_ai.response.finish_reasons"],
+    ),
+    ("error_type", Scope::Span, Take::Value, &["error.type"]),
+    (
+        "service_tier",
+        Scope::Span,
+        Take::Value,
+        &[
+            "openai.response.service_tier",
+            "gen_ai.openai.response.service_tier",
+            "openai.request.service_tier",
+        ],
+    ),
+    (
+        "service",
+        Scope::SpanOrResource,
+        Take::Value,
+        &["service.name"],
+    ),
+    (
+        "environment",
+        Scope::SpanOrResource,
+        Take::Value,
+        &["deployment.environment.name", "deployment.environment"],
+    ),
+    (
+        "region",
+        Scope::SpanOrResource,
+        Take::Value,
+        &["cloud.region"],
+    ),
+    ("user", Scope::SpanOrResource, Take::Value, &["user.id"]),
+    (
+        "workflow",
+        Scope::SpanOrResource,
+        Take::Value,
+        &["tally.workflow"],
+    ),
+    (
+        "ticket_id",
+        Scope::SpanOrResource,
+        Take::Value,
+        &["tally.ticket_id"],
+    ),
+    // Raw text: fingerprinted by the LLM-call reader, then dropped.
+    (
+        "gen_ai.input.messages",
+        Scope::Span,
+        Take::Value,
+        &["gen_ai.input.messages", "gen_ai.prompt"],
+    ),
+    (
+        "gen_ai.output.messages",
+        Scope::Span,
+        Take::Value,
+        &["gen_ai.output.messages", "gen_ai.completion"],
+    ),
+];
+
 /// Maps one span (and its resource's attributes) to a native JSON record.
 pub fn span_to_record(
     resource: &[(String, AttrValue)],
     span: &Span,
     team_attribute: &str,
 ) -> SpanRecord {
-    let attr = |key: &str| lookup(&span.attributes, key);
-    let either = |key: &str| lookup(&span.attributes, key).or_else(|| lookup(resource, key));
-    let first = |keys: &[&str]| keys.iter().find_map(|key| attr(key));
-    if first(&INPUT_TOKENS).is_none() && first(&OUTPUT_TOKENS).is_none() {
+    let on_span = |keys: &[&str]| keys.iter().find_map(|key| lookup(&span.attributes, key));
+    if on_span(&INPUT_TOKENS).is_none() && on_span(&OUTPUT_TOKENS).is_none() {
         return SpanRecord::NotGenAi;
     }
-
-    let mut record = Map::new();
-    let mut put = |key: &str, value: Option<Value>| {
-        if let Some(value) = value {
-            record.insert(key.to_string(), value);
+    let mut record = span_identity(span);
+    let team = [team_attribute];
+    let fields = SPAN_FIELDS.iter().copied().chain([(
+        "team",
+        Scope::SpanOrResource,
+        Take::Value,
+        &team[..],
+    )]);
+    for (field, scope, take, keys) in fields {
+        let found = on_span(keys).or_else(|| match scope {
+            Scope::Span => None,
+            Scope::SpanOrResource => keys.iter().find_map(|key| lookup(resource, key)),
+        });
+        if let Some(value) = found {
+            let value = match take {
+                Take::Value => json_value(value),
+                Take::FirstItem => first_of_array(value),
+            };
+            record.insert(field.to_string(), value);
         }
-    };
+    }
+    if span.status_code == 2 || on_span(&["error.type"]).is_some() {
+        record.insert("status".into(), json!("error"));
+    }
+    SpanRecord::Call(Value::Object(record))
+}
+
+/// The fields a span gives by being a span: its id (the event id), start time, latency,
+/// trace, span and parent ids.
+fn span_identity(span: &Span) -> Map<String, Value> {
+    let mut record = Map::new();
     let trace = to_hex(&span.trace_id);
-    put(
-        "event_id",
-        Some(Value::String(format!(
-            "otel-{trace}-{}",
-            to_hex(&span.span_id)
-        ))),
-    );
-    put(
-        "occurred_at",
-        Some(Value::String(rfc3339_from_nanos(span.start_time_unix_nano))),
+    let span_id = to_hex(&span.span_id);
+    record.insert("event_id".into(), json!(format!("otel-{trace}-{span_id}")));
+    record.insert(
+        "occurred_at".into(),
+        json!(rfc3339_from_nanos(span.start_time_unix_nano)),
     );
     if span.end_time_unix_nano >= span.start_time_unix_nano && span.end_time_unix_nano > 0 {
         let millis = (span.end_time_unix_nano - span.start_time_unix_nano) / 1_000_000;
-        put("latency_ms", Some(json!(millis)));
+        record.insert("latency_ms".into(), json!(millis));
     }
-    put(
-        "trace_id",
-        (!span.trace_id.is_empty()).then(|| Value::String(trace.clone())),
-    );
-    put(
-        "span_id",
-        (!span.span_id.is_empty()).then(|| Value::String(to_hex(&span.span_id))),
-    );
+    if !span.trace_id.is_empty() {
+        record.insert("trace_id".into(), json!(trace));
+    }
+    if !span.span_id.is_empty() {
+        record.insert("span_id".into(), json!(span_id));
+    }
     if !span.parent_span_id.is_empty() {
-        put(
-            "parent_id",
-            Some(Value::String(format!(
-                "otel-{trace}-{}",
-                to_hex(&span.parent_span_id)
-            ))),
-        );
+        let parent = to_hex(&span.parent_span_id);
+        record.insert("parent_id".into(), json!(format!("otel-{trace}-{parent}")));
     }
-    put(
-        "provider",
-        first(&["gen_ai.provider.name", "gen_ai.system"]).map(json_value),
-    );
-    put(
-        "model",
-        first(&["gen_ai.request.model", "gen_ai.response.model"]).map(json_value),
-    );
-    put(
-        "response_model",
-        attr("gen_ai.response.model").map(json_value),
-    );
-    put("operation", attr("gen_ai.operation.name").map(json_value));
-    put("input_tokens", first(&INPUT_TOKENS).map(json_value));
-    put("output_tokens", first(&OUTPUT_TOKENS).map(json_value));
-    put(
-        "cache_read_tokens",
-        attr("gen_ai.usage.cache_read.input_tokens").map(json_value),
-    );
-    put(
-        "cache_write_tokens",
-        attr("gen_ai.usage.cache_creation.input_tokens").map(json_value),
-    );
-    put(
-        "reasoning_tokens",
-        attr("gen_ai.usage.reasoning.output_tokens").map(json_value),
-    );
-    put(
-        "session_id",
-        first(&["gen_ai.conversation.id", "session.id"])
-            .or_else(|| lookup(resource, "session.id"))
-            .map(json_value),
-    );
-    put("agent", attr("gen_ai.agent.name").map(json_value));
-    put("tool_name", attr("gen_ai.tool.name").map(json_value));
-    put(
-        "finish_reason",
-        attr("gen_ai.response.finish_reasons").map(first_of_array),
-    );
-    put("error_type", attr("error.type").map(json_value));
-    if span.status_code == 2 || attr("error.type").is_some() {
-        put("status", Some(json!("error")));
-    }
-    put(
-        "service_tier",
-        first(&[
-            "openai.response.service_tier",
-            "gen_ai.openai.response.service_tier",
-            "openai.request.service_tier",
-        ])
-        .map(json_value),
-    );
-    put("service", either("service.name").map(json_value));
-    put(
-        "environment",
-        either("deployment.environment.name")
-            .or_else(|| either("deployment.environment"))
-            .map(json_value),
-    );
-    put("region", either("cloud.region").map(json_value));
-    put("user", either("user.id").map(json_value));
-    put("team", either(team_attribute).map(json_value));
-    put("workflow", either("tally.workflow").map(json_value));
-    put("ticket_id", either("tally.ticket_id").map(json_value));
-    // Raw text: fingerprinted by the LLM-call reader, then dropped.
-    put(
-        "gen_ai.input.messages",
-        first(&["gen_ai.input.messages", "gen_ai.prompt"]).map(json_value),
-    );
-    put(
-        "gen_ai.output.messages",
-        first(&["gen_ai.output.messages", "gen_ai.completion"]).map(json_value),
-    );
-    SpanRecord::Call(Value::Object(record))
+    record
 }
 
 fn lookup<'a>(attributes: &'a [(String, AttrValue)], key: &str) -> Option<&'a AttrValue> {
