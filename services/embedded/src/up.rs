@@ -207,64 +207,21 @@ pub async fn run(
     let stop = Arc::new(AtomicBool::new(false));
     let stage_stats = Arc::new(tally_processor::pipeline::Stats::default());
     let store_stats = Arc::new(StoreStats::default());
-    // Who reads each topic of the journal: stages by their committed positions (journal
-    // transport), the store's tables, and the summary line.
-    let mut consumers: Vec<(String, String)> = Vec::new();
-    let (server, mut threads) = match options.transport {
-        Transport::Journal => {
-            let stages = crate::runner::spawn_stages(
-                journal.clone(),
-                processor,
-                enricher,
-                stop.clone(),
-                stage_stats.clone(),
-            );
-            let mut threads = Vec::new();
-            for stage in stages {
-                consumers.push((stage.producer, stage.input));
-                threads.push(stage.thread);
-            }
-            let publisher = Arc::new(JournalPublisher(journal.clone()));
-            (Server::bind_with(ingest.clone(), publisher).await?, threads)
-        }
-        Transport::Kafka => {
-            tally_contract::kafka::create_topics(&ingest.kafka, Default::default()).await?;
-            let mut threads: Vec<std::thread::JoinHandle<Result<(), EmbeddedError>>> =
-                tally_processor::spawn_stages(
-                    processor,
-                    enricher,
-                    stop.clone(),
-                    stage_stats.clone(),
-                )
-                .into_iter()
-                .map(|stage| {
-                    std::thread::spawn(move || {
-                        stage
-                            .join()
-                            .map_err(|_| EmbeddedError::Panicked("a stage"))?
-                            .map_err(EmbeddedError::from)
-                    })
-                })
-                .collect();
-            let (journal, kafka, stop) = (journal.clone(), ingest.kafka.clone(), stop.clone());
-            threads.push(std::thread::spawn(move || {
-                crate::mirror::run(&journal, &kafka, &stop)
-            }));
-            (Server::bind(ingest.clone()).await?, threads)
-        }
-    };
-    let store = match options.store {
-        StoreKind::Parquet => Store::Parquet(options.data_dir.join("store")),
-        StoreKind::ClickHouse => {
-            let sink = &options.config.sink;
-            tally_sink::migrate(sink).await?;
-            Store::ClickHouse {
-                client: Box::new(tally_sink::sink::client(sink)),
-                runtime: tokio::runtime::Handle::current(),
-                positions: options.data_dir.join("clickhouse"),
-            }
-        }
-    };
+    let Running {
+        server,
+        mut threads,
+        consumers,
+    } = start_transport(
+        &options,
+        &ingest,
+        &journal,
+        processor,
+        enricher,
+        &stop,
+        &stage_stats,
+    )
+    .await?;
+    let store = open_store(&options).await?;
     threads.extend(spawn_tables(
         journal.clone(),
         store,
@@ -273,27 +230,7 @@ pub async fn run(
         stop.clone(),
         store_stats.clone(),
     ));
-    let address = server.local_addr();
-    eprintln!("tally up: listening on http://{address} (API key: {LOCAL_KEY} unless [ingest] api_keys says otherwise)");
-    let transport = match options.transport {
-        Transport::Journal => "the journal".to_string(),
-        Transport::Kafka => format!("Kafka at {}", ingest.kafka.brokers),
-    };
-    let store = match options.store {
-        StoreKind::Parquet => format!(
-            "Parquet in {}; query it with: tally query --data-dir {} \"SELECT team, sum(cost_usd) FROM llm_calls GROUP BY team\"",
-            options.data_dir.join("store").display(),
-            options.data_dir.display()
-        ),
-        StoreKind::ClickHouse => format!(
-            "ClickHouse at {} (database {})",
-            options.config.sink.clickhouse.url, options.config.sink.clickhouse.database
-        ),
-    };
-    eprintln!(
-        "           records through {transport} (journal in {}); tables in {store}",
-        options.data_dir.join("journal").display()
-    );
+    print_banner(&options, &ingest, server.local_addr());
     let summary_file = options.data_dir.join("summary.json");
     let summary = {
         let (journal, stop, prefix, file) = (
@@ -337,6 +274,122 @@ pub async fn run(
     let _ = summary.join();
     let _ = retention.join();
     first_error.map_or(Ok(()), Err)
+}
+
+/// The ingest server and the stage threads of one transport, and who reads which topic of
+/// the journal (for its retention).
+struct Running {
+    server: Server,
+    threads: Vec<std::thread::JoinHandle<Result<(), EmbeddedError>>>,
+    /// (producer, input topic) of each stage on the journal.
+    consumers: Vec<(String, String)>,
+}
+
+/// Starts the processor stages on the transport (the journal, or Kafka with the derived
+/// topics mirrored into the journal) and binds the ingest server that feeds them.
+async fn start_transport(
+    options: &UpOptions,
+    ingest: &IngestConfig,
+    journal: &Arc<Journal>,
+    processor: ProcessorConfig,
+    enricher: tally_accounting::enrich::Enricher,
+    stop: &Arc<AtomicBool>,
+    stage_stats: &Arc<tally_processor::pipeline::Stats>,
+) -> Result<Running, EmbeddedError> {
+    match options.transport {
+        Transport::Journal => {
+            let stages = crate::runner::spawn_stages(
+                journal.clone(),
+                processor,
+                enricher,
+                stop.clone(),
+                stage_stats.clone(),
+            );
+            let mut running = Running {
+                server: Server::bind_with(
+                    ingest.clone(),
+                    Arc::new(JournalPublisher(journal.clone())),
+                )
+                .await?,
+                threads: Vec::new(),
+                consumers: Vec::new(),
+            };
+            for stage in stages {
+                running.consumers.push((stage.producer, stage.input));
+                running.threads.push(stage.thread);
+            }
+            Ok(running)
+        }
+        Transport::Kafka => {
+            tally_contract::kafka::create_topics(&ingest.kafka, Default::default()).await?;
+            let mut threads: Vec<std::thread::JoinHandle<Result<(), EmbeddedError>>> =
+                tally_processor::spawn_stages(
+                    processor,
+                    enricher,
+                    stop.clone(),
+                    stage_stats.clone(),
+                )
+                .into_iter()
+                .map(|stage| {
+                    std::thread::spawn(move || {
+                        stage
+                            .join()
+                            .map_err(|_| EmbeddedError::Panicked("a stage"))?
+                            .map_err(EmbeddedError::from)
+                    })
+                })
+                .collect();
+            let (journal, kafka, stop) = (journal.clone(), ingest.kafka.clone(), stop.clone());
+            threads.push(std::thread::spawn(move || {
+                crate::mirror::run(&journal, &kafka, &stop)
+            }));
+            Ok(Running {
+                server: Server::bind(ingest.clone()).await?,
+                threads,
+                consumers: Vec::new(),
+            })
+        }
+    }
+}
+
+/// Where the tables go: Parquet under the data directory, or a migrated ClickHouse.
+async fn open_store(options: &UpOptions) -> Result<Store, EmbeddedError> {
+    Ok(match options.store {
+        StoreKind::Parquet => Store::Parquet(options.data_dir.join("store")),
+        StoreKind::ClickHouse => {
+            let sink = &options.config.sink;
+            tally_sink::migrate(sink).await?;
+            Store::ClickHouse {
+                client: Box::new(tally_sink::sink::client(sink)),
+                runtime: tokio::runtime::Handle::current(),
+                positions: options.data_dir.join("clickhouse"),
+            }
+        }
+    })
+}
+
+/// What a newcomer needs to go on: where to send, where the records go and how to query.
+fn print_banner(options: &UpOptions, ingest: &IngestConfig, address: std::net::SocketAddr) {
+    eprintln!("tally up: listening on http://{address} (API key: {LOCAL_KEY} unless [ingest] api_keys says otherwise)");
+    let transport = match options.transport {
+        Transport::Journal => "the journal".to_string(),
+        Transport::Kafka => format!("Kafka at {}", ingest.kafka.brokers),
+    };
+    let store = match options.store {
+        StoreKind::Parquet => format!(
+            "Parquet in {}; query it with: tally query --data-dir {} \"SELECT team, sum(cost_usd) FROM llm_calls GROUP BY team\"",
+            options.data_dir.join("store").display(),
+            options.data_dir.display()
+        ),
+        StoreKind::ClickHouse => format!(
+            "ClickHouse at {} (database {})",
+            options.config.sink.clickhouse.url, options.config.sink.clickhouse.database
+        ),
+    };
+    eprintln!(
+        "           records through {transport} (journal in {}); tables in {store}",
+        options.data_dir.join("journal").display()
+    );
 }
 
 /// Who reads what, for the journal's retention.
