@@ -425,10 +425,17 @@ pub enum SpanRecord {
     NotGenAi,
 }
 
-const INPUT_TOKENS: [&str; 2] = ["gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens"];
-const OUTPUT_TOKENS: [&str; 2] = [
+/// Input tokens: the GenAI conventions, their deprecated name, OpenInference.
+const INPUT_TOKENS: [&str; 3] = [
+    "gen_ai.usage.input_tokens",
+    "gen_ai.usage.prompt_tokens",
+    "llm.token_count.prompt",
+];
+/// Output tokens, likewise.
+const OUTPUT_TOKENS: [&str; 3] = [
     "gen_ai.usage.output_tokens",
     "gen_ai.usage.completion_tokens",
+    "llm.token_count.completion",
 ];
 
 /// Where a field's value may be found: the span's own attributes, or the span's then the
@@ -449,120 +456,32 @@ enum Take {
 
 /// The native field each GenAI attribute fills, with every spelling that fills it, first
 /// found wins: the current semantic conventions first, then the deprecated names.
+#[rustfmt::skip]
 const SPAN_FIELDS: &[(&str, Scope, Take, &[&str])] = &[
-    (
-        "provider",
-        Scope::Span,
-        Take::Value,
-        &["gen_ai.provider.name", "gen_ai.system"],
-    ),
-    (
-        "model",
-        Scope::Span,
-        Take::Value,
-        &["gen_ai.request.model", "gen_ai.response.model"],
-    ),
-    (
-        "response_model",
-        Scope::Span,
-        Take::Value,
-        &["gen_ai.response.model"],
-    ),
-    (
-        "operation",
-        Scope::Span,
-        Take::Value,
-        &["gen_ai.operation.name"],
-    ),
+    ("provider", Scope::Span, Take::Value, &["gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system"]),
+    ("model", Scope::Span, Take::Value, &["gen_ai.request.model", "gen_ai.response.model", "llm.model_name"]),
+    ("response_model", Scope::Span, Take::Value, &["gen_ai.response.model"]),
+    ("operation", Scope::Span, Take::Value, &["gen_ai.operation.name"]),
     ("input_tokens", Scope::Span, Take::Value, &INPUT_TOKENS),
     ("output_tokens", Scope::Span, Take::Value, &OUTPUT_TOKENS),
-    (
-        "cache_read_tokens",
-        Scope::Span,
-        Take::Value,
-        &["gen_ai.usage.cache_read.input_tokens"],
-    ),
-    (
-        "cache_write_tokens",
-        Scope::Span,
-        Take::Value,
-        &["gen_ai.usage.cache_creation.input_tokens"],
-    ),
-    (
-        "reasoning_tokens",
-        Scope::Span,
-        Take::Value,
-        &["gen_ai.usage.reasoning.output_tokens"],
-    ),
-    (
-        "session_id",
-        Scope::SpanOrResource,
-        Take::Value,
-        &["gen_ai.conversation.id", "session.id"],
-    ),
-    ("agent", Scope::Span, Take::Value, &["gen_ai.agent.name"]),
+    ("cache_read_tokens", Scope::Span, Take::Value, &["gen_ai.usage.cache_read.input_tokens", "gen_ai.usage.cache_read_input_tokens", "gen_ai.usage.input_tokens.cached", "llm.token_count.prompt_details.cache_read"]),
+    ("cache_write_tokens", Scope::Span, Take::Value, &["gen_ai.usage.cache_creation.input_tokens", "gen_ai.usage.cache_write.input_tokens", "gen_ai.usage.cache_creation_input_tokens", "llm.token_count.prompt_details.cache_write"]),
+    ("reasoning_tokens", Scope::Span, Take::Value, &["gen_ai.usage.reasoning.output_tokens", "gen_ai.usage.output_tokens.reasoning", "llm.token_count.completion_details.reasoning"]),
+    ("session_id", Scope::SpanOrResource, Take::Value, &["gen_ai.conversation.id", "session.id"]),
+    ("agent", Scope::Span, Take::Value, &["gen_ai.agent.name", "gen_ai.agent.id"]),
     ("tool_name", Scope::Span, Take::Value, &["gen_ai.tool.name"]),
-    (
-        "finish_reason",
-        Scope::Span,
-        Take::FirstItem,
-        &["gen_ai.response.finish_reasons"],
-    ),
+    ("finish_reason", Scope::Span, Take::FirstItem, &["gen_ai.response.finish_reasons"]),
     ("error_type", Scope::Span, Take::Value, &["error.type"]),
-    (
-        "service_tier",
-        Scope::Span,
-        Take::Value,
-        &[
-            "openai.response.service_tier",
-            "gen_ai.openai.response.service_tier",
-            "openai.request.service_tier",
-        ],
-    ),
-    (
-        "service",
-        Scope::SpanOrResource,
-        Take::Value,
-        &["service.name"],
-    ),
-    (
-        "environment",
-        Scope::SpanOrResource,
-        Take::Value,
-        &["deployment.environment.name", "deployment.environment"],
-    ),
-    (
-        "region",
-        Scope::SpanOrResource,
-        Take::Value,
-        &["cloud.region"],
-    ),
+    ("service_tier", Scope::Span, Take::Value, &["openai.response.service_tier", "gen_ai.openai.response.service_tier", "openai.request.service_tier"]),
+    ("service", Scope::SpanOrResource, Take::Value, &["service.name"]),
+    ("environment", Scope::SpanOrResource, Take::Value, &["deployment.environment.name", "deployment.environment"]),
+    ("region", Scope::SpanOrResource, Take::Value, &["cloud.region"]),
     ("user", Scope::SpanOrResource, Take::Value, &["user.id"]),
-    (
-        "workflow",
-        Scope::SpanOrResource,
-        Take::Value,
-        &["tally.workflow"],
-    ),
-    (
-        "ticket_id",
-        Scope::SpanOrResource,
-        Take::Value,
-        &["tally.ticket_id"],
-    ),
+    ("workflow", Scope::SpanOrResource, Take::Value, &["tally.workflow", "gen_ai.workflow.name"]),
+    ("ticket_id", Scope::SpanOrResource, Take::Value, &["tally.ticket_id"]),
     // Raw text: fingerprinted by the LLM-call reader, then dropped.
-    (
-        "gen_ai.input.messages",
-        Scope::Span,
-        Take::Value,
-        &["gen_ai.input.messages", "gen_ai.prompt"],
-    ),
-    (
-        "gen_ai.output.messages",
-        Scope::Span,
-        Take::Value,
-        &["gen_ai.output.messages", "gen_ai.completion"],
-    ),
+    ("gen_ai.input.messages", Scope::Span, Take::Value, &["gen_ai.input.messages", "gen_ai.prompt"]),
+    ("gen_ai.output.messages", Scope::Span, Take::Value, &["gen_ai.output.messages", "gen_ai.completion"]),
 ];
 
 /// Maps one span (and its resource's attributes) to a native JSON record.
@@ -599,7 +518,38 @@ pub fn span_to_record(
     if span.status_code == 2 || on_span(&["error.type"]).is_some() {
         record.insert("status".into(), json!("error"));
     }
+    if let Some(micros) = reported_cost_micros(&on_span) {
+        record.insert("reported_cost_micros".into(), json!(micros));
+    }
+    if let Some(id) = on_span(&["gen_ai.tool.call.id"]) {
+        record.insert("tags".into(), json!({ "tool_call_id": json_value(id) }));
+    }
     SpanRecord::Call(Value::Object(record))
+}
+
+/// What the sender says the call cost, in micro-dollars: the proposed
+/// `gen_ai.usage.cost.amount` when its `.currency` is USD (or absent), else LiteLLM's
+/// `gen_ai.cost.total_cost` or OpenInference's `llm.cost.total` (dollars). The number is read
+/// as the decimal it is written as (never through a float product) and rounded half to even
+/// to the micro-dollar; a negative, non-numeric or other-currency cost is not taken.
+fn reported_cost_micros<'a>(on_span: &impl Fn(&[&str]) -> Option<&'a AttrValue>) -> Option<i64> {
+    let usd = match on_span(&["gen_ai.usage.cost.currency"]) {
+        None => true,
+        Some(AttrValue::Str(code)) => code.eq_ignore_ascii_case("USD"),
+        Some(_) => false,
+    };
+    let amount = usd
+        .then(|| on_span(&["gen_ai.usage.cost.amount"]))
+        .flatten()
+        .or_else(|| on_span(&["gen_ai.cost.total_cost", "llm.cost.total"]))?;
+    let text = match amount {
+        AttrValue::Double(d) if d.is_finite() => format!("{d}"),
+        AttrValue::Int(i) => i.to_string(),
+        AttrValue::Str(text) => text.trim().to_string(),
+        _ => return None,
+    };
+    let dollars: tally_accounting::decimal::Decimal = text.parse().ok()?;
+    dollars.round_scaled(6).ok().filter(|micros| *micros >= 0)
 }
 
 /// The fields a span gives by being a span: its id (the event id), start time, latency,
@@ -820,6 +770,256 @@ mod tests {
             "[not json",
             "text that is no JSON array is kept as sent"
         );
+    }
+
+    /// A GenAI span with only `attributes` (and input and output tokens in the spelling
+    /// given), mapped.
+    fn mapped(tokens: (&str, &str), attributes: &[(&str, AttrValue)]) -> Value {
+        let mut span = Span {
+            trace_id: vec![1; 16],
+            span_id: vec![2; 8],
+            start_time_unix_nano: 1_795_428_000_000_000_000,
+            ..Default::default()
+        };
+        span.attributes = [
+            (tokens.0, AttrValue::Int(10)),
+            (tokens.1, AttrValue::Int(5)),
+        ]
+        .into_iter()
+        .chain(attributes.iter().cloned())
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        match span_to_record(&[], &span, "tally.team") {
+            SpanRecord::Call(record) => record,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Every spelling the ecosystem sends (written out here, not read from the mapping's
+    /// table) gives its field: the current GenAI conventions, their renames and deprecated
+    /// names, Sentry's, OpenInference's and LiteLLM's.
+    #[test]
+    fn every_spelling_of_a_genai_attribute_fills_its_field() {
+        let text = |t: &str| AttrValue::Str(t.to_string());
+        let cases: Vec<(&str, AttrValue, &str, Value)> = vec![
+            (
+                "gen_ai.usage.cache_creation.input_tokens",
+                AttrValue::Int(3),
+                "cache_write_tokens",
+                json!(3),
+            ),
+            (
+                "gen_ai.usage.cache_write.input_tokens",
+                AttrValue::Int(3),
+                "cache_write_tokens",
+                json!(3),
+            ),
+            (
+                "gen_ai.usage.cache_creation_input_tokens",
+                AttrValue::Int(3),
+                "cache_write_tokens",
+                json!(3),
+            ),
+            (
+                "llm.token_count.prompt_details.cache_write",
+                AttrValue::Int(3),
+                "cache_write_tokens",
+                json!(3),
+            ),
+            (
+                "gen_ai.usage.cache_read.input_tokens",
+                AttrValue::Int(4),
+                "cache_read_tokens",
+                json!(4),
+            ),
+            (
+                "gen_ai.usage.cache_read_input_tokens",
+                AttrValue::Int(4),
+                "cache_read_tokens",
+                json!(4),
+            ),
+            (
+                "gen_ai.usage.input_tokens.cached",
+                AttrValue::Int(4),
+                "cache_read_tokens",
+                json!(4),
+            ),
+            (
+                "llm.token_count.prompt_details.cache_read",
+                AttrValue::Int(4),
+                "cache_read_tokens",
+                json!(4),
+            ),
+            (
+                "gen_ai.usage.reasoning.output_tokens",
+                AttrValue::Int(2),
+                "reasoning_tokens",
+                json!(2),
+            ),
+            (
+                "gen_ai.usage.output_tokens.reasoning",
+                AttrValue::Int(2),
+                "reasoning_tokens",
+                json!(2),
+            ),
+            (
+                "llm.token_count.completion_details.reasoning",
+                AttrValue::Int(2),
+                "reasoning_tokens",
+                json!(2),
+            ),
+            (
+                "gen_ai.request.model",
+                text("gpt-4o"),
+                "model",
+                json!("gpt-4o"),
+            ),
+            ("llm.model_name", text("gpt-4o"), "model", json!("gpt-4o")),
+            (
+                "gen_ai.provider.name",
+                text("openai"),
+                "provider",
+                json!("openai"),
+            ),
+            ("gen_ai.system", text("openai"), "provider", json!("openai")),
+            ("llm.provider", text("openai"), "provider", json!("openai")),
+            ("llm.system", text("openai"), "provider", json!("openai")),
+            (
+                "gen_ai.agent.name",
+                text("triage"),
+                "agent",
+                json!("triage"),
+            ),
+            (
+                "gen_ai.agent.id",
+                text("agent-7"),
+                "agent",
+                json!("agent-7"),
+            ),
+            (
+                "gen_ai.workflow.name",
+                text("refunds"),
+                "workflow",
+                json!("refunds"),
+            ),
+            (
+                "tally.workflow",
+                text("refunds"),
+                "workflow",
+                json!("refunds"),
+            ),
+            (
+                "gen_ai.tool.call.id",
+                text("call_9"),
+                "tags",
+                json!({"tool_call_id": "call_9"}),
+            ),
+            (
+                "openai.response.service_tier",
+                text("flex"),
+                "service_tier",
+                json!("flex"),
+            ),
+            (
+                "gen_ai.openai.response.service_tier",
+                text("flex"),
+                "service_tier",
+                json!("flex"),
+            ),
+            (
+                "gen_ai.conversation.id",
+                text("s-1"),
+                "session_id",
+                json!("s-1"),
+            ),
+            ("session.id", text("s-1"), "session_id", json!("s-1")),
+        ];
+        let token_spellings = [
+            ("gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens"),
+            (
+                "gen_ai.usage.prompt_tokens",
+                "gen_ai.usage.completion_tokens",
+            ),
+            ("llm.token_count.prompt", "llm.token_count.completion"),
+        ];
+        for tokens in token_spellings {
+            let record = mapped(tokens, &[]);
+            assert_eq!(
+                (
+                    record["input_tokens"].clone(),
+                    record["output_tokens"].clone()
+                ),
+                (json!(10), json!(5)),
+                "{tokens:?}"
+            );
+            for (attribute, value, field, expected) in &cases {
+                let record = mapped(tokens, &[(attribute, value.clone())]);
+                assert_eq!(
+                    record[*field], *expected,
+                    "{attribute} with {tokens:?}: {record}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_reported_cost_is_read_exactly_in_micro_dollars() {
+        let tokens = ("gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens");
+        let cost = |attributes: &[(&str, AttrValue)]| {
+            mapped(tokens, attributes)["reported_cost_micros"].clone()
+        };
+        let usd = AttrValue::Str("USD".into());
+        assert_eq!(
+            cost(&[
+                ("gen_ai.usage.cost.amount", AttrValue::Double(0.0123456)),
+                ("gen_ai.usage.cost.currency", usd.clone())
+            ]),
+            json!(12346)
+        );
+        assert_eq!(
+            cost(&[("gen_ai.usage.cost.amount", AttrValue::Double(0.1))]),
+            json!(100000),
+            "0.1 is read as written, not as the float 0.1000000000000000055"
+        );
+        assert_eq!(
+            cost(&[("gen_ai.cost.total_cost", AttrValue::Double(1.5))]),
+            json!(1500000)
+        );
+        assert_eq!(
+            cost(&[("llm.cost.total", AttrValue::Str("2.0000005".into()))]),
+            json!(2000000),
+            "half to even"
+        );
+        assert_eq!(
+            cost(&[("llm.cost.total", AttrValue::Str("2.0000015".into()))]),
+            json!(2000002),
+            "half to even"
+        );
+        assert_eq!(
+            cost(&[
+                ("gen_ai.usage.cost.amount", AttrValue::Double(3.0)),
+                ("gen_ai.usage.cost.currency", AttrValue::Str("EUR".into()))
+            ]),
+            Value::Null,
+            "not dollars"
+        );
+        assert_eq!(
+            cost(&[
+                ("gen_ai.usage.cost.amount", AttrValue::Double(3.0)),
+                ("gen_ai.usage.cost.currency", AttrValue::Str("EUR".into())),
+                ("llm.cost.total", AttrValue::Double(3.3))
+            ]),
+            json!(3300000)
+        );
+        assert_eq!(
+            cost(&[("llm.cost.total", AttrValue::Double(-1.0))]),
+            Value::Null
+        );
+        assert_eq!(
+            cost(&[("llm.cost.total", AttrValue::Double(f64::NAN))]),
+            Value::Null
+        );
+        assert_eq!(cost(&[]), Value::Null);
     }
 
     #[test]
