@@ -109,11 +109,15 @@ pub async fn check_schema<T: SinkTable>(
             )));
         }
     }
+    // A column the sink does not write (an operator's, or a migration run ahead of a rolling
+    // upgrade) takes its default: the insert names its columns, so it is noted, not refused.
     for column in &columns {
         if !<T::Row as clickhouse::Row>::COLUMN_NAMES.contains(&column.as_str()) {
-            return Err(SinkError::Schema(format!(
-                "column {database}.{table}.{column} is not one the sink writes; this sink is older than the schema"
-            )));
+            tracing::warn!(
+                table,
+                column,
+                "a column this sink does not write; its rows get the column's default"
+            );
         }
     }
     Ok(())

@@ -1336,3 +1336,75 @@ async fn strings_that_look_like_sql_are_stored_verbatim() {
     delete_topics(Topic::ALL.iter().map(|t| kafka.topic(*t)).collect());
     db.drop_database().await;
 }
+
+/// A column an operator added (or a migration run before a rolling upgrade) is noted, not
+/// refused: the sink starts, its rows land, and the column takes its default.
+#[tokio::test]
+async fn a_column_the_sink_does_not_write_takes_its_default() {
+    require_kafka();
+    let db = TestDatabase::create("it_extra_column").await;
+    let server = clickhouse::Client::default().with_url(clickhouse_url());
+    migrate(&server, &db.name, &Migration::embedded().unwrap())
+        .await
+        .unwrap();
+    db.client
+        .query("ALTER TABLE llm_calls ADD COLUMN operator_note String DEFAULT 'added by ops'")
+        .execute()
+        .await
+        .unwrap();
+    sink::check_schema::<LlmCalls>(&db.client, &db.name, &AtomicBool::new(false))
+        .await
+        .unwrap();
+    let kafka = KafkaConfig {
+        topic_prefix: format!("{}.", unique_name("extracol")),
+        ..kafka_config()
+    };
+    create_topics(
+        &kafka,
+        TopicLayout {
+            partitions: 1,
+            replication_factor: 1,
+        },
+    )
+    .await
+    .unwrap();
+    let records: Vec<EnrichedLlmCall> = (1..=3).map(enriched).collect();
+    produce(&kafka, &records).await;
+    let config = SinkConfig {
+        group_id: unique_name("sink-group"),
+        batch_max_wait_ms: 200,
+        kafka: kafka.clone(),
+        clickhouse: ClickHouseConfig {
+            url: clickhouse_url(),
+            database: db.name.clone(),
+            ..ClickHouseConfig::default()
+        },
+        tables: vec!["llm_calls".into()],
+        ..SinkConfig::default()
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let stats = Arc::new(SinkStats::default());
+    let worker = tokio::spawn(tally_sink::run_tables(config, stop.clone(), stats.clone()));
+    for _ in 0..120 {
+        if stats.rows.load(Ordering::Relaxed) >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let notes: Vec<(String, String)> = db
+        .client
+        .query("SELECT event_id, operator_note FROM llm_calls FINAL ORDER BY event_id")
+        .fetch_all()
+        .await
+        .unwrap();
+    assert_eq!(
+        notes,
+        (1..=3)
+            .map(|i| (format!("sink-{i}"), "added by ops".to_string()))
+            .collect::<Vec<_>>()
+    );
+    stop.store(true, Ordering::SeqCst);
+    worker.await.unwrap().unwrap();
+    delete_topics(Topic::ALL.iter().map(|t| kafka.topic(*t)).collect());
+    db.drop_database().await;
+}
