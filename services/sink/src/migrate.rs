@@ -179,6 +179,59 @@ pub async fn migrate(
     Ok(outcomes)
 }
 
+/// How long ClickHouse keeps rows (`tally migrate --retention`). Without the flag a
+/// database keeps whatever TTLs it has (none, as migrated).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retention {
+    /// [`DEFAULT_RETENTION`].
+    Default,
+    /// Every row kept for good: the TTLs of [`DEFAULT_RETENTION`]'s tables removed.
+    None,
+}
+
+/// The default retention, per table: raw calls, loop signals and alerts for 13 months;
+/// 1-minute spend windows for 30 days and 1-hour ones for 13 months (1-day windows for good);
+/// deploys, tickets and the hourly and daily rollups for good, so the long-run figures
+/// outlive the raw calls. Rows go at ClickHouse's next merge after they expire.
+pub const DEFAULT_RETENTION: [(&str, &str); 4] = [
+    ("llm_calls", "toDateTime(occurred_at) + INTERVAL 13 MONTH"),
+    (
+        "spend_windows",
+        "toDateTime(window_start) + INTERVAL 30 DAY DELETE WHERE window_seconds = 60, \
+         toDateTime(window_start) + INTERVAL 13 MONTH DELETE WHERE window_seconds = 3600",
+    ),
+    (
+        "loop_signals",
+        "toDateTime(last_event_at) + INTERVAL 13 MONTH",
+    ),
+    ("alerts", "toDateTime(occurred_at) + INTERVAL 13 MONTH"),
+];
+
+/// Sets (or removes) the TTLs of [`DEFAULT_RETENTION`]'s tables in `database`; returns the
+/// statements run.
+pub async fn set_retention(
+    server: &Client,
+    database: &str,
+    retention: Retention,
+) -> Result<Vec<String>, SinkError> {
+    let mut done = Vec::new();
+    for (table, ttl) in DEFAULT_RETENTION {
+        let statement = match retention {
+            Retention::Default => format!("ALTER TABLE `{database}`.`{table}` MODIFY TTL {ttl}"),
+            Retention::None => format!("ALTER TABLE `{database}`.`{table}` REMOVE TTL"),
+        };
+        match server.query(&statement).execute().await {
+            Ok(()) => done.push(statement),
+            // Removing a TTL a table does not have is nothing to do.
+            Err(e)
+                if retention == Retention::None
+                    && e.to_string().contains("doesn't have any table TTL") => {}
+            Err(e) => return Err(SinkError::ClickHouse(format!("{statement}: {e}"))),
+        }
+    }
+    Ok(done)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -56,6 +56,11 @@ enum Command {
         /// TOML configuration file with a `[clickhouse]` section.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Also set how long rows are kept: `default` (raw calls, signals and alerts 13
+        /// months, 1-minute windows 30 days, 1-hour windows 13 months, the rest for good) or
+        /// `none` (keep everything). Without it, retention is left as it is.
+        #[arg(long, value_enum)]
+        retention: Option<RetentionChoice>,
     },
     /// Deliver alerts to webhooks, Slack and Alertmanager.
     Notify {
@@ -95,6 +100,13 @@ enum Command {
         #[command(subcommand)]
         command: dead_letters::DeadLettersCommand,
     },
+}
+
+/// `tally migrate --retention`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum RetentionChoice {
+    Default,
+    None,
 }
 
 /// Where and how a report is written, and which store it reads.
@@ -343,7 +355,7 @@ async fn run(command: Command) -> Result<(), TallyError> {
         Command::Gen(args) => gen::run(args).await?,
         Command::Up(args) => up::up(args).await?,
         Command::Query(args) => up::query(args).await?,
-        Command::Migrate { config } => {
+        Command::Migrate { config, retention } => {
             let config: tally_sink::SinkConfig = load(config.as_deref())?;
             for outcome in tally_sink::migrate(&config).await? {
                 match outcome {
@@ -351,6 +363,19 @@ async fn run(command: Command) -> Result<(), TallyError> {
                     tally_sink::migrate::Outcome::AlreadyApplied(name) => {
                         println!("already {name}")
                     }
+                }
+            }
+            if let Some(choice) = retention {
+                let retention = match choice {
+                    RetentionChoice::Default => tally_sink::migrate::Retention::Default,
+                    RetentionChoice::None => tally_sink::migrate::Retention::None,
+                };
+                let server = tally_sink::sink::client(&config);
+                let database = &config.clickhouse.database;
+                for statement in
+                    tally_sink::migrate::set_retention(&server, database, retention).await?
+                {
+                    println!("{statement}");
                 }
             }
         }

@@ -228,3 +228,57 @@ fn estimate_gives_one_provider_one_number_however_it_is_spelled() {
         }
     }
 }
+
+/// `tally migrate --retention` against the real server: `default` sets the documented TTLs on
+/// exactly the tables that have one, `none` removes them, and either runs twice unchanged.
+#[tokio::test(flavor = "multi_thread")]
+async fn migrate_sets_and_removes_the_retention() {
+    let db = tally_tests::TestDatabase::create("it_retention").await;
+    let env = [
+        ("TALLY_CLICKHOUSE_URL", tally_tests::clickhouse_url()),
+        ("TALLY__CLICKHOUSE__DATABASE", db.name.clone()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let ttls = || async {
+        let tables: Vec<(String, String)> = db
+            .client
+            .query("SELECT name, create_table_query FROM system.tables WHERE database = ? ORDER BY name")
+            .bind(&db.name)
+            .fetch_all()
+            .await
+            .unwrap();
+        tables
+            .into_iter()
+            .filter(|(_, create)| create.contains(" TTL "))
+            .map(|(name, create)| (name, create[create.find(" TTL ").unwrap()..].to_string()))
+            .collect::<Vec<_>>()
+    };
+    for _ in 0..2 {
+        let out = tally(&["migrate", "--retention", "default"], &env);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let set = ttls().await;
+        let names: Vec<&str> = set.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            ["alerts", "llm_calls", "loop_signals", "spend_windows"]
+        );
+        let windows = &set[3].1;
+        assert!(
+            windows.contains("toIntervalDay(30) WHERE window_seconds = 60")
+                && windows.contains("toIntervalMonth(13) WHERE window_seconds = 3600"),
+            "{windows}"
+        );
+        assert!(
+            set[1]
+                .1
+                .contains("toDateTime(occurred_at) + toIntervalMonth(13)"),
+            "{set:?}"
+        );
+    }
+    for _ in 0..2 {
+        let out = tally(&["migrate", "--retention", "none"], &env);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert_eq!(ttls().await, Vec::<(String, String)>::new());
+    }
+    db.drop_database().await;
+}
