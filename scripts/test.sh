@@ -7,7 +7,7 @@
 #    EcoLogits (the carbon oracle): scripts/otel-venv.sh, scripts/ecologits-venv.sh; and
 #    Debian's chromium, which renders the HTML report in a test, and faketime, which sets the
 #    clock of the README first-look test.
-# 2. cargo fmt --check and cargo clippy -D warnings (skip with --no-lint).
+# 2. cargo fmt --check, cargo clippy -D warnings and cargo doc -D warnings (skip with --no-lint).
 # 3. cargo test --workspace: unit, golden-file and integration tests. Integration tests fail,
 #    never skip, when a server does not answer.
 # Services this script started are stopped at the end; ones already running are left running.
@@ -74,6 +74,8 @@ if [ $lint = 1 ]; then
   cargo fmt --all -- --check
   step "cargo clippy --workspace --all-targets -- -D warnings"
   cargo clippy --workspace --all-targets --locked -- -D warnings
+  step "cargo doc --workspace --no-deps (warnings are errors: every crate's page must build)"
+  RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 fi
 
 step "cargo test --workspace (integration tests use Kafka at ${TALLY_KAFKA_BROKERS:-127.0.0.1:9092} and ClickHouse at ${TALLY_CLICKHOUSE_URL:-http://127.0.0.1:8123})"

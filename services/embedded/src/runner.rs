@@ -1,5 +1,5 @@
 //! Runs a processor stage over the journal instead of Kafka: the same
-//! [`Stage`](tally_processor::pipeline::Stage) code, one journal frame per transaction.
+//! [`Stage`] code, one journal frame per transaction.
 //!
 //! A cycle waits for input, lets up to `commit_interval_ms` pass so records gather, reads up
 //! to `max_batch` records, lets the stage process them into a buffer, and appends the buffer

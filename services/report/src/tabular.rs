@@ -3,7 +3,7 @@
 //! shows what the SQL says, to the cent), rendered as a text table, CSV, JSON or a
 //! self-contained HTML page with a bar plot per section.
 //!
-//! The same reports come from `tally up`'s embedded store ([`ReportSource`](crate::source::ReportSource) with
+//! The same reports come from `tally up`'s embedded store ([`ReportSource`] with
 //! [`Dialect::DataFusion`]): each section's SQL is written here in both dialects, side by
 //! side, and the embedded source writes every figure as ClickHouse's text does, so the two
 //! stores give the same report byte for byte (a test holds them to it).

@@ -1,6 +1,6 @@
 //! The ClickHouse sink and the SQL schema: consume enriched calls → batch → insert into
 //! `llm_calls` → commit offsets only after ClickHouse acknowledged ([`sink`]); and
-//! `tally migrate`, the numbered migrations of `sql/migrations/` ([`migrate`]).
+//! `tally migrate`, the numbered migrations of `sql/migrations/` ([`mod@migrate`]).
 //!
 //! What it must not do: read for people. Reports live in `tally-report`; the sink only
 //! writes, and its row types ([`rows`]) are the one Rust description of each table.

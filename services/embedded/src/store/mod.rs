@@ -244,7 +244,7 @@ impl<T: SinkTable> Destination<T> for ParquetTable {
 }
 
 /// Fills one table from its topic in the journal until `stop`: reads up to
-/// [`FLUSH_RECORDS`] records (or what `flush_every` gathered), converts them as the ClickHouse
+/// `FLUSH_RECORDS` records (or what `flush_every` gathered), converts them as the ClickHouse
 /// sink does, and hands them to `destination`. A record that does not decode goes to the
 /// dead-letter topic with the reason.
 pub fn run_table<T: SinkTable>(

@@ -67,7 +67,7 @@ pub struct Manifest {
 
 impl Manifest {
     /// The manifest of the table in `dir`: its `_manifest.json`, or for a store written before
-    /// there was one, what its files and `_committed` say (see [`legacy`]).
+    /// there was one, what its files and `_committed` say (see `legacy`).
     pub fn read(dir: &Path) -> Result<Manifest, EmbeddedError> {
         let path = dir.join(MANIFEST);
         match std::fs::read(&path) {
