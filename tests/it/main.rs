@@ -5,4 +5,5 @@
 //! its own topics and database, so the tests run in parallel and leave nothing behind.
 mod clickhouse_roundtrip;
 mod kafka_roundtrip;
+mod schema_check;
 mod topics;
