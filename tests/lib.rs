@@ -273,18 +273,31 @@ pub fn otel_python() -> PathBuf {
 /// (`protocol` protobuf or json) to `endpoint` with `api_key`; fails the test if the export
 /// did not succeed.
 pub fn emit_genai_spans(endpoint: &str, protocol: &str, api_key: &str, run_id: &str) {
+    let (exported, output) = try_emit_genai_spans(endpoint, protocol, api_key, run_id);
+    assert!(exported, "export failed: {output}");
+}
+
+/// Like [`emit_genai_spans`]; says whether the SDK reported success, and what it printed.
+pub fn try_emit_genai_spans(
+    endpoint: &str,
+    protocol: &str,
+    api_key: &str,
+    run_id: &str,
+) -> (bool, String) {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("otel/emit_genai_spans.py");
     let output = std::process::Command::new(otel_python())
         .arg(script)
         .args([endpoint, protocol, api_key, run_id])
         .output()
         .expect("the OpenTelemetry client runs");
-    assert!(
+    (
         output.status.success(),
-        "export failed: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    )
 }
 
 /// `record` as a newer tally would write it: single-object encoded with a later version of

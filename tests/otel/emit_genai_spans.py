@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
-"""Emits GenAI spans with the real OpenTelemetry SDK and OTLP/HTTP exporter, for tally's
+"""Emits GenAI spans with the real OpenTelemetry SDK and an OTLP exporter, for tally's
 ingest tests.
 
-usage: emit_genai_spans.py ENDPOINT protobuf|json API_KEY RUN_ID
+usage: emit_genai_spans.py ENDPOINT protobuf|json|grpc|grpc-gzip API_KEY RUN_ID
+
+protobuf and json are OTLP/HTTP (ENDPOINT the /v1/traces URL); grpc and grpc-gzip are
+OTLP/gRPC (ENDPOINT http://host:port), the latter gzip-compressed.
 
 Sends, in one export: 3 chat spans with the current GenAI attribute names (session
 `RUN_ID`, input 1000+i incl. 600 cached reads and 100 cache writes, output 50+i incl. 20
@@ -24,6 +27,18 @@ def exporter(endpoint: str, protocol: str, api_key: str):
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     elif protocol == "json":
         from opentelemetry.exporter.otlp.json.http.trace_exporter import OTLPSpanExporter
+    elif protocol in ("grpc", "grpc-gzip"):
+        import grpc
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        compression = grpc.Compression.Gzip if protocol == "grpc-gzip" else grpc.Compression.NoCompression
+        return OTLPSpanExporter(
+            endpoint=endpoint,
+            insecure=True,
+            headers=(("authorization", f"Bearer {api_key}"),),
+            compression=compression,
+            timeout=10,
+        )
     else:
         raise SystemExit(f"unknown protocol {protocol}")
     return OTLPSpanExporter(endpoint=endpoint, headers=headers, timeout=10)

@@ -145,6 +145,8 @@ pub struct UpOptions {
     pub data_dir: PathBuf,
     /// Instead of `[ingest] listen`.
     pub listen: Option<SocketAddr>,
+    /// Instead of `[ingest] otlp_grpc_listen`: OTLP/gRPC's address.
+    pub otlp_grpc_listen: Option<SocketAddr>,
     pub config: UpConfig,
     pub transport: Transport,
     pub store: StoreKind,
@@ -160,11 +162,16 @@ pub fn ingest_config(options: &UpOptions) -> Result<IngestConfig, EmbeddedError>
     if let Some(listen) = options.listen {
         ingest.listen = listen;
     }
+    if let Some(listen) = options.otlp_grpc_listen {
+        ingest.otlp_grpc_listen = Some(listen);
+    }
     if ingest.api_keys.is_empty() {
-        if !ingest.listen.ip().is_loopback() {
+        let exposed = std::iter::once(ingest.listen)
+            .chain(ingest.otlp_grpc_listen)
+            .find(|address| !address.ip().is_loopback());
+        if let Some(address) = exposed {
             return Err(EmbeddedError::Config(format!(
-                "listening on {} needs api_keys in [ingest]: the built-in key `{LOCAL_KEY}` is only for loopback",
-                ingest.listen
+                "listening on {address} needs api_keys in [ingest]: the built-in key `{LOCAL_KEY}` is only for loopback"
             )));
         }
         ingest.api_keys.push(ApiKeyConfig {
@@ -230,7 +237,12 @@ pub async fn run(
         stop.clone(),
         store_stats.clone(),
     ));
-    print_banner(&options, &ingest, server.local_addr());
+    print_banner(
+        &options,
+        &ingest,
+        server.local_addr(),
+        server.grpc_local_addr(),
+    );
     let summary_file = options.data_dir.join("summary.json");
     let summary = {
         let (journal, stop, prefix, file) = (
@@ -369,8 +381,16 @@ async fn open_store(options: &UpOptions) -> Result<Store, EmbeddedError> {
 }
 
 /// What a newcomer needs to go on: where to send, where the records go and how to query.
-fn print_banner(options: &UpOptions, ingest: &IngestConfig, address: std::net::SocketAddr) {
+fn print_banner(
+    options: &UpOptions,
+    ingest: &IngestConfig,
+    address: SocketAddr,
+    grpc_address: Option<SocketAddr>,
+) {
     eprintln!("tally up: listening on http://{address} (API key: {LOCAL_KEY} unless [ingest] api_keys says otherwise)");
+    if let Some(grpc_address) = grpc_address {
+        eprintln!("           OTLP/gRPC on {grpc_address}");
+    }
     let transport = match options.transport {
         Transport::Journal => "the journal".to_string(),
         Transport::Kafka => format!("Kafka at {}", ingest.kafka.brokers),

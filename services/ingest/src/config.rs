@@ -14,7 +14,12 @@ pub struct IngestConfig {
     /// Address the HTTP server listens on.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
-    /// Largest request body accepted, in bytes; larger requests get 413.
+    /// Address of the OTLP/gRPC listener (`TraceService/Export`; 4317 is OTLP's port, so
+    /// `"0.0.0.0:4317"` in a deployment). Unset: no gRPC listener, OTLP/HTTP only.
+    #[serde(default)]
+    pub otlp_grpc_listen: Option<SocketAddr>,
+    /// Largest request body accepted, in bytes; larger requests get 413 (over gRPC, an
+    /// export message larger than this, decompressed, is refused the same way).
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
     /// How far in the future an `occurred_at` may be, in seconds (clock skew allowed).
@@ -234,6 +239,7 @@ impl Default for IngestConfig {
     fn default() -> Self {
         Self {
             listen: default_listen(),
+            otlp_grpc_listen: None,
             max_body_bytes: default_max_body_bytes(),
             max_future_skew_secs: default_max_future_skew_secs(),
             dedup_window_secs: default_dedup_window_secs(),

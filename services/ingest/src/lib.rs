@@ -1,6 +1,6 @@
 //! The ingest service: where every LLM call, deploy and ticket enters tally.
 //!
-//! Reads like the data's path: HTTP in ([`server`]) → authenticate ([`auth`]) → parse
+//! Reads like the data's path: HTTP in ([`server`]; OTLP/gRPC in [`otlp_grpc`]) → authenticate ([`auth`]) → parse
 //! ([`body`], [`otlp`], [`github`]) → validate and normalise ([`llm_call`], [`usage`],
 //! [`events`]) → drop duplicates ([`dedup`]) → Avro single-object encode and produce to Kafka
 //! ([`producer`]), answering 202 only after the broker acknowledged every record.
@@ -21,6 +21,7 @@ mod listener;
 pub mod llm_call;
 pub mod metrics;
 pub mod otlp;
+pub mod otlp_grpc;
 pub mod producer;
 pub mod record;
 pub mod server;

@@ -48,8 +48,9 @@ pub struct ResourceSpans {
 // ------------------------------------------------------------------ protobuf
 
 /// The subset of `opentelemetry.proto.collector.trace.v1` and friends tally reads. Field
-/// numbers are those of the OTLP protos; unknown fields are skipped by prost.
-mod proto {
+/// numbers are those of the OTLP protos; unknown fields are skipped by prost. The gRPC
+/// service decodes into and answers with these too.
+pub(crate) mod proto {
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct ExportTraceServiceRequest {
         #[prost(message, repeated, tag = "1")]
@@ -156,7 +157,12 @@ mod proto {
 pub fn decode_protobuf(body: &[u8]) -> Result<Vec<ResourceSpans>, String> {
     let request = proto::ExportTraceServiceRequest::decode(body)
         .map_err(|e| format!("not an OTLP ExportTraceServiceRequest in protobuf: {e}"))?;
-    Ok(request
+    Ok(from_proto(request))
+}
+
+/// The resources and spans of a decoded `ExportTraceServiceRequest`.
+pub(crate) fn from_proto(request: proto::ExportTraceServiceRequest) -> Vec<ResourceSpans> {
+    request
         .resource_spans
         .into_iter()
         .map(|rs| ResourceSpans {
@@ -179,7 +185,7 @@ pub fn decode_protobuf(body: &[u8]) -> Result<Vec<ResourceSpans>, String> {
                 })
                 .collect(),
         })
-        .collect())
+        .collect()
 }
 
 fn attributes_from_proto(attributes: Vec<proto::KeyValue>) -> Vec<(String, AttrValue)> {
@@ -208,13 +214,20 @@ fn value_from_proto(value: Option<proto::AnyValue>) -> AttrValue {
 
 /// Encodes the OTLP response: empty on full success, else a partial success.
 pub fn encode_response_protobuf(rejected_spans: i64, error_message: &str) -> Vec<u8> {
-    let response = proto::ExportTraceServiceResponse {
+    response_proto(rejected_spans, error_message).encode_to_vec()
+}
+
+/// The `ExportTraceServiceResponse`: a partial success when some spans were refused.
+pub(crate) fn response_proto(
+    rejected_spans: i64,
+    error_message: &str,
+) -> proto::ExportTraceServiceResponse {
+    proto::ExportTraceServiceResponse {
         partial_success: (rejected_spans > 0).then(|| proto::ExportTracePartialSuccess {
             rejected_spans,
             error_message: error_message.to_string(),
         }),
-    };
-    response.encode_to_vec()
+    }
 }
 
 /// The OTLP/JSON form of the same response.

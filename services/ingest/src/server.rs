@@ -4,6 +4,7 @@
 //! | --- | --- | --- |
 //! | `POST /v1/llm-calls` | JSON array or NDJSON of LLM calls | 202, 207 (some rejected), 422 (all rejected) |
 //! | `POST /v1/traces` | OTLP/HTTP, protobuf or JSON | 200 with `ExportTraceServiceResponse` (partial success) |
+//! | gRPC `TraceService/Export` on `otlp_grpc_listen` | OTLP/gRPC, gzip or not | the same response, or a gRPC status ([`crate::otlp_grpc`]) |
 //! | `POST /v1/deploys`, `POST /v1/tickets` | native JSON, or a GitHub webhook (`X-GitHub-Event`) | as llm-calls |
 //! | `GET /healthz` | | 200 while the process runs |
 //! | `GET /readyz` | | 200 when Kafka answers and the producer is not backed up, else 503 |
@@ -72,9 +73,33 @@ pub struct App {
     metrics_key: Option<[u8; 32]>,
 }
 
+impl App {
+    pub(crate) fn config(&self) -> &IngestConfig {
+        &self.config
+    }
+
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The principal of an `Authorization: Bearer` value, or the 401 to answer.
+    pub(crate) fn bearer(&self, authorization: Option<&str>) -> Result<Arc<Principal>, Response> {
+        self.auth
+            .bearer(authorization)
+            .ok_or_else(|| self.unauthorized())
+    }
+
+    fn unauthorized(&self) -> Response {
+        self.metrics.rejected(Rejection::Unauthorized, 1);
+        error_response(StatusCode::UNAUTHORIZED, "missing or unknown API key")
+    }
+}
+
 /// A bound, not yet serving, ingest server.
 pub struct Server {
     listener: TcpListener,
+    /// OTLP/gRPC's listener, when `otlp_grpc_listen` is set.
+    grpc_listener: Option<TcpListener>,
     app: Arc<App>,
 }
 
@@ -91,13 +116,11 @@ impl Server {
         producer: Arc<dyn Publisher>,
     ) -> Result<Server, IngestError> {
         config.validate()?;
-        let listener =
-            TcpListener::bind(config.listen)
-                .await
-                .map_err(|source| IngestError::Serve {
-                    address: config.listen.to_string(),
-                    source,
-                })?;
+        let listener = bind(config.listen).await?;
+        let grpc_listener = match config.otlp_grpc_listen {
+            Some(address) => Some(bind(address).await?),
+            None => None,
+        };
         let app = App {
             auth: Authenticator::new(&config.api_keys),
             dedup: Mutex::new(DedupWindow::new(
@@ -114,6 +137,7 @@ impl Server {
         };
         Ok(Server {
             listener,
+            grpc_listener,
             app: Arc::new(app),
         })
     }
@@ -125,15 +149,39 @@ impl Server {
             .expect("a bound listener has an address")
     }
 
+    /// The address OTLP/gRPC listens on, when `otlp_grpc_listen` is set.
+    pub fn grpc_local_addr(&self) -> Option<SocketAddr> {
+        self.grpc_listener
+            .as_ref()
+            .map(|l| l.local_addr().expect("a bound listener has an address"))
+    }
+
     /// Serves until `shutdown` completes, then stops accepting, finishes the requests in
     /// flight and flushes the producer. With `metrics_listen`, `/metrics` and `/readyz` are
-    /// served there.
+    /// served there; with `otlp_grpc_listen`, OTLP/gRPC.
     pub async fn serve(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), IngestError> {
         let address = self.local_addr().to_string();
         let app = self.app.clone();
+        let (stop_grpc, grpc_stopped) = tokio::sync::oneshot::channel::<()>();
+        let grpc = self.grpc_listener.map(|grpc_listener| {
+            let address = grpc_listener.local_addr().map(|a| a.to_string());
+            tracing::info!(address = ?address, "OTLP/gRPC listening");
+            tokio::spawn(crate::otlp_grpc::serve(
+                grpc_listener,
+                app.clone(),
+                async move {
+                    let _ = grpc_stopped.await;
+                },
+            ))
+        });
+        // Both listeners stop accepting when `shutdown` completes, and drain together.
+        let shutdown = async move {
+            shutdown.await;
+            let _ = stop_grpc.send(());
+        };
         let (stop_ops, ops_stopped) = tokio::sync::oneshot::channel::<()>();
         let ops = match app.config.metrics_listen {
             Some(ops_address) => {
@@ -170,10 +218,26 @@ impl Server {
         if let Some(ops) = ops {
             let _ = ops.await;
         }
+        if let Some(grpc) = grpc {
+            match grpc.await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => tracing::warn!(%error, "OTLP/gRPC ended with an error"),
+                Err(error) => tracing::warn!(%error, "OTLP/gRPC task failed"),
+            }
+        }
         app.producer
             .flush(Duration::from_secs(30))
             .map_err(IngestError::Producer)
     }
+}
+
+async fn bind(address: SocketAddr) -> Result<TcpListener, IngestError> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|source| IngestError::Serve {
+            address: address.to_string(),
+            source,
+        })
 }
 
 fn connection_limits(config: &IngestConfig) -> ConnectionLimits {
@@ -581,10 +645,6 @@ async fn authenticate(
     app: &App,
     request: Request,
 ) -> Result<(axum::http::request::Parts, bytes::Bytes, Arc<Principal>), Response> {
-    let unauthorized = || {
-        app.metrics.rejected(Rejection::Unauthorized, 1);
-        error_response(StatusCode::UNAUTHORIZED, "missing or unknown API key")
-    };
     let (parts, body) = request.into_parts();
     let bearer = parts
         .headers
@@ -600,12 +660,12 @@ async fn authenticate(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
     else {
-        return Err(unauthorized());
+        return Err(app.unauthorized());
     };
     let bytes = read_body(app, &parts, body).await?;
     match app.auth.github_signature(Some(&signature), &bytes) {
         Some(principal) => Ok((parts, bytes, principal)),
-        None => Err(unauthorized()),
+        None => Err(app.unauthorized()),
     }
 }
 
@@ -867,9 +927,41 @@ async fn traces_inner(app: &App, request: Request) -> Result<Response, Response>
         error_response(StatusCode::BAD_REQUEST, reason)
     })?;
 
+    let exported = export_spans(app, &principal, &resources).await?;
+    Ok(match encoding {
+        OtlpEncoding::Protobuf => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/x-protobuf")],
+            otlp::encode_response_protobuf(exported.rejected_spans, &exported.message),
+        )
+            .into_response(),
+        OtlpEncoding::Json => (
+            StatusCode::OK,
+            Json(otlp::encode_response_json(
+                exported.rejected_spans,
+                &exported.message,
+            )),
+        )
+            .into_response(),
+    })
+}
+
+/// What an OTLP export came to: the spans refused and why (the partial success).
+pub(crate) struct Exported {
+    pub rejected_spans: i64,
+    pub message: String,
+}
+
+/// The path every OTLP export takes after it was decoded, whichever the transport (HTTP or
+/// gRPC): GenAI spans → records → limits and validation → Kafka, acknowledged.
+pub(crate) async fn export_spans(
+    app: &App,
+    principal: &Principal,
+    resources: &[otlp::ResourceSpans],
+) -> Result<Exported, Response> {
     let mut records = Vec::new();
     let mut skipped = 0;
-    for resource in &resources {
+    for resource in resources {
         for span in &resource.spans {
             match otlp::span_to_record(&resource.attributes, span, &app.config.otlp_team_attribute)
             {
@@ -879,8 +971,8 @@ async fn traces_inner(app: &App, request: Request) -> Result<Response, Response>
         }
     }
     app.metrics.spans_skipped(skipped);
-    admit(app, &principal, records.len())?;
-    let context = app.context(&principal);
+    admit(app, principal, records.len())?;
+    let context = app.context(principal);
     let mut events = Vec::with_capacity(records.len());
     let mut indices = Vec::with_capacity(records.len());
     let mut rejected = Vec::new();
@@ -919,22 +1011,11 @@ async fn traces_inner(app: &App, request: Request) -> Result<Response, Response>
         })
         .collect::<Vec<_>>()
         .join(" | ");
-    let rejected_spans = rejected.len() as i64;
-    Ok(match encoding {
-        OtlpEncoding::Protobuf => (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/x-protobuf")],
-            otlp::encode_response_protobuf(rejected_spans, &message),
-        )
-            .into_response(),
-        OtlpEncoding::Json => (
-            StatusCode::OK,
-            Json(otlp::encode_response_json(rejected_spans, &message)),
-        )
-            .into_response(),
+    Ok(Exported {
+        rejected_spans: rejected.len() as i64,
+        message,
     })
 }
-
 async fn readyz(State(app): State<Arc<App>>) -> Response {
     let in_flight = app.producer.in_flight();
     if in_flight > app.config.max_in_flight {

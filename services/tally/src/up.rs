@@ -21,6 +21,10 @@ pub struct UpArgs {
     /// Address of the HTTP ingest (default 127.0.0.1:8080, or `[ingest] listen`).
     #[arg(long)]
     listen: Option<SocketAddr>,
+    /// Address of OTLP/gRPC (for example 127.0.0.1:4317, OTLP's port); off unless this or
+    /// `[ingest] otlp_grpc_listen` sets it.
+    #[arg(long)]
+    otlp_grpc_listen: Option<SocketAddr>,
     /// TOML file with `[ingest]` and `[processor]` sections, as `tally ingest` and `tally
     /// process` read them.
     #[arg(long)]
@@ -53,6 +57,7 @@ pub async fn up(args: UpArgs) -> Result<(), TallyError> {
     let options = UpOptions {
         data_dir: args.data_dir,
         listen: args.listen,
+        otlp_grpc_listen: args.otlp_grpc_listen,
         config,
         transport: if kafka {
             Transport::Kafka
@@ -84,11 +89,15 @@ async fn production(options: UpOptions) -> Result<(), TallyError> {
         tracing::info!(?outcome, "migration");
     }
     eprintln!(
-        "tally up: on Kafka ({}) and ClickHouse ({}, database {}); ingest on http://{} (API key: {} unless [ingest] api_keys says otherwise)",
+        "tally up: on Kafka ({}) and ClickHouse ({}, database {}); ingest on http://{}{} (API key: {} unless [ingest] api_keys says otherwise)",
         ingest.kafka.brokers,
         sink.clickhouse.url,
         sink.clickhouse.database,
         ingest.listen,
+        ingest
+            .otlp_grpc_listen
+            .map(|a| format!(", OTLP/gRPC on {a}"))
+            .unwrap_or_default(),
         tally_embedded::up::LOCAL_KEY
     );
     tokio::try_join!(

@@ -161,7 +161,7 @@ async fn every_tally_service_of_docker_compose_starts_and_a_call_reaches_clickho
     let db = TestDatabase::create("it_compose").await;
     let kafka = kafka_config();
     let prefix = format!("{}.", unique_name("compose"));
-    let port = free_port();
+    let (port, grpc_port) = (free_port(), free_port());
     // The user's environment as compose would interpolate it: nothing set, the defaults apply.
     let host_env = BTreeMap::new();
     let services = start_order(tally_services(&compose_file(), &host_env));
@@ -189,7 +189,8 @@ async fn every_tally_service_of_docker_compose_starts_and_a_call_reaches_clickho
             let value = value
                 .replace("http://clickhouse:8123", &clickhouse_url())
                 .replace("kafka:9092", &kafka.brokers)
-                .replace("0.0.0.0:8080", &format!("127.0.0.1:{port}"));
+                .replace("0.0.0.0:8080", &format!("127.0.0.1:{port}"))
+                .replace("0.0.0.0:4317", &format!("127.0.0.1:{grpc_port}"));
             if key == "TALLY__API_KEYS" {
                 api_keys = Some(value.clone());
             }
@@ -274,6 +275,31 @@ async fn every_tally_service_of_docker_compose_starts_and_a_call_reaches_clickho
         assert!(
             Instant::now() < deadline,
             "the call did not reach ClickHouse"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // The OpenTelemetry SDK's gRPC exporter on the port the file publishes: its 4 GenAI spans
+    // reach ClickHouse too.
+    let grpc_endpoint = format!("http://127.0.0.1:{grpc_port}");
+    tokio::task::spawn_blocking(move || {
+        tally_tests::emit_genai_spans(&grpc_endpoint, "grpc", "tally-local", "compose-otel")
+    })
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let spans: u64 = db
+            .client
+            .query("SELECT count() FROM llm_calls FINAL WHERE session_id = 'compose-otel'")
+            .fetch_one()
+            .await
+            .unwrap();
+        if spans == 4 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{spans} of the 4 spans reached ClickHouse"
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }

@@ -89,22 +89,29 @@ fn sigkill_while_gen_sends_then_restart_counts_every_accepted_call_once() {
 
 #[test]
 fn opentelemetry_spans_without_a_team_are_counted_under_the_default_team() {
-    // The real OpenTelemetry SDK pointed at `tally up` with the built-in key: its spans name
-    // no `tally.team`. They are counted under `unassigned`, not refused in a partialSuccess
-    // the SDK would not log.
+    // The real OpenTelemetry SDK pointed at `tally up` with the built-in key, over OTLP/HTTP
+    // and OTLP/gRPC: its spans name no `tally.team`. They are counted under `unassigned`, not
+    // refused in a partialSuccess the SDK would not log.
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let _up = start_up(dir.path(), port);
+    let (port, grpc_port) = (free_port(), free_port());
+    let grpc_listen = format!("127.0.0.1:{grpc_port}");
+    let _up =
+        common::start_up_with_args(dir.path(), port, &[], &["--otlp-grpc-listen", &grpc_listen]);
     let endpoint = format!("http://127.0.0.1:{port}/v1/traces");
     tally_tests::emit_genai_spans(&endpoint, "protobuf", "tally-local", "run-otel");
-    let sql = "SELECT team, count(*) AS calls, min(finish_reason) AS finish_reason \
-               FROM llm_calls GROUP BY team";
+    let grpc_endpoint = format!("http://{grpc_listen}");
+    tally_tests::emit_genai_spans(&grpc_endpoint, "grpc-gzip", "tally-local", "run-otel-grpc");
+    let sql = "SELECT team, session_id, count(*) AS calls, min(finish_reason) AS finish_reason \
+               FROM llm_calls GROUP BY team, session_id ORDER BY session_id";
     let rows = wait_for_rows(dir.path(), sql, |rows| {
-        rows.first().is_some_and(|r| r["calls"] == 4)
+        rows.len() == 2 && rows.iter().all(|r| r["calls"] == 4)
     });
     assert_eq!(
         rows,
-        vec![serde_json::json!({"team": "unassigned", "calls": 4, "finish_reason": "stop"})]
+        vec![
+            serde_json::json!({"team": "unassigned", "session_id": "run-otel", "calls": 4, "finish_reason": "stop"}),
+            serde_json::json!({"team": "unassigned", "session_id": "run-otel-grpc", "calls": 4, "finish_reason": "stop"}),
+        ]
     );
 }
 

@@ -34,6 +34,8 @@ fn key(name: &str, key: &str, team: Option<&str>, any_team: bool, rate: u32) -> 
 /// A running ingest server.
 pub struct Harness {
     pub url: String,
+    /// OTLP/gRPC's endpoint (`http://127.0.0.1:PORT`).
+    pub grpc_url: String,
     pub kafka: KafkaConfig,
     pub http: reqwest::Client,
     shutdown: Option<oneshot::Sender<()>>,
@@ -69,6 +71,7 @@ impl Harness {
     ) -> Harness {
         let mut config = IngestConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
+            otlp_grpc_listen: Some("127.0.0.1:0".parse().unwrap()),
             api_keys: vec![
                 key("payments", PAYMENTS_KEY, Some("payments"), false, 100_000),
                 key("any-team", ANY_TEAM_KEY, None, true, 100_000),
@@ -80,12 +83,17 @@ impl Harness {
         change(&mut config);
         let server = Server::bind(config).await.expect("the ingest server binds");
         let url = format!("http://{}", server.local_addr());
+        let grpc_url = format!(
+            "http://{}",
+            server.grpc_local_addr().expect("the OTLP/gRPC listener")
+        );
         let (tx, rx) = oneshot::channel();
         let handle = tokio::spawn(server.serve(async move {
             let _ = rx.await;
         }));
         Harness {
             url,
+            grpc_url,
             kafka,
             http: reqwest::Client::new(),
             shutdown: Some(tx),

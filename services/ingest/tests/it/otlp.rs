@@ -1,34 +1,51 @@
-//! `POST /v1/traces` with a real OpenTelemetry client: the Python SDK and its OTLP/HTTP
-//! exporters (protobuf and JSON), from the venv scripts/otel-venv.sh makes.
+//! OTLP with a real OpenTelemetry client: the Python SDK and its exporters — OTLP/HTTP
+//! (`POST /v1/traces`, protobuf and JSON) and OTLP/gRPC (plain and gzip) — from the venv
+//! scripts/otel-venv.sh makes.
 use tally_contract::records::{CallStatus, LlmCall};
 use tally_contract::topics::Topic;
 use tally_ingest::fingerprint;
 
 use crate::harness::{Harness, PAYMENTS_KEY};
 
-async fn emit(ingest: &Harness, protocol: &str, run_id: &str) {
-    let endpoint = format!("{}/v1/traces", ingest.url);
-    let (protocol, run_id) = (protocol.to_string(), run_id.to_string());
+/// The SDK's export with `protocol` and `key`: whether it succeeded, and what it printed.
+async fn try_emit(ingest: &Harness, protocol: &str, key: &str, run_id: &str) -> (bool, String) {
+    let endpoint = if protocol.starts_with("grpc") {
+        ingest.grpc_url.clone()
+    } else {
+        format!("{}/v1/traces", ingest.url)
+    };
+    let (protocol, key, run_id) = (protocol.to_string(), key.to_string(), run_id.to_string());
     tokio::task::spawn_blocking(move || {
-        tally_tests::emit_genai_spans(&endpoint, &protocol, PAYMENTS_KEY, &run_id)
+        tally_tests::try_emit_genai_spans(&endpoint, &protocol, &key, &run_id)
     })
     .await
-    .unwrap();
+    .unwrap()
 }
 
+/// The runs of the four exports, each named after its protocol.
+const RUNS: [(&str, &str); 4] = [
+    ("protobuf", "run-proto"),
+    ("json", "run-json"),
+    ("grpc", "run-grpc"),
+    ("grpc-gzip", "run-grpc-gzip"),
+];
+
 #[tokio::test]
-async fn the_opentelemetry_sdk_exports_genai_spans_in_protobuf_and_json() {
+async fn the_opentelemetry_sdk_exports_genai_spans_over_http_and_grpc() {
     let ingest = Harness::start().await;
-    emit(&ingest, "protobuf", "run-proto").await;
-    emit(&ingest, "json", "run-json").await;
+    for (protocol, run) in RUNS {
+        let (exported, output) = try_emit(&ingest, protocol, PAYMENTS_KEY, run).await;
+        assert!(exported, "{protocol}: {output}");
+    }
 
     let calls: Vec<LlmCall> = ingest
-        .read::<LlmCall>(Topic::LlmCalls, 8)
+        .read::<LlmCall>(Topic::LlmCalls, 16)
         .await
         .into_iter()
         .map(|(_, c)| c)
         .collect();
-    for run in ["run-proto", "run-json"] {
+    assert_eq!(calls.len(), 16);
+    for (_, run) in RUNS {
         let mut chats: Vec<&LlmCall> = calls
             .iter()
             .filter(|c| c.session_id.as_deref() == Some(run) && c.provider == "openai")
@@ -82,12 +99,38 @@ async fn the_opentelemetry_sdk_exports_genai_spans_in_protobuf_and_json() {
     }
     let metrics = ingest.metrics().await;
     assert!(
-        metrics.contains("tally_ingest_spans_skipped_total 2\n"),
+        metrics.contains("tally_ingest_spans_skipped_total 4\n"),
         "{metrics}"
     );
+    for endpoint in ["traces", "traces_grpc"] {
+        let requests =
+            format!("tally_ingest_requests_total{{endpoint=\"{endpoint}\",status=\"200\"}} 2\n");
+        assert!(metrics.contains(&requests), "{metrics}");
+    }
+    ingest.stop().await;
+}
+
+#[tokio::test]
+async fn an_unknown_key_over_grpc_is_unauthenticated_and_nothing_is_produced() {
+    let ingest = Harness::start().await;
+    let (exported, output) = try_emit(&ingest, "grpc", "not-a-key", "run-unknown-key").await;
+    assert!(!exported, "{output}");
+    assert!(output.contains("UNAUTHENTICATED"), "{output}");
+    let metrics = ingest.metrics().await;
     assert!(
-        metrics.contains("tally_ingest_requests_total{endpoint=\"traces\",status=\"200\"} 2\n"),
+        metrics
+            .contains("tally_ingest_requests_total{endpoint=\"traces_grpc\",status=\"401\"} 1\n"),
         "{metrics}"
+    );
+    // A valid export after it is the only thing on the topic.
+    let (exported, output) = try_emit(&ingest, "grpc", PAYMENTS_KEY, "run-after").await;
+    assert!(exported, "{output}");
+    let calls = ingest.read::<LlmCall>(Topic::LlmCalls, 4).await;
+    assert!(
+        calls
+            .iter()
+            .all(|(_, c)| c.session_id.as_deref() == Some("run-after")),
+        "{calls:?}"
     );
     ingest.stop().await;
 }

@@ -26,17 +26,30 @@ pub fn start_up(dir: &Path, port: u16) -> KillOnDrop {
 
 /// `tally up` with these environment variables too.
 pub fn start_up_with(dir: &Path, port: u16, env: &[(&str, &str)]) -> KillOnDrop {
-    let up = tally(&[
+    start_up_with_args(dir, port, env, &[])
+}
+
+/// `tally up` with these environment variables and these arguments too.
+pub fn start_up_with_args(
+    dir: &Path,
+    port: u16,
+    env: &[(&str, &str)],
+    args: &[&str],
+) -> KillOnDrop {
+    let listen = format!("127.0.0.1:{port}");
+    let mut all_args = vec![
         "up",
         "--data-dir",
         dir.to_str().unwrap(),
         "--listen",
-        &format!("127.0.0.1:{port}"),
-    ])
-    .envs(env.iter().copied())
-    .stderr(Stdio::null())
-    .spawn()
-    .unwrap();
+        &listen,
+    ];
+    all_args.extend_from_slice(args);
+    let up = tally(&all_args)
+        .envs(env.iter().copied())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let mut up = KillOnDrop(up);
     wait_listening(&mut up, port, Duration::from_secs(30));
     up
