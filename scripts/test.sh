@@ -28,7 +28,14 @@ done
 
 step() { printf '\n==> %s\n' "$*"; }
 
-command -v cargo >/dev/null || { echo "cargo is missing: install Rust with rustup first" >&2; exit 1; }
+command -v cargo >/dev/null || { echo "cargo is missing: install Rust with rustup first" >&2; exit 1; }# promtool (Debian's prometheus package) checks the scraped metrics and deploy/prometheus's
+# alerting rules, and runs their unit tests.
+if ! command -v promtool >/dev/null 2>&1; then
+  echo "installing Debian's prometheus for promtool"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+promtool --version | head -1
+
 if [ $lint = 1 ]; then
   for component in rustfmt clippy; do
     rustup component list --installed 2>/dev/null | grep -q "^$component" \

@@ -216,6 +216,65 @@ pub async fn fetch_metrics(address: &str) -> String {
     response
 }
 
+/// Sum of every series of `name` whose labels contain `filter`, exactly: the values are
+/// decimals with at most `scale` places, summed as integers of 10^-scale.
+pub fn metric_sum(metrics: &str, name: &str, filter: &str, scale: u32) -> i128 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(filter))
+        .map(|l| {
+            let value = l.rsplit(' ').next().unwrap();
+            let (whole, fraction) = value.split_once('.').unwrap_or((value, ""));
+            assert!(fraction.len() <= scale as usize, "{l}");
+            let fraction = format!("{fraction:0<width$}", width = scale as usize);
+            whole.parse::<i128>().unwrap() * 10_i128.pow(scale)
+                + fraction.parse::<i128>().unwrap_or(0)
+        })
+        .sum()
+}
+
+/// `promtool check metrics` (Debian's `prometheus` package; scripts/test.sh installs it) on
+/// a scrape: fails the test on any problem it reports (names, units, `_total` counters,
+/// HELP and TYPE lines).
+pub fn promtool_check_metrics(metrics: &str) {
+    use std::io::Write;
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (apt-get install prometheus) runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(metrics.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// `GET /metrics` of an HTTP server on `address` (keep-alive or not): the body.
+pub fn scrape_metrics(address: &str) -> String {
+    use std::io::{Read, Write};
+    let mut socket = std::net::TcpStream::connect(address)
+        .unwrap_or_else(|e| panic!("no metrics endpoint at {address}: {e}"));
+    socket
+        .write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    socket.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or(("", ""));
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body.to_string()
+}
+
 /// A child process (a `tally` service a test started) killed when dropped, so a failing test
 /// leaves nothing running.
 pub struct KillOnDrop(pub std::process::Child);

@@ -96,6 +96,7 @@ pub fn run_stage(
     let input = stage.input(config);
     let producer = format!("stage-{}", stage.name());
     stage.on_assignment(&[0], config, &JournalChangelogs(journal))?;
+    stage.publish(config, stats);
     let mut position = journal.position(&producer, &input);
     let interval = Duration::from_millis(config.commit_interval_ms);
     let mut last_commit = Instant::now();
@@ -109,6 +110,7 @@ pub fn run_stage(
                 if !records.is_empty() {
                     journal.append(&producer, &[(input.clone(), position)], records)?;
                 }
+                stage.publish(config, stats);
             }
             continue;
         }
@@ -136,6 +138,7 @@ pub fn run_stage(
         let buffer = Buffer::default();
         stage.process(&batch, &Outputs::new(&buffer, config, now_micros()), stats)?;
         journal.append(&producer, &[(input.clone(), next)], buffer.0.into_inner())?;
+        stage.publish(config, stats);
         position = next;
         last_commit = Instant::now();
         stats

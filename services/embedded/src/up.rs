@@ -228,6 +228,11 @@ pub async fn run(
         &stage_stats,
     )
     .await?;
+    // `/metrics` of tally up: the ingest's, then the stages' with the business metrics.
+    let server = {
+        let stage_stats = stage_stats.clone();
+        server.with_more_metrics(move || stage_stats.render())
+    };
     let store = open_store(&options).await?;
     threads.extend(spawn_tables(
         journal.clone(),

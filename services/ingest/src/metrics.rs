@@ -8,11 +8,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-/// Upper bounds of the produce-latency histogram, in seconds.
-const LATENCY_BUCKETS: [f64; 10] = [
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 10.0,
-];
-
 /// Why records or requests were refused, as the `reason` label says it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Rejection {
@@ -54,9 +49,7 @@ pub struct Metrics {
     duplicates: AtomicU64,
     spans_skipped: AtomicU64,
     connections_refused: AtomicU64,
-    latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
-    latency_count: AtomicU64,
-    latency_sum_micros: AtomicU64,
+    produce_latency: tally_contract::metrics::Histogram,
 }
 
 impl Metrics {
@@ -112,15 +105,7 @@ impl Metrics {
 
     /// Observes how long Kafka took to acknowledge a request's records.
     pub fn produce_latency(&self, elapsed: Duration) {
-        let seconds = elapsed.as_secs_f64();
-        for (bound, bucket) in LATENCY_BUCKETS.iter().zip(&self.latency_buckets) {
-            if seconds <= *bound {
-                bucket.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.latency_count.fetch_add(1, Ordering::Relaxed);
-        self.latency_sum_micros
-            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+        self.produce_latency.observe(elapsed);
     }
 
     /// Prometheus text exposition of every counter, with the producer's queue depth.
@@ -190,23 +175,10 @@ impl Metrics {
             "tally_ingest_connections_refused_total {}",
             self.connections_refused.load(Ordering::Relaxed)
         );
-        let _ = writeln!(out, "# HELP tally_ingest_produce_latency_seconds Time for Kafka to acknowledge a request's records.");
-        let _ = writeln!(out, "# TYPE tally_ingest_produce_latency_seconds histogram");
-        for (bound, bucket) in LATENCY_BUCKETS.iter().zip(&self.latency_buckets) {
-            let _ = writeln!(
-                out,
-                "tally_ingest_produce_latency_seconds_bucket{{le=\"{bound}\"}} {}",
-                bucket.load(Ordering::Relaxed)
-            );
-        }
-        let count = self.latency_count.load(Ordering::Relaxed);
-        let sum = self.latency_sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(
-            out,
-            "tally_ingest_produce_latency_seconds_bucket{{le=\"+Inf\"}} {count}"
-        );
-        let _ = writeln!(out, "tally_ingest_produce_latency_seconds_sum {sum}");
-        let _ = writeln!(out, "tally_ingest_produce_latency_seconds_count {count}");
+        out.push_str(&self.produce_latency.render(
+            "tally_ingest_produce_latency_seconds",
+            "Time for Kafka to acknowledge a request's records.",
+        ));
         let _ = writeln!(
             out,
             "# HELP tally_ingest_producer_queue_depth Records waiting for the broker."

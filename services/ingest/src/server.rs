@@ -71,6 +71,8 @@ pub struct App {
     metrics: Arc<Metrics>,
     /// SHA-256 of the key that may read `/metrics` and `/readyz` from another host.
     metrics_key: Option<[u8; 32]>,
+    /// More Prometheus text after the ingest's own (`tally up`: its stages').
+    more_metrics: Option<Box<dyn Fn() -> String + Send + Sync>>,
 }
 
 impl App {
@@ -133,6 +135,7 @@ impl Server {
                 .metrics_key_sha256
                 .as_deref()
                 .and_then(crate::auth::decode_hex32),
+            more_metrics: None,
             config,
         };
         Ok(Server {
@@ -147,6 +150,17 @@ impl Server {
         self.listener
             .local_addr()
             .expect("a bound listener has an address")
+    }
+
+    /// Serves `render()`'s Prometheus text on `/metrics` after the ingest's own.
+    pub fn with_more_metrics(
+        mut self,
+        render: impl Fn() -> String + Send + Sync + 'static,
+    ) -> Server {
+        Arc::get_mut(&mut self.app)
+            .expect("a server not serving yet is the only holder of its state")
+            .more_metrics = Some(Box::new(render));
+        self
     }
 
     /// The address OTLP/gRPC listens on, when `otlp_grpc_listen` is set.
@@ -1042,9 +1056,9 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {
     let dedup_entries = app.dedup.lock().expect("dedup lock").len();
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        app.metrics.render(app.producer.in_flight(), dedup_entries),
-    )
-        .into_response()
+    let mut text = app.metrics.render(app.producer.in_flight(), dedup_entries);
+    if let Some(more) = &app.more_metrics {
+        text.push_str(&more());
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

@@ -1,7 +1,8 @@
 //! The aggregate stage's state in its changelog, one record per piece, written only when the
 //! piece changed and deleted (a tombstone) when it goes: an open window (`w/<key>`), the
 //! watermark (`wm`), a budget's period, a team's or user's trailing buckets, a review mark and
-//! the newest event time (`b/<key>`). A restore reads the live records back; a transaction
+//! the newest event time (`b/<key>`), the business-metric totals of a label set (`m/<key>`,
+//! [`crate::business`]). A restore reads the live records back; a transaction
 //! writes what it changed, not the whole partition.
 //!
 //! A changelog written before (one snapshot of the partition per transaction, keyed by the
@@ -10,12 +11,14 @@ use serde::{Deserialize, Serialize};
 use tally_contract::records::Micros;
 
 use crate::budgets::{BudgetKey, BudgetState};
+use crate::business::MetricKey;
 use crate::stages::PartitionState;
 use crate::windows::WindowKey;
 
 const WINDOW: &str = "w/";
 const WATERMARK: &str = "wm";
 const BUDGET: &str = "b/";
+const METRICS: &str = "m/";
 
 /// A budget period's record.
 #[derive(Serialize, Deserialize)]
@@ -76,6 +79,14 @@ pub fn take_changes(state: &mut PartitionState) -> Vec<Change> {
             value,
         ));
     }
+    let business = &mut state.business;
+    for key in std::mem::take(&mut business.changed) {
+        let value = business.totals.get(&key).map(json);
+        changes.push((
+            format!("{METRICS}{}", String::from_utf8(json(&key)).expect("JSON")),
+            value,
+        ));
+    }
     changes
 }
 
@@ -111,6 +122,19 @@ pub fn restore(
             value,
         )
         .map_err(bad)?;
+    } else if let Some(metric) = key.strip_prefix(METRICS) {
+        let metric: MetricKey = serde_json::from_str(metric).map_err(bad)?;
+        match value {
+            Some(bytes) => {
+                state
+                    .business
+                    .totals
+                    .insert(metric, serde_json::from_slice(bytes).map_err(bad)?);
+            }
+            None => {
+                state.business.totals.remove(&metric);
+            }
+        }
     } else if key.parse::<i32>().is_ok() {
         // The earlier format: the whole partition, replaced by every newer snapshot.
         *state = match value {
@@ -216,6 +240,8 @@ pub fn mark_all(state: &mut PartitionState) {
         .collect();
     budgets.changed.extend(reviewed);
     budgets.changed.insert(BudgetKey::Newest);
+    let metrics: Vec<MetricKey> = state.business.totals.keys().cloned().collect();
+    state.business.changed.extend(metrics);
 }
 
 #[cfg(test)]
@@ -237,6 +263,7 @@ mod tests {
         state.windows.changed.clear();
         state.windows.watermark_changed = false;
         state.budgets.changed.clear();
+        state.business.changed.clear();
         state
     }
 
@@ -267,6 +294,7 @@ mod tests {
                 &call,
                 0,
             );
+            state.business.add(&call, 1_000);
             windows::take_parts(&mut state.windows, 0, i as i64, 0);
             let changes = take_changes(&mut state);
             assert!(changes.len() < 12, "only what changed: {changes:?}");
@@ -277,6 +305,8 @@ mod tests {
                 .any(|(k, v)| k.starts_with(WINDOW) && v.is_none()),
             "closed windows are deleted"
         );
+        let totals = state.business.totals.values().next().unwrap();
+        assert_eq!(totals.calls.iter().sum::<i64>(), 5);
         assert_eq!(comparable(replay(&log)), comparable(state));
     }
 

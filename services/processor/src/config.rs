@@ -41,6 +41,10 @@ pub struct ProcessorConfig {
     /// Address of a Prometheus `/metrics` endpoint (`127.0.0.1:9464`); none by default.
     #[serde(default)]
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Label sets (tenant, team, model, provider, region) of the business metrics kept per
+    /// partition; calls of any further one are counted under `other`.
+    #[serde(default = "default_business_metrics_max_series")]
+    pub business_metrics_max_series: usize,
     /// Prices.
     #[serde(default)]
     pub pricing: PricingConfig,
@@ -102,6 +106,9 @@ fn default_max_batch() -> usize {
 fn default_transaction_timeout_ms() -> u64 {
     30_000
 }
+fn default_business_metrics_max_series() -> usize {
+    1_000
+}
 fn default_session_timeout_ms() -> u64 {
     10_000
 }
@@ -116,6 +123,7 @@ impl Default for ProcessorConfig {
             transaction_timeout_ms: default_transaction_timeout_ms(),
             session_timeout_ms: default_session_timeout_ms(),
             metrics_listen: None,
+            business_metrics_max_series: default_business_metrics_max_series(),
             pricing: PricingConfig::default(),
             carbon: CarbonConfig::default(),
             windows: WindowConfig::default(),

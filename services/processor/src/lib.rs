@@ -10,6 +10,7 @@
 //! `tally-accounting`; this crate adds them up in windows and compares them with budgets.
 pub mod aggregate_state;
 pub mod budgets;
+pub mod business;
 pub mod changelog;
 mod config;
 pub mod dedup;

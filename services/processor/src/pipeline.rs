@@ -52,6 +52,10 @@ pub struct Stats {
     pub dedup_forgotten: AtomicU64,
     pub transactions: AtomicU64,
     pub restarts: AtomicU64,
+    /// Seconds from a transaction's begin to its commit, every stage.
+    pub transaction_seconds: tally_contract::metrics::Histogram,
+    /// The business metrics of the committed state ([`crate::business`]).
+    pub business: std::sync::Mutex<crate::business::Snapshot>,
 }
 
 impl Stats {
@@ -120,7 +124,7 @@ impl Stats {
                 &self.restarts,
             ),
         ];
-        counters
+        let mut text: String = counters
             .iter()
             .map(|(name, help, value)| {
                 tally_contract::metrics::counter(
@@ -129,7 +133,19 @@ impl Stats {
                     value.load(Ordering::Relaxed),
                 )
             })
-            .collect()
+            .collect();
+        text.push_str(&self.transaction_seconds.render(
+            "tally_processor_transaction_seconds",
+            "Time from a transaction's begin to its commit (outputs, offsets, commit).",
+        ));
+        text.push_str(
+            &self
+                .business
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .render(),
+        );
+        text
     }
 }
 
@@ -171,6 +187,10 @@ pub trait Stage: Send {
     fn on_idle(&mut self, _out: &Outputs<'_>, _stats: &Stats) -> Result<(), ProcessorError> {
         Ok(())
     }
+
+    /// Called after each commit and each assignment: shows the committed state in the
+    /// business metrics (`stats.business`). Nothing by default.
+    fn publish(&mut self, _config: &ProcessorConfig, _stats: &Stats) {}
 }
 
 /// Where a transaction's records go: Kafka's transactional producer, or `tally up`'s local
@@ -432,6 +452,7 @@ fn session(
             // Records of this batch were read under the new assignment only if no rebalance
             // happened while reading (read_batch drops the batch when one did).
             stage.on_assignment(&assignment, config, &KafkaChangelogs)?;
+            stage.publish(config, stats);
             assigned = Some(assignment);
         }
         if batch.is_empty() {
@@ -440,6 +461,7 @@ fn session(
             }
             continue;
         }
+        let began = Instant::now();
         producer
             .begin_transaction()
             .map_err(kafka("begin transaction"))?;
@@ -466,6 +488,8 @@ fn session(
             let _ = producer.abort_transaction(TRANSACTION_TIMEOUT);
             return Err(error);
         }
+        stats.transaction_seconds.observe(began.elapsed());
+        stage.publish(config, stats);
         stats
             .consumed
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
@@ -485,6 +509,7 @@ fn idle_transaction(
     stage: &mut dyn Stage,
     stats: &Stats,
 ) -> Result<(), ProcessorError> {
+    let began = Instant::now();
     producer
         .begin_transaction()
         .map_err(kafka("begin transaction"))?;
@@ -502,6 +527,8 @@ fn idle_transaction(
         let _ = producer.abort_transaction(TRANSACTION_TIMEOUT);
         return Err(error);
     }
+    stats.transaction_seconds.observe(began.elapsed());
+    stage.publish(config, stats);
     stats.transactions.fetch_add(1, Ordering::Relaxed);
     Ok(())
 }

@@ -13,12 +13,13 @@
 //!    ([`crate::detect`]). Its state (sessions, workflow rates, watermark) goes to the
 //!    compacted changelog `tally.detector_state.v1` one record per session or workflow,
 //!    keyed by it, written only when it changed (a tombstone when it is forgotten).
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use crate::detect::{Detector, Emission};
 use rdkafka::message::{Message, OwnedMessage};
 use serde::{Deserialize, Serialize};
+use tally_contract::clock::now_micros;
 use tally_contract::decode;
 use tally_contract::records::{EnrichedLlmCall, LlmCall, Micros};
 use tally_contract::topics::Topic;
@@ -195,6 +196,9 @@ impl Stage for EnrichStage {
 pub struct PartitionState {
     pub windows: WindowState,
     pub budgets: BudgetState,
+    /// Business-metric totals ([`crate::business`]).
+    #[serde(default)]
+    pub business: crate::business::BusinessState,
 }
 
 /// Stage 2: spend windows, budgets and usage reviews.
@@ -208,6 +212,8 @@ pub struct AggregateStage {
     last_input: HashMap<i32, Instant>,
     /// `windows.idle_close_secs`, as the stage last saw it (0: never).
     idle_close: Option<Duration>,
+    /// Partitions changed since the business metrics last showed them.
+    unpublished: BTreeSet<i32>,
 }
 
 impl AggregateStage {
@@ -263,6 +269,7 @@ impl Stage for AggregateStage {
     ) -> Result<(), ProcessorError> {
         self.state.clear();
         self.last_input.clear();
+        self.unpublished = partitions.iter().copied().collect();
         self.idle_close = (config.windows.idle_close_secs > 0)
             .then(|| Duration::from_secs(config.windows.idle_close_secs));
         if partitions.is_empty() {
@@ -341,6 +348,9 @@ impl Stage for AggregateStage {
                 self.last_input.insert(partition, Instant::now());
             }
             let key = format!("{}/{}", call.call.tenant, call.call.team);
+            state
+                .business
+                .add(&call, out.config().business_metrics_max_series);
             let windowed = windows::apply(&out.config().windows, &mut state.windows, &call);
             if windowed.late {
                 stats.late_events.fetch_add(1, Ordering::Relaxed);
@@ -378,6 +388,7 @@ impl Stage for AggregateStage {
         // What changed, per piece, in the same transaction.
         for partition in touched {
             self.write_changes(partition, out)?;
+            self.unpublished.insert(partition);
         }
         let topic = Self::state_topic(out.config());
         for (partition, key) in std::mem::take(&mut self.legacy) {
@@ -388,6 +399,24 @@ impl Stage for AggregateStage {
 
     fn wants_idle(&self) -> bool {
         !self.quiet_partitions().is_empty()
+    }
+
+    fn publish(&mut self, config: &ProcessorConfig, stats: &Stats) {
+        let changed = std::mem::take(&mut self.unpublished);
+        let mut snapshot = stats
+            .business
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        snapshot
+            .aggregate
+            .retain(|partition, _| self.state.contains_key(partition));
+        let now = now_micros();
+        for partition in changed {
+            if let Some(state) = self.state.get(&partition) {
+                let metrics = business_metrics(state, &config.budgets, now);
+                snapshot.aggregate.insert(partition, metrics);
+            }
+        }
     }
 
     /// Closes the open windows of each quiet partition. Their parts are known by the
@@ -416,6 +445,37 @@ impl Stage for AggregateStage {
     }
 }
 
+/// What one partition's state shows in the business metrics: its totals, and each
+/// budget's spend in the period holding `now`.
+fn business_metrics(
+    state: &PartitionState,
+    budgets: &[budgets::BudgetConfig],
+    now: Micros,
+) -> crate::business::PartitionMetrics {
+    let spends = budgets
+        .iter()
+        .map(|budget| {
+            let (start, _) = budgets::period_bounds(budget.period, now);
+            crate::business::BudgetSpend {
+                budget: budget.name.clone(),
+                tenant: budget.tenant.clone(),
+                team: budget.team.clone(),
+                amount_nanos: budget.amount_usd.round_scaled_wide(9).unwrap_or(i128::MAX),
+                spent_nanos: state
+                    .budgets
+                    .spent_by_budget
+                    .get(&(budget.name.clone(), start))
+                    .copied()
+                    .unwrap_or(0),
+            }
+        })
+        .collect();
+    crate::business::PartitionMetrics {
+        totals: state.business.totals.clone(),
+        budgets: spends,
+    }
+}
+
 /// Stage 3: runaway-agent detection.
 #[derive(Default)]
 pub struct DetectStage {
@@ -424,6 +484,8 @@ pub struct DetectStage {
     /// quiet moves its watermark on with the wall clock, so a loop that stopped resolves
     /// even when nothing else arrives on its partition.
     last_input: HashMap<i32, (Instant, Micros)>,
+    /// Partitions changed since the business metrics last showed them.
+    unpublished: BTreeSet<i32>,
 }
 
 /// How long a partition must be quiet before its watermark follows the wall clock.
@@ -477,6 +539,7 @@ impl Stage for DetectStage {
         changelogs: &dyn Changelogs,
     ) -> Result<(), ProcessorError> {
         self.state.clear();
+        self.unpublished = partitions.iter().copied().collect();
         if partitions.is_empty() {
             return Ok(());
         }
@@ -560,6 +623,24 @@ impl Stage for DetectStage {
         !self.idle_watermarks().is_empty()
     }
 
+    fn publish(&mut self, _config: &ProcessorConfig, stats: &Stats) {
+        let changed = std::mem::take(&mut self.unpublished);
+        let mut snapshot = stats
+            .business
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        snapshot
+            .open_signals
+            .retain(|partition, _| self.state.contains_key(partition));
+        for partition in changed {
+            if let Some(detector) = self.state.get(&partition) {
+                snapshot
+                    .open_signals
+                    .insert(partition, detector.open_signals_by_type());
+            }
+        }
+    }
+
     fn on_idle(&mut self, out: &Outputs<'_>, stats: &Stats) -> Result<(), ProcessorError> {
         for (partition, watermark) in self.idle_watermarks() {
             let detector = self.state.get_mut(&partition).expect("listed above");
@@ -574,6 +655,7 @@ impl Stage for DetectStage {
 impl DetectStage {
     /// Writes what changed in a partition's detector to the changelog.
     fn write_changes(&mut self, partition: i32, out: &Outputs<'_>) -> Result<(), ProcessorError> {
+        self.unpublished.insert(partition);
         let topic = changelog::topic_name(out.config(), DETECT_STATE_TOPIC);
         let detector = self.state.get_mut(&partition).expect("a known partition");
         let changes = detector

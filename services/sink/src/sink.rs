@@ -47,7 +47,12 @@ pub struct SinkStats {
     pub rows: std::sync::atomic::AtomicU64,
     pub batches: std::sync::atomic::AtomicU64,
     pub dead_letters: std::sync::atomic::AtomicU64,
+    /// Time spent inserting and committing batches, for the progress log (Prometheus has
+    /// `tally_sink_insert_seconds`, in base units).
     pub insert_micros: std::sync::atomic::AtomicU64,
+    /// Seconds from a batch's first insert attempt to ClickHouse's acknowledgement (retries
+    /// included).
+    pub insert_seconds: tally_contract::metrics::Histogram,
     /// Records behind the end of each table's topic (over its partitions), measured every ten
     /// seconds.
     pub lag: std::sync::Mutex<BTreeMap<&'static str, u64>>,
@@ -319,6 +324,7 @@ impl<T: SinkTable> Sink<'_, T> {
         if !batch.rows.is_empty() {
             self.insert_with_retry(partition, &batch.rows, &batch.originals, &token)
                 .await?;
+            self.stats.insert_seconds.observe(started.elapsed());
         }
         let mut offsets = TopicPartitionList::new();
         offsets
@@ -456,11 +462,6 @@ impl SinkStats {
                 "Records sent to the dead-letter topic.",
                 &self.dead_letters,
             ),
-            (
-                "insert_microseconds",
-                "Time spent inserting and committing batches.",
-                &self.insert_micros,
-            ),
         ];
         for (name, help, value) in counters {
             out.push_str(&tally_contract::metrics::counter(
@@ -469,6 +470,10 @@ impl SinkStats {
                 value.load(Ordering::Relaxed),
             ));
         }
+        out.push_str(&self.insert_seconds.render(
+            "tally_sink_insert_seconds",
+            "Time from a batch's first insert attempt to ClickHouse's acknowledgement, retries included.",
+        ));
         out.push_str("# HELP tally_sink_lag Records behind the end of the table's topic.\n# TYPE tally_sink_lag gauge\n");
         for (table, lag) in self.lag.lock().expect("lag lock").iter() {
             out.push_str(&format!("tally_sink_lag{{table=\"{table}\"}} {lag}\n"));

@@ -453,6 +453,37 @@ async fn assert_windows_and_alerts(kafka: &KafkaConfig, windowed: &Totals) {
     );
 }
 
+/// Waits until the restarted processor's business metrics count `whole`, then checks each.
+async fn assert_business_metrics(whole: &Totals) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let metrics = loop {
+        let metrics = tally_tests::fetch_metrics(METRICS).await;
+        let calls = tally_tests::metric_sum(&metrics, "tally_calls_total", "", 0);
+        if calls == whole.calls as i128 || std::time::Instant::now() > deadline {
+            break metrics;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let seen = Totals {
+        calls: tally_tests::metric_sum(&metrics, "tally_calls_total", "", 0) as u64,
+        unpriced: tally_tests::metric_sum(&metrics, "tally_calls_total", "priced=\"false\"", 0)
+            as u64,
+        cost_nanos: tally_tests::metric_sum(&metrics, "tally_cost_usd_total", "", 9),
+        input_tokens: tally_tests::metric_sum(&metrics, "tally_tokens_total", "kind=\"input\"", 0),
+        energy_uwh: tally_tests::metric_sum(&metrics, "tally_energy_wh_total", "", 6),
+        co2e_ug: tally_tests::metric_sum(&metrics, "tally_co2e_grams_total", "", 6),
+    };
+    assert_eq!(&seen, whole, "business metrics after the restart");
+    assert!(
+        metrics.contains("# TYPE tally_processor_transaction_seconds histogram"),
+        "{metrics}"
+    );
+    let body = metrics
+        .split_once("\r\n\r\n")
+        .map_or(&*metrics, |(_, body)| body);
+    tally_tests::promtool_check_metrics(body);
+}
+
 fn cleanup(kafka: &KafkaConfig) {
     delete_topics(Topic::ALL.iter().map(|t| kafka.topic(*t)).collect());
 }
@@ -496,6 +527,20 @@ async fn sigkill_mid_stream_then_restart_counts_every_call_exactly_once() {
         "{unpriced} of {}",
         expected.unpriced
     );
+    // The business metrics come from the restored state: after the SIGKILL and the replay,
+    // every call of the stream (and the sentinels) counts once in them, to the nano-dollar.
+    let mut whole = expected_totals(&last);
+    for (a, b) in [
+        (&mut whole.cost_nanos, expected.cost_nanos),
+        (&mut whole.input_tokens, expected.input_tokens),
+        (&mut whole.energy_uwh, expected.energy_uwh),
+        (&mut whole.co2e_ug, expected.co2e_ug),
+    ] {
+        *a += b;
+    }
+    whole.calls += expected.calls;
+    whole.unpriced += expected.unpriced;
+    assert_business_metrics(&whole).await;
     drop(restarted);
     cleanup(&kafka);
 }

@@ -181,6 +181,20 @@ async fn sigkill_mid_run_keeps_clickhouse_totals_exact() {
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no rows counter in {metrics}"));
     assert!(inserted > 0 && inserted <= COUNT as u64, "{inserted}");
+    // Every insert the restarted sink made is in its latency histogram.
+    let batches = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("tally_sink_batches_total "))
+        .unwrap_or_else(|| panic!("no batches counter in {metrics}"));
+    let observed = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("tally_sink_insert_seconds_count "))
+        .unwrap_or_else(|| panic!("no insert histogram in {metrics}"));
+    assert_eq!(observed, batches, "{metrics}");
+    let body = metrics
+        .split_once("\r\n\r\n")
+        .map_or(&*metrics, |(_, body)| body);
+    tally_tests::promtool_check_metrics(body);
     delete_topics(Topic::ALL.iter().map(|t| kafka.topic(*t)).collect());
     db.drop_database().await;
 }

@@ -85,6 +85,38 @@ fn sigkill_while_gen_sends_then_restart_counts_every_accepted_call_once() {
     assert!(out.status.success(), "tally gen gave up");
     let truth: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_store_equals_truth(dir.path(), &truth);
+    // `/metrics` after the SIGKILL: the business totals come from the restored state, so
+    // every call counts once there too, to the nano-dollar.
+    let calls = truth["calls"].as_i64().unwrap() as i128;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let metrics = loop {
+        let metrics = tally_tests::scrape_metrics(&format!("127.0.0.1:{port}"));
+        let seen = tally_tests::metric_sum(&metrics, "tally_calls_total", "", 0);
+        if seen == calls || std::time::Instant::now() > deadline {
+            break metrics;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let sum =
+        |name: &str, filter: &str, scale| tally_tests::metric_sum(&metrics, name, filter, scale);
+    assert_eq!(
+        (
+            sum("tally_calls_total", "", 0),
+            sum("tally_calls_total", "priced=\"false\"", 0),
+            sum("tally_cost_usd_total", "", 9),
+            sum("tally_tokens_total", "kind=\"input\"", 0),
+            sum("tally_tokens_total", "kind=\"reasoning\"", 0),
+        ),
+        (
+            truth["calls"].as_i64().unwrap() as i128,
+            truth["unpriced_calls"].as_i64().unwrap() as i128,
+            truth["cost_nanos"].as_i64().unwrap() as i128,
+            truth["input_tokens"].as_i64().unwrap() as i128,
+            truth["reasoning_tokens"].as_i64().unwrap() as i128,
+        ),
+        "{metrics}"
+    );
+    tally_tests::promtool_check_metrics(&metrics);
 }
 
 #[test]

@@ -299,6 +299,21 @@ impl Detector {
         Ok(())
     }
 
+    /// Open signals by signal type (every type, 0 when none is open), for the business
+    /// metrics.
+    pub fn open_signals_by_type(&self) -> std::collections::BTreeMap<&'static str, usize> {
+        let mut open: std::collections::BTreeMap<&'static str, usize> = LoopSignalType::ALL
+            .iter()
+            .map(|t| (t.as_str(), 0))
+            .collect();
+        let episodes = self.sessions.values().flat_map(|s| &s.episodes);
+        let spikes = self.spikes.values().filter_map(|s| s.episode.as_ref());
+        for episode in episodes.chain(spikes) {
+            *open.entry(episode.signal_type.as_str()).or_default() += 1;
+        }
+        open
+    }
+
     /// Open signals, for progress logs.
     pub fn open_signals(&self) -> usize {
         self.sessions
