@@ -519,9 +519,14 @@ const REPORT_VIEWS: [&str; 5] = [
 async fn sources() -> Sources {
     let db = TestDatabase::create("it_schema").await;
     let migrations = Migration::embedded().expect("the embedded migrations");
-    migrate(&db.client, &db.name, &migrations)
-        .await
-        .expect("migrate");
+    migrate(
+        &db.client,
+        &db.name,
+        &migrations,
+        &tally_sink::migrate::Topology::SingleNode,
+    )
+    .await
+    .expect("migrate");
     let clickhouse = clickhouse_relations(&db.client, &db.name).await;
     db.drop_database().await;
     Sources {

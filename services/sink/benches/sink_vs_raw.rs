@@ -73,9 +73,14 @@ async fn main() {
         format!("bench_raw_{run}"),
     ];
     for db in &databases {
-        migrate(&server, db, &Migration::embedded().unwrap())
-            .await
-            .expect("ClickHouse answers (scripts/services.sh start)");
+        migrate(
+            &server,
+            db,
+            &Migration::embedded().unwrap(),
+            &tally_sink::migrate::Topology::SingleNode,
+        )
+        .await
+        .expect("ClickHouse answers (scripts/services.sh start)");
     }
     let records = records();
 

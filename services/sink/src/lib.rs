@@ -89,11 +89,20 @@ pub async fn run_tables(
 
 /// Applies the embedded migrations to the configured database.
 pub async fn migrate(config: &SinkConfig) -> Result<Vec<migrate::Outcome>, SinkError> {
+    migrate_on(config, &migrate::Topology::SingleNode).await
+}
+
+/// [`migrate()`] for a topology: one server, or a cluster (`tally migrate --cluster`).
+pub async fn migrate_on(
+    config: &SinkConfig,
+    topology: &migrate::Topology,
+) -> Result<Vec<migrate::Outcome>, SinkError> {
     let server = sink::client(config).with_database("default");
     migrate::migrate(
         &server,
         &config.clickhouse.database,
         &migrate::Migration::embedded()?,
+        topology,
     )
     .await
 }

@@ -101,6 +101,102 @@ struct Applied {
     checksum: String,
 }
 
+/// Where the tables live: one server (the default), or a ClickHouse cluster named in the
+/// servers' `remote_servers`, with Keeper and the `{shard}` and `{replica}` macros.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Topology {
+    /// MergeTree engines, plain DDL.
+    SingleNode,
+    /// `tally migrate --cluster NAME`: every statement `ON CLUSTER NAME`, every MergeTree
+    /// engine its Replicated one, at `/clickhouse/tables/{shard}/{database}/{table}` with
+    /// replica `{replica}`.
+    Cluster(String),
+}
+
+/// The statement kinds the migrations use, each followed by the object's name.
+const DDL_PREFIXES: [&str; 9] = [
+    "CREATE DATABASE IF NOT EXISTS ",
+    "CREATE TABLE IF NOT EXISTS ",
+    "CREATE MATERIALIZED VIEW IF NOT EXISTS ",
+    "CREATE VIEW IF NOT EXISTS ",
+    "CREATE OR REPLACE VIEW ",
+    "ALTER TABLE ",
+    "DROP VIEW IF EXISTS ",
+    "DROP TABLE IF EXISTS ",
+    "DROP VIEW ",
+];
+
+/// The MergeTree engines the migrations use, longest name first.
+const ENGINES: [&str; 4] = [
+    "ReplacingMergeTree",
+    "SummingMergeTree",
+    "AggregatingMergeTree",
+    "MergeTree",
+];
+
+impl Topology {
+    /// `statement` as this topology runs it. A statement of a kind it cannot place on a
+    /// cluster is refused (never run on one node only).
+    pub fn statement(&self, statement: &str) -> Result<String, SinkError> {
+        let Topology::Cluster(cluster) = self else {
+            return Ok(statement.to_string());
+        };
+        let statement = statement.trim();
+        let prefix = DDL_PREFIXES
+            .iter()
+            .find(|p| statement.starts_with(*p))
+            .ok_or_else(|| {
+                SinkError::Migration(format!(
+                    "cannot run on cluster {cluster}: not a statement kind tally migrate places on a cluster: {}",
+                    statement.lines().next().unwrap_or_default()
+                ))
+            })?;
+        let rest = &statement[prefix.len()..];
+        let name_end = rest
+            .find(|c: char| c.is_whitespace() || c == '(')
+            .unwrap_or(rest.len());
+        let (name, tail) = rest.split_at(name_end);
+        let placed = format!(
+            "{prefix}{name} ON CLUSTER `{}`{tail}",
+            cluster.replace('`', "")
+        );
+        Ok(replicated(&placed))
+    }
+}
+
+/// Each `ENGINE = <X>MergeTree[(args)]` as `Replicated<X>MergeTree(path, replica[, args])`.
+fn replicated(statement: &str) -> String {
+    const ARGS: &str = "'/clickhouse/tables/{shard}/{database}/{table}', '{replica}'";
+    let mut out = String::new();
+    let mut rest = statement;
+    while let Some(at) = rest.find("ENGINE = ") {
+        let after = &rest[at + "ENGINE = ".len()..];
+        out.push_str(&rest[..at + "ENGINE = ".len()]);
+        match ENGINES.iter().find(|e| after.starts_with(*e)) {
+            Some(engine) => {
+                let tail = &after[engine.len()..];
+                match tail.strip_prefix('(') {
+                    Some(inner) if inner.trim_start().starts_with(')') => {
+                        out.push_str(&format!("Replicated{engine}({ARGS}"));
+                        rest = inner;
+                    }
+                    Some(inner) => {
+                        out.push_str(&format!("Replicated{engine}({ARGS}, "));
+                        rest = inner;
+                    }
+                    None => {
+                        out.push_str(&format!("Replicated{engine}({ARGS})"));
+                        rest = tail;
+                    }
+                }
+            }
+            None => rest = after,
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// What `migrate` did with one migration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -113,16 +209,17 @@ pub async fn migrate(
     server: &Client,
     database: &str,
     migrations: &[Migration],
+    topology: &Topology,
 ) -> Result<Vec<Outcome>, SinkError> {
     let ch = |e: clickhouse::error::Error| SinkError::ClickHouse(e.to_string());
     server
-        .query(&format!("CREATE DATABASE IF NOT EXISTS `{database}`"))
+        .query(&topology.statement(&format!("CREATE DATABASE IF NOT EXISTS `{database}`"))?)
         .execute()
         .await
         .map_err(ch)?;
     let client = server.clone().with_database(database);
     client
-        .query(
+        .query(&topology.statement(
             "CREATE TABLE IF NOT EXISTS tally_schema_migrations (
                 version UInt32 COMMENT 'Number of the migration file',
                 name String COMMENT 'File name',
@@ -130,7 +227,7 @@ pub async fn migrate(
                 applied_at DateTime64(3, 'UTC') DEFAULT now64(3) COMMENT 'When it was applied'
             ) ENGINE = MergeTree ORDER BY version
             COMMENT 'Migrations tally migrate has applied'",
-        )
+        )?)
         .execute()
         .await
         .map_err(ch)?;
@@ -156,7 +253,7 @@ pub async fn migrate(
         }
         for statement in migration.statements() {
             client
-                .query(&statement)
+                .query(&topology.statement(&statement)?)
                 .execute()
                 .await
                 .map_err(|e| SinkError::Migration(format!("{}: {e}", migration.name)))?;
@@ -213,13 +310,14 @@ pub async fn set_retention(
     server: &Client,
     database: &str,
     retention: Retention,
+    topology: &Topology,
 ) -> Result<Vec<String>, SinkError> {
     let mut done = Vec::new();
     for (table, ttl) in DEFAULT_RETENTION {
-        let statement = match retention {
+        let statement = topology.statement(&match retention {
             Retention::Default => format!("ALTER TABLE `{database}`.`{table}` MODIFY TTL {ttl}"),
             Retention::None => format!("ALTER TABLE `{database}`.`{table}` REMOVE TTL"),
-        };
+        })?;
         match server.query(&statement).execute().await {
             Ok(()) => done.push(statement),
             // Removing a TTL a table does not have is nothing to do.
@@ -235,6 +333,55 @@ pub async fn set_retention(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn on_a_cluster_every_statement_is_on_cluster_and_every_engine_replicated() {
+        let cluster = Topology::Cluster("prod".into());
+        let mut statements: Vec<String> = Migration::embedded()
+            .unwrap()
+            .iter()
+            .flat_map(Migration::statements)
+            .collect();
+        statements.push("CREATE DATABASE IF NOT EXISTS `tally`".into());
+        for statement in &statements {
+            let placed = cluster.statement(statement).unwrap();
+            assert!(placed.contains(" ON CLUSTER `prod`"), "{placed}");
+            for engine in ENGINES {
+                assert_eq!(
+                    placed.matches(&format!("ENGINE = {engine}")).count(),
+                    0,
+                    "{placed}"
+                );
+            }
+            assert_eq!(
+                placed.matches("ENGINE = Replicated").count(),
+                statement.matches("ENGINE = ").count(),
+                "{placed}"
+            );
+            assert_eq!(
+                Topology::SingleNode.statement(statement).unwrap(),
+                *statement
+            );
+        }
+        assert_eq!(
+            cluster
+                .statement("CREATE TABLE IF NOT EXISTS t (a UInt8) ENGINE = ReplacingMergeTree(v) ORDER BY a")
+                .unwrap(),
+            "CREATE TABLE IF NOT EXISTS t ON CLUSTER `prod` (a UInt8) ENGINE = \
+             ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}', v) ORDER BY a"
+        );
+        assert_eq!(
+            cluster
+                .statement("ALTER TABLE `db`.`t` REMOVE TTL")
+                .unwrap(),
+            "ALTER TABLE `db`.`t` ON CLUSTER `prod` REMOVE TTL"
+        );
+        let refused = cluster.statement("INSERT INTO t VALUES (1)").unwrap_err();
+        assert!(
+            refused.to_string().contains("cannot run on cluster prod"),
+            "{refused}"
+        );
+    }
 
     #[test]
     fn embedded_migrations_are_numbered_in_order_and_split_into_statements() {

@@ -9,7 +9,7 @@ use tally_contract::encode;
 use tally_contract::kafka::{create_topics, KafkaConfig, TopicLayout};
 use tally_contract::records::EnrichedLlmCall;
 use tally_contract::topics::Topic;
-use tally_sink::migrate::{migrate, Migration, Outcome};
+use tally_sink::migrate::{migrate, Migration, Outcome, Topology};
 use tally_sink::sink::{self, SinkStats};
 use tally_sink::tables::LlmCalls;
 use tally_sink::SinkConfig;
@@ -22,7 +22,9 @@ async fn migrations_apply_once_and_a_changed_one_is_refused() {
     let db = TestDatabase::create("it_migrate").await;
     let server = clickhouse::Client::default().with_url(clickhouse_url());
     let migrations = Migration::embedded().unwrap();
-    let first = migrate(&server, &db.name, &migrations).await.unwrap();
+    let first = migrate(&server, &db.name, &migrations, &Topology::SingleNode)
+        .await
+        .unwrap();
     let names = [
         "0001_llm_calls.sql",
         "0002_events_windows_alerts.sql",
@@ -34,7 +36,9 @@ async fn migrations_apply_once_and_a_changed_one_is_refused() {
         "0008_window_parts.sql",
     ];
     assert_eq!(first, names.map(|n| Outcome::Applied(n.into())));
-    let second = migrate(&server, &db.name, &migrations).await.unwrap();
+    let second = migrate(&server, &db.name, &migrations, &Topology::SingleNode)
+        .await
+        .unwrap();
     assert_eq!(second, names.map(|n| Outcome::AlreadyApplied(n.into())));
     let tables: Vec<String> = db
         .client
@@ -76,7 +80,7 @@ async fn migrations_apply_once_and_a_changed_one_is_refused() {
 
     let mut changed = migrations.clone();
     changed[0].sql.push_str("\n-- an edit after the fact\n");
-    let err = migrate(&server, &db.name, &changed)
+    let err = migrate(&server, &db.name, &changed, &Topology::SingleNode)
         .await
         .unwrap_err()
         .to_string();
@@ -132,9 +136,14 @@ async fn enriched_calls_land_in_clickhouse_with_exact_totals() {
     require_kafka();
     let db = TestDatabase::create("it_sink").await;
     let server = clickhouse::Client::default().with_url(clickhouse_url());
-    migrate(&server, &db.name, &Migration::embedded().unwrap())
-        .await
-        .unwrap();
+    migrate(
+        &server,
+        &db.name,
+        &Migration::embedded().unwrap(),
+        &Topology::SingleNode,
+    )
+    .await
+    .unwrap();
     let kafka = KafkaConfig {
         topic_prefix: format!("{}.", unique_name("sink")),
         ..kafka_config()
@@ -224,9 +233,14 @@ async fn a_missing_table_or_column_is_named_at_start() {
         "{err}"
     );
     let server = clickhouse::Client::default().with_url(clickhouse_url());
-    migrate(&server, &db.name, &Migration::embedded().unwrap())
-        .await
-        .unwrap();
+    migrate(
+        &server,
+        &db.name,
+        &Migration::embedded().unwrap(),
+        &Topology::SingleNode,
+    )
+    .await
+    .unwrap();
     db.client
         .query("ALTER TABLE llm_calls DROP COLUMN kafka_offset")
         .execute()
@@ -270,9 +284,14 @@ async fn deploys_tickets_windows_signals_and_alerts_land_in_their_tables() {
     require_kafka();
     let db = TestDatabase::create("it_sink_all").await;
     let server = clickhouse::Client::default().with_url(clickhouse_url());
-    migrate(&server, &db.name, &Migration::embedded().unwrap())
-        .await
-        .unwrap();
+    migrate(
+        &server,
+        &db.name,
+        &Migration::embedded().unwrap(),
+        &Topology::SingleNode,
+    )
+    .await
+    .unwrap();
     let kafka = KafkaConfig {
         topic_prefix: format!("{}.", unique_name("sinkall")),
         ..kafka_config()
@@ -409,9 +428,14 @@ async fn attribution_views_on_a_hand_built_history() {
     use tally_sink::rows::{DeployRow, LlmCallRow, TicketRow};
     let db = TestDatabase::create("it_views").await;
     let server = clickhouse::Client::default().with_url(clickhouse_url());
-    migrate(&server, &db.name, &Migration::embedded().unwrap())
-        .await
-        .unwrap();
+    migrate(
+        &server,
+        &db.name,
+        &Migration::embedded().unwrap(),
+        &Topology::SingleNode,
+    )
+    .await
+    .unwrap();
 
     // Calls: (id, team, time, cost in dollars x 1e-1 as nanos, ticket)
     let calls = [
@@ -745,9 +769,14 @@ async fn clickhouse_down_mid_run_holds_the_batch_and_totals_stay_exact() {
     let _guard = StopClickHouse(data.clone(), PORT);
     let url = format!("http://127.0.0.1:{PORT}");
     let server = clickhouse::Client::default().with_url(&url);
-    migrate(&server, "tally", &Migration::embedded().unwrap())
-        .await
-        .unwrap();
+    migrate(
+        &server,
+        "tally",
+        &Migration::embedded().unwrap(),
+        &Topology::SingleNode,
+    )
+    .await
+    .unwrap();
     let kafka = KafkaConfig {
         topic_prefix: format!("{}.", unique_name("chdown")),
         ..kafka_config()
@@ -835,9 +864,14 @@ async fn a_row_clickhouse_refuses_goes_to_the_dead_letter_topic_with_its_error()
     require_kafka();
     let db = TestDatabase::create("it_sink_refused").await;
     let server = clickhouse::Client::default().with_url(clickhouse_url());
-    migrate(&server, &db.name, &Migration::embedded().unwrap())
-        .await
-        .unwrap();
+    migrate(
+        &server,
+        &db.name,
+        &Migration::embedded().unwrap(),
+        &Topology::SingleNode,
+    )
+    .await
+    .unwrap();
     // A rule of this installation that one record breaks.
     db.client
         .query(
@@ -942,9 +976,14 @@ async fn views_rollups_and_reports_sum_past_i64_exactly() {
     use tally_sink::rows::LlmCallRow;
     let db = TestDatabase::create("it_wide").await;
     let server = clickhouse::Client::default().with_url(clickhouse_url());
-    migrate(&server, &db.name, &Migration::embedded().unwrap())
-        .await
-        .unwrap();
+    migrate(
+        &server,
+        &db.name,
+        &Migration::embedded().unwrap(),
+        &Topology::SingleNode,
+    )
+    .await
+    .unwrap();
     let template: EnrichedLlmCall = tally_tests::fixture("EnrichedLlmCall");
     let mut insert = db.client.insert::<LlmCallRow>("llm_calls").await.unwrap();
     for i in 0..3 {
@@ -1028,9 +1067,14 @@ async fn a_record_of_a_newer_schema_version_stops_the_sink_before_it() {
     require_kafka();
     let db = TestDatabase::create("it_newer").await;
     let server = clickhouse::Client::default().with_url(clickhouse_url());
-    migrate(&server, &db.name, &Migration::embedded().unwrap())
-        .await
-        .unwrap();
+    migrate(
+        &server,
+        &db.name,
+        &Migration::embedded().unwrap(),
+        &Topology::SingleNode,
+    )
+    .await
+    .unwrap();
     let kafka = KafkaConfig {
         topic_prefix: format!("{}.", unique_name("newer")),
         ..kafka_config()
@@ -1114,9 +1158,14 @@ async fn an_outage_during_the_row_by_row_fallback_dead_letters_nothing_more() {
     let _guard = StopClickHouse(data.clone(), PORT);
     let url = format!("http://127.0.0.1:{PORT}");
     let server = clickhouse::Client::default().with_url(&url);
-    migrate(&server, "tally", &Migration::embedded().unwrap())
-        .await
-        .unwrap();
+    migrate(
+        &server,
+        "tally",
+        &Migration::embedded().unwrap(),
+        &Topology::SingleNode,
+    )
+    .await
+    .unwrap();
     let client = server.clone().with_database("tally");
     client
         .query(
@@ -1228,9 +1277,14 @@ async fn strings_that_look_like_sql_are_stored_verbatim() {
     require_kafka();
     let db = TestDatabase::create("it_sql_text").await;
     let server = clickhouse::Client::default().with_url(clickhouse_url());
-    migrate(&server, &db.name, &Migration::embedded().unwrap())
-        .await
-        .unwrap();
+    migrate(
+        &server,
+        &db.name,
+        &Migration::embedded().unwrap(),
+        &Topology::SingleNode,
+    )
+    .await
+    .unwrap();
     let kafka = KafkaConfig {
         topic_prefix: format!("{}.", unique_name("sqltext")),
         ..kafka_config()
@@ -1344,9 +1398,14 @@ async fn a_column_the_sink_does_not_write_takes_its_default() {
     require_kafka();
     let db = TestDatabase::create("it_extra_column").await;
     let server = clickhouse::Client::default().with_url(clickhouse_url());
-    migrate(&server, &db.name, &Migration::embedded().unwrap())
-        .await
-        .unwrap();
+    migrate(
+        &server,
+        &db.name,
+        &Migration::embedded().unwrap(),
+        &Topology::SingleNode,
+    )
+    .await
+    .unwrap();
     db.client
         .query("ALTER TABLE llm_calls ADD COLUMN operator_note String DEFAULT 'added by ops'")
         .execute()
@@ -1406,5 +1465,59 @@ async fn a_column_the_sink_does_not_write_takes_its_default() {
     stop.store(true, Ordering::SeqCst);
     worker.await.unwrap().unwrap();
     delete_topics(Topic::ALL.iter().map(|t| kafka.topic(*t)).collect());
+    db.drop_database().await;
+}
+
+#[tokio::test]
+async fn cluster_ddl_parses_on_clickhouse_and_a_server_without_the_cluster_refuses_it() {
+    // ClickHouse here is one embedded server (chdb): it has no distributed-DDL worker and no
+    // replication endpoint, so `ON CLUSTER` cannot run end to end (see README, "ClickHouse
+    // clusters"). What can be checked is checked against the real server: its parser
+    // accepts every statement `tally migrate --cluster` sends, as ON CLUSTER DDL with
+    // Replicated engines, and a server that does not know the cluster refuses the migration
+    // by name instead of creating tables on one node.
+    let server = clickhouse::Client::default().with_url(clickhouse_url());
+    let cluster = Topology::Cluster("tally_cluster".into());
+    let mut statements: Vec<String> = Migration::embedded()
+        .unwrap()
+        .iter()
+        .flat_map(Migration::statements)
+        .collect();
+    statements.push("CREATE DATABASE IF NOT EXISTS `tally`".into());
+    for statement in &statements {
+        let placed = cluster.statement(statement).unwrap();
+        let formatted: String = server
+            .query("SELECT formatQuery(?)")
+            .bind(&placed)
+            .fetch_one()
+            .await
+            .unwrap_or_else(|e| panic!("ClickHouse's parser refused {placed}: {e}"));
+        assert!(
+            formatted.contains("ON CLUSTER tally_cluster"),
+            "{formatted}"
+        );
+        if statement.contains("ENGINE = ") {
+            assert!(
+                formatted.contains("Replicated")
+                    && formatted
+                        .contains("'/clickhouse/tables/{shard}/{database}/{table}', '{replica}'"),
+                "{formatted}"
+            );
+        }
+    }
+    let db = TestDatabase::create("it_cluster").await;
+    let refused = migrate(&server, &db.name, &Migration::embedded().unwrap(), &cluster)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("tally_cluster"), "{refused}");
+    let tables: u64 = db
+        .client
+        .query("SELECT count() FROM system.tables WHERE database = ?")
+        .bind(&db.name)
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(tables, 0, "nothing was created on the one node");
     db.drop_database().await;
 }

@@ -61,6 +61,12 @@ enum Command {
         /// `none` (keep everything). Without it, retention is left as it is.
         #[arg(long, value_enum)]
         retention: Option<RetentionChoice>,
+        /// Create the tables on this ClickHouse cluster (`remote_servers`): every statement
+        /// `ON CLUSTER`, Replicated engines at `/clickhouse/tables/{shard}/{database}/{table}`
+        /// (the servers need Keeper and the `shard` and `replica` macros). Without it, one
+        /// server and plain MergeTree engines.
+        #[arg(long)]
+        cluster: Option<String>,
     },
     /// Deliver alerts to webhooks, Slack and Alertmanager.
     Notify {
@@ -355,9 +361,17 @@ async fn run(command: Command) -> Result<(), TallyError> {
         Command::Gen(args) => gen::run(args).await?,
         Command::Up(args) => up::up(args).await?,
         Command::Query(args) => up::query(args).await?,
-        Command::Migrate { config, retention } => {
+        Command::Migrate {
+            config,
+            retention,
+            cluster,
+        } => {
             let config: tally_sink::SinkConfig = load(config.as_deref())?;
-            for outcome in tally_sink::migrate(&config).await? {
+            let topology = match cluster {
+                Some(name) => tally_sink::migrate::Topology::Cluster(name),
+                None => tally_sink::migrate::Topology::SingleNode,
+            };
+            for outcome in tally_sink::migrate_on(&config, &topology).await? {
                 match outcome {
                     tally_sink::migrate::Outcome::Applied(name) => println!("applied {name}"),
                     tally_sink::migrate::Outcome::AlreadyApplied(name) => {
@@ -373,7 +387,8 @@ async fn run(command: Command) -> Result<(), TallyError> {
                 let server = tally_sink::sink::client(&config);
                 let database = &config.clickhouse.database;
                 for statement in
-                    tally_sink::migrate::set_retention(&server, database, retention).await?
+                    tally_sink::migrate::set_retention(&server, database, retention, &topology)
+                        .await?
                 {
                     println!("{statement}");
                 }

@@ -49,9 +49,14 @@ async fn a_refused_row_is_replayed_from_its_dead_letter_once_the_cause_is_fixed(
     require_kafka();
     let db = TestDatabase::create("it_replay").await;
     let server = clickhouse::Client::default().with_url(clickhouse_url());
-    migrate(&server, &db.name, &Migration::embedded().unwrap())
-        .await
-        .unwrap();
+    migrate(
+        &server,
+        &db.name,
+        &Migration::embedded().unwrap(),
+        &tally_sink::migrate::Topology::SingleNode,
+    )
+    .await
+    .unwrap();
     db.client
         .query(
             "ALTER TABLE deploys ADD CONSTRAINT no_friday_deploys CHECK service != 'friday-deploy'",

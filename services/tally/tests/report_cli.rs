@@ -22,9 +22,14 @@ fn tally(args: &[&str], database: &str) -> std::process::Output {
 async fn emissions_report_agrees_with_the_view_and_renders() {
     let db = TestDatabase::create("it_report").await;
     let server = clickhouse::Client::default().with_url(clickhouse_url());
-    migrate(&server, &db.name, &Migration::embedded().unwrap())
-        .await
-        .unwrap();
+    migrate(
+        &server,
+        &db.name,
+        &Migration::embedded().unwrap(),
+        &tally_sink::migrate::Topology::SingleNode,
+    )
+    .await
+    .unwrap();
     let template: EnrichedLlmCall = tally_tests::fixture("EnrichedLlmCall");
     let mut insert = db.client.insert::<LlmCallRow>("llm_calls").await.unwrap();
     let teams = ["payments", "search", "growth"];
@@ -228,9 +233,14 @@ async fn spend_attribution_and_loops_reports_agree_with_the_sql() {
     use tally_sink::rows::{DeployRow, LoopSignalRow, TicketRow};
     let db = TestDatabase::create("it_reports").await;
     let server = clickhouse::Client::default().with_url(clickhouse_url());
-    migrate(&server, &db.name, &Migration::embedded().unwrap())
-        .await
-        .unwrap();
+    migrate(
+        &server,
+        &db.name,
+        &Migration::embedded().unwrap(),
+        &tally_sink::migrate::Topology::SingleNode,
+    )
+    .await
+    .unwrap();
     let nov = 1_793_491_200_000_000i64; // 2026-11-01
     let template: EnrichedLlmCall = tally_tests::fixture("EnrichedLlmCall");
     let mut insert = db.client.insert::<LlmCallRow>("llm_calls").await.unwrap();
