@@ -2,7 +2,7 @@
 //! `otlp_grpc_listen` (4317 is OTLP's gRPC port), served by tonic beside OTLP/HTTP.
 //!
 //! A request, gzip-compressed or not, is decoded into the same protobuf messages as
-//! `POST /v1/traces` and takes the same path ([`crate::server::export_spans`]): the bearer key
+//! `POST /v1/traces` and takes the same path (`server::export_spans`): the bearer key
 //! from the `authorization` metadata, the key's rate limit, the record limits, and Kafka's
 //! acknowledgement before the answer. Spans refused one by one come back as the response's
 //! partial success, as over HTTP. A whole request refused becomes the gRPC status OTLP
