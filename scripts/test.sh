@@ -6,7 +6,8 @@
 #    Python venvs of the real OpenTelemetry SDK (the ingest tests' OTLP client) and of
 #    EcoLogits (the carbon oracle): scripts/otel-venv.sh, scripts/ecologits-venv.sh; and
 #    Debian's chromium, which renders the HTML report in a test, and faketime, which sets the
-#    clock of the README first-look test.
+#    clock of the README first-look test, and promtool (Debian's prometheus) for the metrics
+#    and alerting-rule checks.
 # 2. cargo fmt --check, cargo clippy -D warnings and cargo doc -D warnings (skip with --no-lint).
 # 3. cargo test --workspace: unit, golden-file and integration tests. Integration tests fail,
 #    never skip, when a server does not answer.
@@ -28,14 +29,7 @@ done
 
 step() { printf '\n==> %s\n' "$*"; }
 
-command -v cargo >/dev/null || { echo "cargo is missing: install Rust with rustup first" >&2; exit 1; }# promtool (Debian's prometheus package) checks the scraped metrics and deploy/prometheus's
-# alerting rules, and runs their unit tests.
-if ! command -v promtool >/dev/null 2>&1; then
-  echo "installing Debian's prometheus for promtool"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
-fi
-promtool --version | head -1
-
+command -v cargo >/dev/null || { echo "cargo is missing: install Rust with rustup first" >&2; exit 1; }
 if [ $lint = 1 ]; then
   for component in rustfmt clippy; do
     rustup component list --installed 2>/dev/null | grep -q "^$component" \
@@ -75,6 +69,13 @@ if [ ! -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ]; then
   echo "installing Debian's faketime for the first-look test's clock"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq faketime >/dev/null
 fi
+# promtool (Debian's prometheus package) checks the scraped metrics and deploy/prometheus's
+# alerting rules, and runs their unit tests.
+if ! command -v promtool >/dev/null 2>&1; then
+  echo "installing Debian's prometheus for promtool"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+echo "promtool: $(command -v promtool)"
 
 if [ $lint = 1 ]; then
   step "cargo fmt --check"
