@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Real Apache Kafka and real ClickHouse on loopback, for tally's tests and for local use.
+# Real Apache Kafka, real ClickHouse and a real schema registry on loopback, for tally's tests
+# and for local use.
 #
-#   scripts/services.sh install   fetch what is missing (Kafka jars, libchdb), start nothing
-#   scripts/services.sh start     install if needed, start both, wait until each answers
+#   scripts/services.sh install   fetch what is missing (Kafka jars, libchdb, Apicurio), start nothing
+#   scripts/services.sh start     install if needed, start all three, wait until each answers
 #   scripts/services.sh stop      stop exactly the processes this script started
 #   scripts/services.sh status    say what runs where
-#   scripts/services.sh start-kafka | stop-kafka | start-clickhouse | stop-clickhouse
+#   scripts/services.sh start-kafka | stop-kafka | start-clickhouse | stop-clickhouse |
+#                       start-registry | stop-registry
 #                                  one service only (tests that stop a service run one of
 #                                  their own on other ports this way: TALLY_KAFKA_PORT,
 #                                  TALLY_CLICKHOUSE_HTTP_PORT, TALLY_CLICKHOUSE_TCP_PORT)
@@ -14,9 +16,14 @@
 # Central with its runtime dependencies, run as `java kafka.Kafka server.properties`.
 # ClickHouse: the engine in chdb's libchdb.so (npm), serving ClickHouse's HTTP and native
 # protocols (see scripts/lib/clickhouse_server.py).
+# Schema registry: Apicurio Registry (Maven Central's ready-to-run distribution, in-memory
+# storage), whose Confluent-compatible REST API (`/apis/ccompat/v7`) the Confluent wire format
+# tests use. (Karapace, the registry the issue named, is not on PyPI; Confluent's own is not on
+# Maven Central.)
 #
-# When TALLY_KAFKA_BROKERS or TALLY_CLICKHOUSE_URL is set, that service is the user's (say, a
-# docker-compose deployment): this script neither starts nor stops it, only checks it answers.
+# When TALLY_KAFKA_BROKERS, TALLY_CLICKHOUSE_URL or TALLY_SCHEMA_REGISTRY_URL is set, that
+# service is the user's (say, a docker-compose deployment): this script neither starts nor
+# stops it, only checks it answers.
 #
 # Data, PIDs and logs live under $TALLY_SERVICES_DIR (default: .services/ in the repo, ignored
 # by git). Downloads are cached under $TALLY_CACHE_DIR (default: ~/.cache/tally).
@@ -36,11 +43,14 @@ KAFKA_PORT=${TALLY_KAFKA_PORT:-9092}
 KAFKA_CONTROLLER_PORT=${TALLY_KAFKA_CONTROLLER_PORT:-9093}
 CLICKHOUSE_HTTP_PORT=${TALLY_CLICKHOUSE_HTTP_PORT:-8123}
 CLICKHOUSE_TCP_PORT=${TALLY_CLICKHOUSE_TCP_PORT:-9000}
+REGISTRY_PORT=${TALLY_SCHEMA_REGISTRY_PORT:-8081}
+APICURIO_VERSION=2.6.13.Final
 START_TIMEOUT_SECONDS=${TALLY_SERVICES_START_TIMEOUT:-90}
 
 KAFKA_LIBS=$CACHE/kafka-$KAFKA_VERSION/libs
 CHDB_DIR=$CACHE/chdb-$CHDB_VERSION
 LIBCHDB=$CHDB_DIR/node_modules/$CHDB_PACKAGE/libchdb.so
+APICURIO_DIR=$CACHE/apicurio-registry-$APICURIO_VERSION
 
 say() { printf '[services] %s\n' "$*"; }
 die() { printf '[services] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -106,6 +116,28 @@ install_clickhouse() {
     "$CHDB_PACKAGE@$CHDB_VERSION" >"$CHDB_DIR/npm.log" 2>&1 \
     || { tail -20 "$CHDB_DIR/npm.log" >&2; die "npm could not install $CHDB_PACKAGE@$CHDB_VERSION"; }
   [ -f "$LIBCHDB" ] || die "$CHDB_PACKAGE@$CHDB_VERSION installed but has no libchdb.so at $LIBCHDB"
+}
+
+install_registry() {
+  [ -f "$APICURIO_DIR/.complete" ] && return 0
+  need_command java openjdk-17-jre-headless
+  need_command mvn maven
+  say "fetching io.apicurio:apicurio-registry-app:$APICURIO_VERSION (its ready-to-run distribution, Maven Central)"
+  local work
+  work=$(mktemp -d)
+  # The dependency plugin's 2.8 copies the one artifact without resolving its parent POM.
+  if ! mvn -q -B org.apache.maven.plugins:maven-dependency-plugin:2.8:copy \
+      -Dartifact="io.apicurio:apicurio-registry-app:$APICURIO_VERSION:tar.gz:all" \
+      -DoutputDirectory="$work" >"$work/mvn.log" 2>&1; then
+    tail -20 "$work/mvn.log" >&2
+    die "Maven could not fetch Apicurio Registry $APICURIO_VERSION"
+  fi
+  rm -rf "$APICURIO_DIR"
+  mkdir -p "$APICURIO_DIR"
+  tar -xzf "$work/apicurio-registry-app-$APICURIO_VERSION-all.tar.gz" -C "$APICURIO_DIR"
+  rm -rf "$work"
+  ls "$APICURIO_DIR"/*-runner.jar >/dev/null 2>&1 || die "Apicurio $APICURIO_VERSION has no runner jar in $APICURIO_DIR"
+  touch "$APICURIO_DIR/.complete"
 }
 
 # ---------------------------------------------------------------- process helpers
@@ -272,6 +304,39 @@ start_clickhouse() {
   say "ClickHouse: ready (server version $version), pid $(cat "$pidfile"), log $dir/server.log"
 }
 
+# ---------------------------------------------------------------- schema registry
+
+registry_ping() { curl -fsS --max-time 2 "$1/subjects"; }
+
+start_registry() {
+  if [ -n "${TALLY_SCHEMA_REGISTRY_URL:-}" ]; then
+    say "Schema registry: TALLY_SCHEMA_REGISTRY_URL=$TALLY_SCHEMA_REGISTRY_URL is set; using it, starting nothing"
+    wait_until "schema registry at $TALLY_SCHEMA_REGISTRY_URL" /dev/null "" registry_ping "$TALLY_SCHEMA_REGISTRY_URL"
+    return 0
+  fi
+  need_command curl curl
+  local dir=$DATA/registry pidfile=$DATA/registry/registry.pid
+  local url=http://127.0.0.1:$REGISTRY_PORT/apis/ccompat/v7
+  if pid_alive "$pidfile"; then
+    say "Schema registry: already running (pid $(cat "$pidfile")) at $url"
+    return 0
+  fi
+  if port_open $REGISTRY_PORT; then
+    die "port $REGISTRY_PORT is taken by a process this script did not start; stop it, or set TALLY_SCHEMA_REGISTRY_URL to use it"
+  fi
+  install_registry
+  mkdir -p "$dir"
+  say "Schema registry: starting Apicurio Registry $APICURIO_VERSION (in memory) on $url"
+  # Loopback only; the same id for schemas that differ only in white space, as Confluent's.
+  QUARKUS_HTTP_HOST=127.0.0.1 QUARKUS_HTTP_PORT=$REGISTRY_PORT HTTP_PORT=$REGISTRY_PORT \
+    ENABLE_CCOMPAT_CANONICAL_HASH_MODE=true \
+    setsid nohup java -Xms64m -Xmx256m -XX:+UseSerialGC -jar "$(ls "$APICURIO_DIR"/*-runner.jar)" \
+    >"$dir/server.log" 2>&1 </dev/null &
+  echo $! >"$pidfile"
+  wait_until "Schema registry" "$dir/server.log" "$pidfile" registry_ping "$url"
+  say "Schema registry: ready, pid $(cat "$pidfile"), log $dir/server.log"
+}
+
 # ---------------------------------------------------------------- commands
 
 status() {
@@ -282,19 +347,26 @@ status() {
   if [ -n "${TALLY_CLICKHOUSE_URL:-}" ]; then say "ClickHouse: user's, at $TALLY_CLICKHOUSE_URL"
   elif pid_alive "$c"; then say "ClickHouse: running, pid $(cat "$c"), http://127.0.0.1:$CLICKHOUSE_HTTP_PORT"
   else say "ClickHouse: not running"; fi
+  local r=$DATA/registry/registry.pid
+  if [ -n "${TALLY_SCHEMA_REGISTRY_URL:-}" ]; then say "Schema registry: user's, at $TALLY_SCHEMA_REGISTRY_URL"
+  elif pid_alive "$r"; then say "Schema registry: running, pid $(cat "$r"), http://127.0.0.1:$REGISTRY_PORT/apis/ccompat/v7"
+  else say "Schema registry: not running"; fi
 }
 
 case "${1:-}" in
-  install) install_kafka; install_clickhouse ;;
-  start) mkdir -p "$DATA"; start_clickhouse; start_kafka ;;
+  install) install_kafka; install_clickhouse; install_registry ;;
+  start) mkdir -p "$DATA"; start_clickhouse; start_kafka; start_registry ;;
   stop)
     [ -n "${TALLY_KAFKA_BROKERS:-}" ] || stop_pid Kafka "$DATA/kafka/kafka.pid"
     [ -n "${TALLY_CLICKHOUSE_URL:-}" ] || stop_pid ClickHouse "$DATA/clickhouse/clickhouse.pid"
+    [ -n "${TALLY_SCHEMA_REGISTRY_URL:-}" ] || stop_pid "Schema registry" "$DATA/registry/registry.pid"
     ;;
   status) status ;;
   start-kafka) mkdir -p "$DATA"; start_kafka ;;
   start-clickhouse) mkdir -p "$DATA"; start_clickhouse ;;
   stop-clickhouse) [ -n "${TALLY_CLICKHOUSE_URL:-}" ] || stop_pid ClickHouse "$DATA/clickhouse/clickhouse.pid" ;;
   stop-kafka) [ -n "${TALLY_KAFKA_BROKERS:-}" ] || stop_pid Kafka "$DATA/kafka/kafka.pid" ;;
-  *) echo "usage: $0 install|start|stop|status|start-kafka|stop-kafka|start-clickhouse|stop-clickhouse" >&2; exit 2 ;;
+  start-registry) mkdir -p "$DATA"; start_registry ;;
+  stop-registry) [ -n "${TALLY_SCHEMA_REGISTRY_URL:-}" ] || stop_pid "Schema registry" "$DATA/registry/registry.pid" ;;
+  *) echo "usage: $0 install|start|stop|status|start-kafka|stop-kafka|start-clickhouse|stop-clickhouse|start-registry|stop-registry" >&2; exit 2 ;;
 esac

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # tally's whole test suite, the README's test command and what CI runs.
 #
-# 1. Starts a real Kafka broker and a real ClickHouse server on loopback (scripts/services.sh),
-#    unless TALLY_KAFKA_BROKERS / TALLY_CLICKHOUSE_URL name servers of yours, and makes the
-#    Python venvs of the real OpenTelemetry SDK (the ingest tests' OTLP client) and of
-#    EcoLogits (the carbon oracle): scripts/otel-venv.sh, scripts/ecologits-venv.sh; and
+# 1. Starts a real Kafka broker, a real ClickHouse server and a real schema registry (Apicurio,
+#    Confluent-compatible API) on loopback (scripts/services.sh), unless TALLY_KAFKA_BROKERS /
+#    TALLY_CLICKHOUSE_URL / TALLY_SCHEMA_REGISTRY_URL name servers of yours, and makes the
+#    Python venvs of the real OpenTelemetry SDK (the ingest tests' OTLP client), of
+#    EcoLogits (the carbon oracle) and of Confluent's client (scripts/otel-venv.sh,
+#    scripts/ecologits-venv.sh, scripts/confluent-venv.sh); and
 #    Debian's chromium, which renders the HTML report in a test, and faketime, which sets the
 #    clock of the README first-look test, and promtool (Debian's prometheus) for the metrics
 #    and alerting-rule checks.
@@ -52,12 +54,14 @@ trap stop_services_now EXIT
 step "services: real Kafka and real ClickHouse on loopback"
 scripts/services.sh start
 
-step "test tools: the OpenTelemetry SDK (a real OTLP client) and EcoLogits (the carbon oracle)"
+step "test tools: the OpenTelemetry SDK (a real OTLP client), EcoLogits (the carbon oracle), Confluent's Python client (a reader of the Confluent wire format)"
 TALLY_OTEL_PYTHON=$(scripts/otel-venv.sh)
 TALLY_ECOLOGITS_PYTHON=$(scripts/ecologits-venv.sh)
-export TALLY_OTEL_PYTHON TALLY_ECOLOGITS_PYTHON
+TALLY_CONFLUENT_PYTHON=$(scripts/confluent-venv.sh)
+export TALLY_OTEL_PYTHON TALLY_ECOLOGITS_PYTHON TALLY_CONFLUENT_PYTHON
 echo "$TALLY_OTEL_PYTHON"
 echo "$TALLY_ECOLOGITS_PYTHON"
+echo "$TALLY_CONFLUENT_PYTHON"
 # Headless Chromium renders the HTML report in a test (Debian's package).
 if ! command -v chromium >/dev/null 2>&1; then
   echo "installing Debian's chromium for the report rendering test"

@@ -42,6 +42,29 @@ pub fn clickhouse_url() -> String {
     std::env::var(CLICKHOUSE_URL_ENV).unwrap_or_else(|_| DEFAULT_URL.to_string())
 }
 
+/// The schema registry the tests use (its Confluent REST API): `TALLY_SCHEMA_REGISTRY_URL`,
+/// else the Apicurio Registry `scripts/services.sh` starts.
+pub fn schema_registry_url() -> String {
+    std::env::var("TALLY_SCHEMA_REGISTRY_URL")
+        .unwrap_or_else(|_| "http://127.0.0.1:8081/apis/ccompat/v7".to_string())
+}
+
+/// Checks the schema registry answers, failing the test with what to do when it does not.
+pub fn require_schema_registry() -> String {
+    let url = schema_registry_url();
+    let answered = std::process::Command::new("curl")
+        .args(["-fsS", "--max-time", "5", &format!("{url}/subjects")])
+        .output()
+        .is_ok_and(|out| out.status.success());
+    assert!(
+        answered,
+        "the schema registry is not reachable at {url}. Start it with `scripts/services.sh start` \
+         or point TALLY_SCHEMA_REGISTRY_URL at a registry's Confluent API."
+    );
+    eprintln!("[it] using the real schema registry at {url}");
+    url
+}
+
 /// A Kafka config pointing at the test broker.
 pub fn kafka_config() -> KafkaConfig {
     KafkaConfig {
@@ -313,16 +336,29 @@ pub fn wait_listening(child: &mut KillOnDrop, port: u16, timeout: Duration) {
 /// The Python of the venv with the real OpenTelemetry SDK (`TALLY_OTEL_PYTHON`, else made by
 /// `scripts/otel-venv.sh`).
 pub fn otel_python() -> PathBuf {
-    if let Ok(python) = std::env::var("TALLY_OTEL_PYTHON") {
+    venv_python("TALLY_OTEL_PYTHON", "otel-venv.sh")
+}
+
+/// The Python of the venv with Confluent's client (`TALLY_CONFLUENT_PYTHON`, else made by
+/// `scripts/confluent-venv.sh`).
+pub fn confluent_python() -> PathBuf {
+    venv_python("TALLY_CONFLUENT_PYTHON", "confluent-venv.sh")
+}
+
+fn venv_python(variable: &str, script: &str) -> PathBuf {
+    if let Ok(python) = std::env::var(variable) {
         return PathBuf::from(python);
     }
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/otel-venv.sh");
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../scripts")
+        .join(script);
     let output = std::process::Command::new(&script)
         .output()
-        .expect("scripts/otel-venv.sh runs");
+        .unwrap_or_else(|e| panic!("{} runs: {e}", script.display()));
     assert!(
         output.status.success(),
-        "otel-venv.sh failed: {}",
+        "{} failed: {}",
+        script.display(),
         String::from_utf8_lossy(&output.stderr)
     );
     PathBuf::from(String::from_utf8(output.stdout).unwrap().trim())

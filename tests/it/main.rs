@@ -6,4 +6,5 @@
 mod clickhouse_roundtrip;
 mod kafka_roundtrip;
 mod schema_check;
+mod schema_registry;
 mod topics;

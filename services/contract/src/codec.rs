@@ -5,11 +5,16 @@
 //! therefore knows the writer schema without a registry: it looks the fingerprint up among the
 //! known versions of the expected record type and resolves the body to the current schema.
 //! Corrupt bytes or an unknown fingerprint are error values, never panics.
+//!
+//! Records in the Confluent wire format (a zero byte and a schema registry id, see
+//! [`crate::wire`]) are read too, and written by [`encode_framed`] when a writer is set up
+//! for it: the id stands for a fingerprint, and the rest is the same.
 use apache_avro::{from_avro_datum, from_value, write_avro_datum_ref};
 use serde::{de::DeserializeOwned, Serialize};
 
 use crate::avro_de::{AvroDeserializer, Input};
 use crate::schema::{record_schemas, Fingerprint, RecordSchemas};
+use crate::wire::{confluent_header, confluent_id, fingerprint_of, Framing, CONFLUENT_HEADER_LEN};
 use crate::{ContractError, Result};
 
 /// The two bytes every single-object encoded datum starts with.
@@ -44,10 +49,37 @@ pub fn encode<T: AvroRecord>(record: &T) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// Decodes single-object encoded bytes written with any known version of `T`'s schema.
+/// Encodes a record with the current schema, in the writer's framing: single-object, or
+/// the Confluent wire format with the id the registry gave the current schema.
+pub fn encode_framed<T: AvroRecord>(record: &T, framing: &Framing) -> Result<Vec<u8>> {
+    let Framing::Confluent(ids) = framing else {
+        return encode(record);
+    };
+    let id = *ids
+        .get(T::RECORD_NAME)
+        .ok_or_else(|| ContractError::Encode {
+            record: T::RECORD_NAME,
+            reason: "this writer registered no schema id for it (not among the topics it was set up to write)".into(),
+        })?;
+    let mut out = Vec::with_capacity(CONFLUENT_HEADER_LEN + 256);
+    out.extend_from_slice(&confluent_header(id));
+    write_avro_datum_ref(&T::schemas().current.schema, record, &mut out).map_err(|e| {
+        ContractError::Encode {
+            record: T::RECORD_NAME,
+            reason: e.to_string(),
+        }
+    })?;
+    Ok(out)
+}
+
+/// Decodes a record written with any known version of `T`'s schema, single-object encoded
+/// or in the Confluent wire format.
 pub fn decode<T: AvroRecord>(bytes: &[u8]) -> Result<T> {
     let schemas = T::schemas();
-    let fingerprint = read_header::<T>(bytes)?;
+    let (fingerprint, header_len) = match confluent_id(bytes) {
+        Some(id) => (fingerprint_of(id)?, CONFLUENT_HEADER_LEN),
+        None => (read_header::<T>(bytes)?, HEADER_LEN),
+    };
     let writer = schemas
         .writer(&fingerprint)
         .ok_or_else(|| ContractError::UnknownFingerprint {
@@ -60,7 +92,7 @@ pub fn decode<T: AvroRecord>(bytes: &[u8]) -> Result<T> {
         version: writer.version,
         reason,
     };
-    let body = &bytes[HEADER_LEN..];
+    let body = &bytes[header_len..];
     if writer.version == schemas.current.version {
         decode_current(body, &writer.schema).map_err(decode_error)
     } else {
@@ -116,7 +148,7 @@ pub fn read_header<T: AvroRecord>(bytes: &[u8]) -> Result<Fingerprint> {
     }
     if bytes[..2] != MARKER {
         return Err(not_single_object(format!(
-            "starts with {}, not the marker c301",
+            "starts with {}, not the marker c301 (nor a Confluent zero byte)",
             hex(&bytes[..2])
         )));
     }

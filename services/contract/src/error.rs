@@ -45,6 +45,23 @@ pub enum ContractError {
         reason: String,
     },
 
+    /// A Confluent-framed record names a schema id, and no schema registry is configured to
+    /// say what it is. Readers stop there, as before a record of an unknown version.
+    #[error(
+        "a record in the Confluent wire format names schema id {id}, and no schema registry is \
+         configured to look it up: set kafka.schema_registry_url"
+    )]
+    NoSchemaRegistry { id: u32 },
+
+    /// The schema registry did not answer, or answered with an error. `transient`: it may
+    /// answer another time (a network failure, a 5xx), so the reader waits and asks again.
+    #[error("schema registry: {operation} failed: {reason}")]
+    Registry {
+        operation: String,
+        reason: String,
+        transient: bool,
+    },
+
     /// A configuration file or environment variable is invalid; names the key and the reason.
     #[error("invalid configuration: {0}")]
     Config(String),
@@ -65,6 +82,26 @@ impl ContractError {
     /// than damaged): a reader stops there instead of dead-lettering it and reading on, so
     /// nothing is lost while a reader is older than its writer.
     pub fn is_unknown_version(&self) -> bool {
-        matches!(self, ContractError::UnknownFingerprint { .. })
+        matches!(
+            self,
+            ContractError::UnknownFingerprint { .. }
+                | ContractError::NoSchemaRegistry { .. }
+                | ContractError::Registry {
+                    transient: false,
+                    ..
+                }
+        )
+    }
+
+    /// Whether asking again may succeed: the schema registry did not answer. A reader waits
+    /// and reads the record again (it is never dead-lettered for it).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            ContractError::Registry {
+                transient: true,
+                ..
+            }
+        )
     }
 }

@@ -9,6 +9,7 @@ use rdkafka::ClientConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::topics::Topic;
+use crate::wire::WireFormat;
 use crate::{ContractError, Result};
 
 /// The broker scripts/services.sh starts.
@@ -28,6 +29,21 @@ pub struct KafkaConfig {
     /// Further librdkafka properties, passed as they are (`security.protocol`, `sasl.*`, ...).
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+    /// How this service writes Avro records: `single_object` (the default: Avro single-object
+    /// encoding, the schema's fingerprint in each record, no registry needed) or `confluent`
+    /// (the Confluent wire format: the schema's id in `schema_registry_url`, registered under
+    /// `<topic>-value` with compatibility BACKWARD, for Kafka Connect, Flink, ksqlDB and
+    /// ClickHouse's `AvroConfluent`). Readers read both.
+    #[serde(default)]
+    pub wire_format: WireFormat,
+    /// Base URL of a schema registry's Confluent REST API (`http://registry:8081`; Apicurio:
+    /// `http://apicurio:8080/apis/ccompat/v7`). Needed with `wire_format = "confluent"`, and
+    /// by any reader of Confluent-framed records, to look their schema ids up.
+    #[serde(default)]
+    pub schema_registry_url: Option<String>,
+    /// `user:password` for the registry's basic authentication (a secret: never shown).
+    #[serde(default)]
+    pub schema_registry_basic_auth: Option<String>,
 }
 
 fn default_brokers() -> String {
@@ -64,6 +80,15 @@ impl std::fmt::Debug for KafkaConfig {
             .field("brokers", &self.brokers)
             .field("topic_prefix", &self.topic_prefix)
             .field("properties", &properties)
+            .field("wire_format", &self.wire_format)
+            .field("schema_registry_url", &self.schema_registry_url)
+            .field(
+                "schema_registry_basic_auth",
+                &self
+                    .schema_registry_basic_auth
+                    .as_ref()
+                    .map(|_| "<redacted>"),
+            )
             .finish()
     }
 }
@@ -74,6 +99,9 @@ impl Default for KafkaConfig {
             brokers: default_brokers(),
             topic_prefix: String::new(),
             properties: BTreeMap::new(),
+            wire_format: WireFormat::default(),
+            schema_registry_url: None,
+            schema_registry_basic_auth: None,
         }
     }
 }

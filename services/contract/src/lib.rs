@@ -8,6 +8,8 @@
 //! - [`codec`]: Avro single-object encoding of those records, decoding every known writer
 //!   version without a schema registry.
 //! - [`schema`]: the embedded schemas, their versions and fingerprints.
+//! - [`wire`]: the two framings (single-object, Confluent) and what a reader knows of schema
+//!   registry ids; [`registry`]: the schema registry client and a writer's set-up.
 //! - [`topics`]: Kafka topic names and record keys.
 //! - [`kafka`] / [`clickhouse`]: connection settings, and topic administration.
 //! - [`config`]: layered configuration loading (defaults, file, environment).
@@ -24,12 +26,15 @@ pub mod kafka;
 #[cfg(feature = "runtime")]
 pub mod metrics;
 pub mod records;
+#[cfg(feature = "runtime")]
+pub mod registry;
 pub mod schema;
 #[cfg(feature = "runtime")]
 pub mod shutdown;
 pub mod telemetry;
 pub mod topics;
 pub mod wide;
+pub mod wire;
 
-pub use codec::{decode, encode, AvroRecord};
+pub use codec::{decode, encode, encode_framed, AvroRecord};
 pub use error::{ContractError, Result};

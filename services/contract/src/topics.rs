@@ -50,6 +50,20 @@ impl Topic {
         }
     }
 
+    /// The name of the record type its values are (`LlmCall`).
+    pub fn record_name(self) -> &'static str {
+        match self {
+            Topic::LlmCalls => "LlmCall",
+            Topic::Deploys => "DeployEvent",
+            Topic::Tickets => "TicketEvent",
+            Topic::LlmCallsEnriched => "EnrichedLlmCall",
+            Topic::SpendWindows => "SpendWindow",
+            Topic::LoopSignals => "LoopSignal",
+            Topic::Alerts => "Alert",
+            Topic::DeadLetter => "DeadLetter",
+        }
+    }
+
     /// The topic's name with a deployment prefix (empty for none), e.g. `staging.tally.alerts.v1`.
     pub fn name(self, prefix: &str) -> String {
         format!("{prefix}{}", self.base_name())

@@ -43,7 +43,13 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use tally_contract::records::{DeployEvent, LlmCall, Micros, TicketEvent};
 use tally_contract::topics::{deploy_key, llm_call_key, ticket_key, Topic};
-use tally_contract::{encode, AvroRecord};
+use tally_contract::wire::Framing;
+use tally_contract::{encode_framed, AvroRecord};
+
+/// The topics the ingest writes (their schemas are registered when it writes the Confluent
+/// wire format).
+const WRITES: [Topic; 3] = [Topic::LlmCalls, Topic::Deploys, Topic::Tickets];
+
 use tokio::net::TcpListener;
 
 use crate::auth::{Authenticator, Principal};
@@ -73,6 +79,9 @@ pub struct App {
     metrics_key: Option<[u8; 32]>,
     /// More Prometheus text after the ingest's own (`tally up`: its stages').
     more_metrics: Option<Box<dyn Fn() -> String + Send + Sync>>,
+    /// How records are framed on Kafka (single-object, or the Confluent wire format with
+    /// the schema ids registered at start).
+    framing: Framing,
 }
 
 impl App {
@@ -123,7 +132,13 @@ impl Server {
             Some(address) => Some(bind(address).await?),
             None => None,
         };
+        let kafka = config.kafka.clone();
+        let framing =
+            tokio::task::spawn_blocking(move || tally_contract::registry::writer(&kafka, &WRITES))
+                .await
+                .map_err(|e| IngestError::Config(format!("schema registry set-up: {e}")))??;
         let app = App {
+            framing,
             auth: Authenticator::new(&config.api_keys),
             dedup: Mutex::new(DedupWindow::new(
                 Duration::from_secs(config.dedup_window_secs),
@@ -396,23 +411,25 @@ impl Event {
         }
     }
 
-    fn outgoing(&self, config: &IngestConfig) -> Result<Outgoing, String> {
+    fn outgoing(&self, config: &IngestConfig, framing: &Framing) -> Result<Outgoing, String> {
         fn build<T: AvroRecord>(
             record: &T,
+            framing: &Framing,
             topic: String,
             key: String,
         ) -> Result<Outgoing, String> {
-            let payload = encode(record).map_err(|e| e.to_string())?;
+            let payload = encode_framed(record, framing).map_err(|e| e.to_string())?;
             Ok(Outgoing {
                 topic,
                 key,
                 payload,
             })
         }
+        let topic = |topic| config.kafka.topic(topic);
         match self {
-            Event::Call(c) => build(c, config.kafka.topic(Topic::LlmCalls), llm_call_key(c)),
-            Event::Deploy(d) => build(d, config.kafka.topic(Topic::Deploys), deploy_key(d)),
-            Event::Ticket(t) => build(t, config.kafka.topic(Topic::Tickets), ticket_key(t)),
+            Event::Call(c) => build(c, framing, topic(Topic::LlmCalls), llm_call_key(c)),
+            Event::Deploy(d) => build(d, framing, topic(Topic::Deploys), deploy_key(d)),
+            Event::Ticket(t) => build(t, framing, topic(Topic::Tickets), ticket_key(t)),
         }
     }
 }
@@ -525,7 +542,7 @@ impl App {
         let duplicates = total - fresh.len();
         let outgoing = fresh
             .iter()
-            .map(|event| event.outgoing(&self.config))
+            .map(|event| event.outgoing(&self.config, &self.framing))
             .collect::<Result<Vec<_>, String>>()?;
         let started = Instant::now();
         let results = self.producer.send_all(&outgoing).await;

@@ -248,8 +248,21 @@ impl AlertConsumer {
             key: message.key().map(<[u8]>::to_vec),
             payload: message.payload().unwrap_or_default().to_vec(),
         };
-        let alert = match decode::<Alert>(&record.payload) {
+        let mut wait = Duration::from_secs(1);
+        let decoded = loop {
+            match decode::<Alert>(&record.payload) {
+                // The schema registry did not answer: the alert waits, never dead-lettered.
+                Err(error) if error.is_transient() && !stop.is_set() => {
+                    tracing::warn!(%error, retry_in = ?wait, "schema registry unavailable; holding the alert and retrying");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(30));
+                }
+                decoded => break decoded,
+            }
+        };
+        let alert = match decoded {
             Ok(alert) => alert,
+            Err(error) if error.is_transient() => return Err(error.into()),
             // A newer tally wrote it: stop before it rather than skip an alert.
             Err(error) if error.is_unknown_version() => {
                 return Err(NotifyError::NewerRecord {

@@ -6,10 +6,11 @@ use std::time::Duration;
 use tally_contract::clock::now_micros;
 
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use tally_contract::encode;
+use tally_contract::encode_framed;
 use tally_contract::kafka::KafkaConfig;
 use tally_contract::records::DeadLetter;
 use tally_contract::topics::Topic;
+use tally_contract::wire::Framing;
 
 use crate::{NotifyError, Stop, Stopped};
 
@@ -31,6 +32,8 @@ pub struct Record {
 pub struct DeadLetters {
     producer: FutureProducer,
     topic: String,
+    /// Single-object, or the Confluent wire format with the schema id registered at start.
+    framing: Framing,
 }
 
 impl DeadLetters {
@@ -47,6 +50,7 @@ impl DeadLetters {
         Ok(DeadLetters {
             producer,
             topic: kafka.topic(Topic::DeadLetter),
+            framing: tally_contract::registry::writer(kafka, &[Topic::DeadLetter])?,
         })
     }
 
@@ -71,7 +75,7 @@ impl DeadLetters {
             error,
             failed_at: now_micros(),
         };
-        let bytes = match encode(&letter) {
+        let bytes = match encode_framed(&letter, &self.framing) {
             Ok(bytes) => bytes,
             Err(e) => {
                 // Cannot happen for a well-formed DeadLetter; do not lose the alert silently.

@@ -47,12 +47,14 @@ pub enum ProcessorError {
 }
 
 impl ProcessorError {
-    /// Whether starting again may help (Kafka and changelog-read failures may; bad
+    /// Whether starting again may help (Kafka, changelog-read and schema-registry failures may; bad
     /// settings, unreadable state and defects do not).
     pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            ProcessorError::Kafka { .. } | ProcessorError::ChangelogRead(_)
-        )
+        match self {
+            ProcessorError::Kafka { .. } | ProcessorError::ChangelogRead(_) => true,
+            // The schema registry did not answer: a record is read again once it does.
+            ProcessorError::Contract(error) => error.is_transient(),
+            _ => false,
+        }
     }
 }

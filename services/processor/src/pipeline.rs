@@ -27,7 +27,8 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use tally_contract::records::{DeadLetter, Micros};
 use tally_contract::topics::Topic;
-use tally_contract::{encode, AvroRecord};
+use tally_contract::wire::Framing;
+use tally_contract::{encode_framed, AvroRecord};
 
 use crate::{ProcessorConfig, ProcessorError};
 
@@ -288,18 +289,38 @@ pub struct Outputs<'a> {
     producer: &'a dyn OutputSink,
     config: &'a ProcessorConfig,
     now: Micros,
+    framing: &'a Framing,
 }
 
+/// Single-object framing, for outputs that are not given another.
+static SINGLE_OBJECT: Framing = Framing::SingleObject;
+
 impl<'a> Outputs<'a> {
-    /// Outputs going to `producer`, stamped `now` (epoch microseconds).
+    /// Outputs going to `producer`, stamped `now` (epoch microseconds), single-object encoded.
     pub fn new(producer: &'a dyn OutputSink, config: &'a ProcessorConfig, now: Micros) -> Self {
         Outputs {
             producer,
             config,
             now,
+            framing: &SINGLE_OBJECT,
         }
     }
+
+    /// The same outputs, framed as `framing` says (the Confluent wire format).
+    pub fn framed(self, framing: &'a Framing) -> Self {
+        Outputs { framing, ..self }
+    }
 }
+
+/// The topics the processor's stages write Avro records to (their schemas are registered
+/// when it writes the Confluent wire format).
+pub const WRITES: [Topic; 5] = [
+    Topic::LlmCallsEnriched,
+    Topic::SpendWindows,
+    Topic::LoopSignals,
+    Topic::Alerts,
+    Topic::DeadLetter,
+];
 
 impl Outputs<'_> {
     /// The processor's settings.
@@ -319,7 +340,7 @@ impl Outputs<'_> {
         key: &str,
         record: &T,
     ) -> Result<(), ProcessorError> {
-        let bytes = encode(record)?;
+        let bytes = encode_framed(record, self.framing)?;
         self.raw(
             &self.config.kafka.topic(topic),
             None,
@@ -346,7 +367,7 @@ impl Outputs<'_> {
             error: reason,
             failed_at: self.now,
         };
-        let bytes = encode(&letter)?;
+        let bytes = encode_framed(&letter, self.framing)?;
         let topic = self.config.kafka.topic(Topic::DeadLetter);
         self.raw(
             &topic,
@@ -404,6 +425,7 @@ fn session(
     stats: &Stats,
 ) -> Result<(), ProcessorError> {
     let input = stage.input(config);
+    let framing = tally_contract::registry::writer(&config.kafka, &WRITES)?;
     let group = format!("{}-{}", config.group_id, stage.name());
     let transactional_id = format!("{}-{}", group, config.instance_id);
     let consumer: BaseConsumer<RebalanceFlag> = config
@@ -457,7 +479,7 @@ fn session(
         }
         if batch.is_empty() {
             if stage.wants_idle() {
-                idle_transaction(&producer, config, stage, stats)?;
+                idle_transaction(&producer, config, &framing, stage, stats)?;
             }
             continue;
         }
@@ -465,11 +487,7 @@ fn session(
         producer
             .begin_transaction()
             .map_err(kafka("begin transaction"))?;
-        let outputs = Outputs {
-            producer: &producer,
-            config,
-            now: now_micros(),
-        };
+        let outputs = Outputs::new(&producer, config, now_micros()).framed(&framing);
         let outcome = stage.process(&batch, &outputs, stats).and_then(|()| {
             let metadata = consumer
                 .group_metadata()
@@ -506,6 +524,7 @@ fn session(
 fn idle_transaction(
     producer: &BaseProducer,
     config: &ProcessorConfig,
+    framing: &Framing,
     stage: &mut dyn Stage,
     stats: &Stats,
 ) -> Result<(), ProcessorError> {
@@ -513,11 +532,7 @@ fn idle_transaction(
     producer
         .begin_transaction()
         .map_err(kafka("begin transaction"))?;
-    let outputs = Outputs {
-        producer,
-        config,
-        now: now_micros(),
-    };
+    let outputs = Outputs::new(producer, config, now_micros()).framed(framing);
     let outcome = stage.on_idle(&outputs, stats).and_then(|()| {
         producer
             .commit_transaction(TRANSACTION_TIMEOUT)

@@ -49,9 +49,13 @@ enum Failure {
     Newer(ProcessorError),
 }
 
-/// A decode failure as what to do about it.
+/// A decode failure as what to do about it: a schema registry that did not answer is asked
+/// again (the session starts again from the committed offsets), a record of an unknown
+/// version stops the stage before it, anything else is a dead letter.
 fn stop_on_newer(message: &OwnedMessage, error: tally_contract::ContractError) -> Failure {
-    if error.is_unknown_version() {
+    if error.is_transient() {
+        Failure::Newer(ProcessorError::Contract(error))
+    } else if error.is_unknown_version() {
         Failure::Newer(ProcessorError::NewerRecord {
             topic: message.topic().to_string(),
             partition: message.partition(),

@@ -23,7 +23,7 @@ use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
-use tally_contract::encode;
+use tally_contract::encode_framed;
 use tally_contract::records::DeadLetter;
 use tally_contract::topics::Topic;
 
@@ -159,7 +159,14 @@ pub async fn run<T: SinkTable>(
         .set("acks", "all")
         .create()
         .map_err(|e| SinkError::Kafka(e.to_string()))?;
+    let kafka = config.kafka.clone();
+    let framing = tokio::task::spawn_blocking(move || {
+        tally_contract::registry::writer(&kafka, &[Topic::DeadLetter])
+    })
+    .await
+    .map_err(|e| SinkError::Kafka(format!("schema registry set-up: {e}")))??;
     let sink = Sink::<T> {
+        framing,
         config: &config,
         client,
         consumer,
@@ -172,6 +179,8 @@ pub async fn run<T: SinkTable>(
 }
 
 struct Sink<'a, T: SinkTable> {
+    /// How dead letters are framed (single-object, or the Confluent wire format).
+    framing: tally_contract::wire::Framing,
     config: &'a SinkConfig,
     client: Client,
     consumer: StreamConsumer<RebalanceFlag>,
@@ -196,7 +205,7 @@ impl<T: SinkTable> Sink<'_, T> {
                     match message {
                         Ok(message) => {
                             let partition = message.partition();
-                            match self.add(&mut batches, &message).await {
+                            match self.add(&mut batches, &message, stop).await {
                                 Ok(Some(full)) => self.flush(partition, full).await?,
                                 Ok(None) => {}
                                 Err(newer @ SinkError::NewerRecord { .. }) => {
@@ -267,10 +276,24 @@ impl<T: SinkTable> Sink<'_, T> {
         &self,
         batches: &mut BTreeMap<i32, Batch<T::Row>>,
         message: &BorrowedMessage<'_>,
+        stop: &AtomicBool,
     ) -> Result<Option<Batch<T::Row>>, SinkError> {
         let payload = message.payload().unwrap_or_default();
-        let row = match T::row(payload, message.partition(), message.offset()) {
+        let mut backoff = Backoff::new();
+        let decoded = loop {
+            match T::row(payload, message.partition(), message.offset()) {
+                // The schema registry did not answer: the record waits (nothing after it is
+                // read), it is never dead-lettered for that.
+                Err(error) if error.is_transient() && !stop.load(Ordering::SeqCst) => {
+                    tracing::warn!(%error, retry_in = ?backoff.next, "schema registry unavailable; holding the record and retrying");
+                    backoff.wait().await;
+                }
+                decoded => break decoded,
+            }
+        };
+        let row = match decoded {
             Ok(row) => row,
+            Err(error) if error.is_transient() => return Err(SinkError::Contract(error)),
             Err(error) if error.is_unknown_version() => {
                 return Err(SinkError::NewerRecord {
                     topic: message.topic().to_string(),
@@ -434,7 +457,7 @@ impl<T: SinkTable> Sink<'_, T> {
             error,
             failed_at: tally_contract::clock::now_micros(),
         };
-        let bytes = encode(&letter).map_err(SinkError::Contract)?;
+        let bytes = encode_framed(&letter, &self.framing).map_err(SinkError::Contract)?;
         let dead_letter = self.config.kafka.topic(Topic::DeadLetter);
         self.producer
             .send(

@@ -74,6 +74,8 @@ impl Filter {
 /// Every dead letter on the topic now, oldest first (up to the end offsets when it starts).
 fn read_all(config: &TopicsConfig) -> Result<Vec<DeadLetter>, TallyError> {
     let kafka = &config.kafka;
+    // Dead letters written in the Confluent wire format are looked up in the registry.
+    tally_contract::registry::install_reader(kafka);
     let topic = kafka.topic(Topic::DeadLetter);
     let consumer: BaseConsumer = kafka
         .client_config()

@@ -7,6 +7,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tally_contract::clock::{now_micros, rfc3339};
+use tally_contract::encode_framed;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -472,6 +473,10 @@ async fn produce(args: &GenArgs, workload: &Workload) -> Result<(), TallyError> 
         .set("linger.ms", "5")
         .create()
         .map_err(|e| TallyError::Usage(format!("Kafka producer: {e}")))?;
+    let framing = tally_contract::registry::writer(
+        &kafka,
+        &[Topic::LlmCalls, Topic::Deploys, Topic::Tickets],
+    )?;
     let bar = progress(workload.events.len() as u64, "events");
     let started = Instant::now();
     let mut sent = 0;
@@ -483,10 +488,10 @@ async fn produce(args: &GenArgs, workload: &Workload) -> Result<(), TallyError> 
                 Event::Call(c) => (
                     Topic::LlmCalls,
                     llm_call_key(c),
-                    tally_contract::encode(c.as_ref())?,
+                    encode_framed(c.as_ref(), &framing)?,
                 ),
-                Event::Deploy(d) => (Topic::Deploys, deploy_key(d), tally_contract::encode(d)?),
-                Event::Ticket(t) => (Topic::Tickets, ticket_key(t), tally_contract::encode(t)?),
+                Event::Deploy(d) => (Topic::Deploys, deploy_key(d), encode_framed(d, &framing)?),
+                Event::Ticket(t) => (Topic::Tickets, ticket_key(t), encode_framed(t, &framing)?),
             };
             let topic = kafka.topic(topic);
             let record = FutureRecord::to(&topic).key(&key).payload(&payload);

@@ -4,75 +4,21 @@
 //! ground truth exactly: calls, tokens of every kind, cost in nano-dollars, per team too,
 //! deploys and tickets; and the injected runaway agents raise loop signals.
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use tally_contract::kafka::{create_topics, KafkaConfig, TopicLayout};
 use tally_contract::topics::Topic;
 use tally_tests::{
-    clickhouse_url, delete_topics, free_port, kafka_config, require_kafka, unique_name, KillOnDrop,
-    TestDatabase,
+    delete_topics, free_port, kafka_config, require_kafka, unique_name, KillOnDrop, TestDatabase,
 };
 
+mod common;
+
+use common::pipeline::{ingest_config, tally_on as tally, wait_until_ready};
+
 const KEY: &str = "gen-pipeline-test-key";
-
-/// A `tally` command on the test's topics; `database` for the commands that use ClickHouse
-/// (the others refuse a `[clickhouse]` section).
-fn tally(args: &[&str], kafka: &KafkaConfig, database: Option<&str>) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_tally"));
-    command
-        .args(args)
-        .env("TALLY_KAFKA_BROKERS", &kafka.brokers)
-        .env("TALLY__KAFKA__TOPIC_PREFIX", &kafka.topic_prefix)
-        .env("TALLY_LOG", "warn");
-    if let Some(database) = database {
-        command
-            .env("TALLY_CLICKHOUSE_URL", clickhouse_url())
-            .env("TALLY__CLICKHOUSE__DATABASE", database);
-    }
-    command
-}
-
-fn ingest_config(port: u16) -> std::path::PathBuf {
-    let hash: String = Sha256::digest(KEY.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let path = std::env::temp_dir().join(format!("{}.toml", unique_name("gen-ingest")));
-    std::fs::write(
-        &path,
-        format!(
-            "listen = \"127.0.0.1:{port}\"\n\
-             [[api_keys]]\nname = \"gen\"\nsha256 = \"{hash}\"\ntenant = \"acme\"\n\
-             any_team = true\nrate_limit_per_sec = 1000000\n"
-        ),
-    )
-    .unwrap();
-    path
-}
-
-async fn wait_until_up(port: u16, ingest: &mut KillOnDrop) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let client = reqwest::Client::new();
-    loop {
-        let ready = client
-            .get(format!("http://127.0.0.1:{port}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success());
-        if ready {
-            return;
-        }
-        assert!(Instant::now() < deadline, "tally ingest did not get ready");
-        assert!(
-            ingest.0.try_wait().unwrap().is_none(),
-            "tally ingest exited"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
 
 #[derive(Debug, PartialEq, clickhouse::Row, serde::Deserialize)]
 struct Totals {
@@ -113,7 +59,7 @@ async fn generated_traffic_lands_in_clickhouse_exactly_as_the_ground_truth_says(
     );
 
     let port = free_port();
-    let config = ingest_config(port);
+    let config = ingest_config(port, KEY);
     let mut ingest = KillOnDrop(
         tally(
             &["ingest", "--config", config.to_str().unwrap()],
@@ -137,7 +83,7 @@ async fn generated_traffic_lands_in_clickhouse_exactly_as_the_ground_truth_says(
             .spawn()
             .unwrap(),
     );
-    wait_until_up(port, &mut ingest).await;
+    wait_until_ready(port, &mut ingest).await;
 
     let generated = tally(
         &[

@@ -2,6 +2,8 @@
 //! `tally query`, and comparing the store with the generator's ground truth.
 #![allow(dead_code)] // each test binary uses its part
 
+pub mod pipeline;
+
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
