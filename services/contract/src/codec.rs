@@ -194,9 +194,12 @@ mod tests {
         );
 
         let mut unmarked = bytes.clone();
-        unmarked[0] = 0x00;
+        unmarked[0] = 0x7f;
         let err = decode::<LlmCall>(&unmarked).unwrap_err().to_string();
-        assert!(err.contains("not the marker c301"), "{err}");
+        assert!(
+            err.contains("starts with 7f01, not the marker c301 (nor a Confluent zero byte)"),
+            "{err}"
+        );
 
         let err = decode::<LlmCall>(&bytes[..bytes.len() - 3]).unwrap_err();
         assert!(
