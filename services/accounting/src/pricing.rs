@@ -24,6 +24,7 @@
 //! `priority`, `flex` use the `*_batches`, `*_priority`, `*_flex` variants when present. For
 //! each rate the candidates are, in order: threshold+tier, threshold, tier, standard.
 use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -116,6 +117,24 @@ pub struct PricingError(pub String);
 pub struct Catalogue {
     version: String,
     entries: HashMap<String, Vec<PriceEntry>>,
+    resolved: ResolvedKeys,
+}
+
+/// How many (provider, response model, model) spellings [`ResolvedKeys`] remembers; past
+/// that it starts again, so callers cannot grow it without bound.
+const MAX_RESOLVED: usize = 4_096;
+
+/// The catalogue keys each (provider, response model, model) a call names resolves to, in
+/// the order [`Catalogue::lookup`] tries them: [`candidates`] builds a dozen strings per
+/// spelling, and a stream repeats few spellings. Which entry of a key is in force still
+/// depends on the call's time, so that is decided per call. A clone starts empty.
+#[derive(Debug, Default)]
+struct ResolvedKeys(Mutex<HashMap<String, Arc<[String]>>>);
+
+impl Clone for ResolvedKeys {
+    fn clone(&self) -> Self {
+        ResolvedKeys::default()
+    }
 }
 
 impl Catalogue {
@@ -179,6 +198,7 @@ impl Catalogue {
         Ok(Catalogue {
             version: version.to_string(),
             entries,
+            resolved: ResolvedKeys::default(),
         })
     }
 
@@ -240,6 +260,7 @@ impl Catalogue {
             .map(|b| format!("{b:02x}"))
             .collect();
         self.version = format!("{}+overrides-{hex}", self.version);
+        self.resolved = ResolvedKeys::default();
         Ok(self)
     }
 
@@ -267,20 +288,45 @@ impl Catalogue {
 
     /// The catalogue model a call's model matched, and the entry in force for it.
     fn find(&self, call: &LlmCall) -> Option<(String, &PriceEntry)> {
-        let models = call
+        self.keys_of(call).iter().find_map(|key| {
+            let entry = self
+                .entries
+                .get(key)?
+                .iter()
+                .find(|e| e.in_force(call.occurred_at))?;
+            Some((key.clone(), entry))
+        })
+    }
+
+    /// The catalogue's keys among the call's models' [`candidates`], in order.
+    fn keys_of(&self, call: &LlmCall) -> Arc<[String]> {
+        // Length-prefixed, so no two spellings share a key.
+        let response = call.response_model.as_deref();
+        let spelling = format!(
+            "{}:{}{}:{}{}:{}",
+            call.provider.len(),
+            call.provider,
+            response.map_or(-1, |r| r.len() as i64),
+            response.unwrap_or_default(),
+            call.model.len(),
+            call.model
+        );
+        let mut resolved = self.resolved.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(keys) = resolved.get(&spelling) {
+            return keys.clone();
+        }
+        let keys: Arc<[String]> = call
             .response_model
             .iter()
-            .chain(std::iter::once(&call.model));
-        models
+            .chain(std::iter::once(&call.model))
             .flat_map(|model| candidates(&call.provider, model))
-            .find_map(|key| {
-                let entry = self
-                    .entries
-                    .get(&key)?
-                    .iter()
-                    .find(|e| e.in_force(call.occurred_at))?;
-                Some((key, entry))
-            })
+            .filter(|key| self.entries.contains_key(key))
+            .collect();
+        if resolved.len() >= MAX_RESOLVED {
+            resolved.clear();
+        }
+        resolved.insert(spelling, keys.clone());
+        keys
     }
 
     /// Prices a call.
@@ -370,16 +416,17 @@ fn threshold_suffix(entry: &PriceEntry, input_tokens: i64) -> Option<String> {
 }
 
 fn rate(entry: &PriceEntry, base: &str, threshold: Option<&str>, tier: &str) -> Option<Decimal> {
-    let mut candidates = Vec::with_capacity(4);
-    if let Some(threshold) = threshold {
-        candidates.push(format!("{base}{threshold}{tier}"));
-        candidates.push(format!("{base}{threshold}"));
-    }
-    candidates.push(format!("{base}{tier}"));
-    candidates.push(base.to_string());
-    candidates
-        .iter()
-        .find_map(|name| entry.rates.get(name).copied())
+    // The most specific field first; one buffer for the names, as this runs per call.
+    let mut name = String::with_capacity(base.len() + 48);
+    let mut get = |parts: &[&str]| {
+        name.clear();
+        parts.iter().for_each(|part| name.push_str(part));
+        entry.rates.get(name.as_str()).copied()
+    };
+    threshold
+        .and_then(|threshold| get(&[base, threshold, tier]).or_else(|| get(&[base, threshold])))
+        .or_else(|| get(&[base, tier]))
+        .or_else(|| entry.rates.get(base).copied())
 }
 
 fn cost(entry: &PriceEntry, call: &LlmCall) -> Result<Option<CostTerms>, PricingError> {
@@ -793,6 +840,67 @@ mod tests {
         assert!(
             err.contains("catalogue entry \"m\".effective_from: \"soon\" is not RFC 3339"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn resolved_spellings_are_bounded_and_give_what_the_candidates_give() {
+        let catalogue = Catalogue::shipped();
+        let standard = ServiceTier::Standard;
+        let mut dated = call("openai", "GPT-4o", [1_000, 100, 0, 0, 0], standard);
+        dated.response_model = Some("gpt-4o-2024-08-06".into());
+        let first = catalogue.price(&dated).unwrap();
+        assert_eq!(catalogue.price(&dated).unwrap(), first, "from the cache");
+        assert_eq!(
+            catalogue.lookup(&dated).map(|e| e.key.as_str()),
+            Some("gpt-4o-2024-08-06")
+        );
+        // The same characters split differently between the fields are other spellings.
+        let odd = call("openai", "gpt-4o", [1, 1, 0, 0, 0], standard);
+        let mut split = call("openai", "4o", [1, 1, 0, 0, 0], standard);
+        split.response_model = Some("gpt-".into());
+        assert!(catalogue.lookup(&odd).is_some());
+        assert!(catalogue.lookup(&split).is_none());
+        for n in 0..10_000 {
+            let unknown = call(
+                "openai",
+                &format!("no-such-model-{n}"),
+                [1, 1, 0, 0, 0],
+                standard,
+            );
+            assert!(matches!(
+                catalogue.price(&unknown).unwrap(),
+                Pricing::Unpriced { .. }
+            ));
+            assert!(catalogue.resolved.0.lock().unwrap().len() <= MAX_RESOLVED);
+        }
+        assert_eq!(
+            catalogue.price(&dated).unwrap(),
+            first,
+            "after the cache started again"
+        );
+        // Overrides added after a lookup are seen.
+        let priced_before = catalogue.lookup(&odd).map(|e| e.key.clone());
+        assert_eq!(priced_before.as_deref(), Some("gpt-4o"));
+        let overridden = catalogue
+            .with_overrides(&[PriceOverride {
+                model: "gpt-4o".into(),
+                effective_from: None,
+                effective_to: None,
+                rates: [
+                    ("input_cost_per_token".to_string(), "1e-06".parse().unwrap()),
+                    (
+                        "output_cost_per_token".to_string(),
+                        "2e-06".parse().unwrap(),
+                    ),
+                ]
+                .into(),
+            }])
+            .unwrap();
+        assert_eq!(
+            overridden.lookup(&odd).map(|e| e.rates.len()),
+            Some(2),
+            "the override, not the cached catalogue entry"
         );
     }
 

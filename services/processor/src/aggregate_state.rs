@@ -102,10 +102,8 @@ pub fn restore(
         let window: WindowKey = serde_json::from_str(window).map_err(bad)?;
         match value {
             Some(bytes) => {
-                state
-                    .windows
-                    .windows
-                    .insert(window, serde_json::from_slice(bytes).map_err(bad)?);
+                let totals = serde_json::from_slice(bytes).map_err(bad)?;
+                state.windows.restore_window(window, totals);
             }
             None => {
                 state.windows.windows.remove(&window);

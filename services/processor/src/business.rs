@@ -115,8 +115,14 @@ impl BusinessState {
         if !self.totals.contains_key(&key) && self.totals.len() >= max_series {
             key = MetricKey::other();
         }
-        self.totals.entry(key.clone()).or_default().add(call);
-        self.changed.insert(key);
+        match self.totals.get_mut(&key) {
+            Some(totals) => totals.add(call),
+            None => self.totals.entry(key.clone()).or_default().add(call),
+        }
+        // Most calls of a transaction fall on a label set it changed already.
+        if !self.changed.contains(&key) {
+            self.changed.insert(key);
+        }
     }
 }
 

@@ -304,7 +304,7 @@ impl Stage for AggregateStage {
                 .windows
                 .windows
                 .iter()
-                .filter(|(k, _)| k.window_seconds == 86_400 && k.dimension == "model")
+                .filter(|(k, _)| k.window_seconds == 86_400 && &*k.dimension == "model")
                 .map(|(_, t)| t.calls)
                 .sum();
             tracing::debug!(

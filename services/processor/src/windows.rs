@@ -14,22 +14,106 @@
 //! partition and the first offset of the transaction that emitted it (`source_partition`,
 //! `source_offset`): with the window's key, its identity, so a sink replay never counts it
 //! twice. State holds only open windows.
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use tally_contract::records::{EnrichedLlmCall, Micros, SpendDimension, SpendWindow};
 
 const MICROS_PER_SECOND: Micros = 1_000_000;
 
-/// Identifies one window of one key.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// Identifies one window of one key. Its names are shared (`Arc<str>`, from the state's
+/// [`Names`]): a call touches nine windows, and each key is kept twice while it changes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct WindowKey {
     pub window_seconds: i64,
     pub window_start: Micros,
-    pub tenant: String,
-    pub team: String,
-    pub dimension: String,
-    pub dimension_value: String,
+    pub tenant: Arc<str>,
+    pub team: Arc<str>,
+    pub dimension: Arc<str>,
+    pub dimension_value: Arc<str>,
+}
+
+impl Ord for WindowKey {
+    /// Size, start, then the names as text; a shared name is equal without reading it, which
+    /// is most comparisons in the state's maps (one tenant and team, many windows).
+    fn cmp(&self, other: &WindowKey) -> std::cmp::Ordering {
+        let name = |a: &Arc<str>, b: &Arc<str>| match Arc::ptr_eq(a, b) {
+            true => std::cmp::Ordering::Equal,
+            false => a.cmp(b),
+        };
+        self.window_seconds
+            .cmp(&other.window_seconds)
+            .then(self.window_start.cmp(&other.window_start))
+            .then_with(|| name(&self.tenant, &other.tenant))
+            .then_with(|| name(&self.team, &other.team))
+            .then_with(|| name(&self.dimension, &other.dimension))
+            .then_with(|| name(&self.dimension_value, &other.dimension_value))
+    }
+}
+
+impl PartialOrd for WindowKey {
+    fn partial_cmp(&self, other: &WindowKey) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// One copy of each name the open windows use (tenants, teams, models, users, workflows),
+/// shared by their keys. Names no key holds any more are dropped once the set has doubled
+/// since it was last pruned, so it stays within twice the names of the open windows.
+#[derive(Debug, Clone, Default)]
+pub struct Names {
+    names: HashSet<Arc<str>>,
+    pruned_at: usize,
+}
+
+impl PartialEq for Names {
+    /// A cache: two states are equal whatever names they have met.
+    fn eq(&self, _: &Names) -> bool {
+        true
+    }
+}
+
+impl Names {
+    /// The shared copy of `name`.
+    pub fn get(&mut self, name: &str) -> Arc<str> {
+        if let Some(shared) = self.names.get(name) {
+            return shared.clone();
+        }
+        let shared: Arc<str> = Arc::from(name);
+        self.names.insert(shared.clone());
+        shared
+    }
+
+    /// `key` with its names shared.
+    fn share(&mut self, key: WindowKey) -> WindowKey {
+        WindowKey {
+            tenant: self.get(&key.tenant),
+            team: self.get(&key.team),
+            dimension: self.get(&key.dimension),
+            dimension_value: self.get(&key.dimension_value),
+            ..key
+        }
+    }
+
+    /// Drops names only this set holds, when it has doubled since the last time.
+    fn prune(&mut self) {
+        if self.names.len() >= 2 * self.pruned_at.max(512) {
+            self.names.retain(|name| Arc::strong_count(name) > 1);
+            self.pruned_at = self.names.len();
+        }
+    }
+
+    /// How many names are held.
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    /// Whether none are.
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
 }
 
 /// The running totals of one window, or of one part of it. Sums are 128-bit: a day of one
@@ -87,6 +171,17 @@ pub struct WindowState {
     /// Whether the watermark moved since then.
     #[serde(skip)]
     pub watermark_changed: bool,
+    /// The names the keys share.
+    #[serde(skip)]
+    pub names: Names,
+}
+
+impl WindowState {
+    /// Puts back an open window read from the changelog, its names shared.
+    pub fn restore_window(&mut self, key: WindowKey, totals: WindowTotals) {
+        let key = self.names.share(key);
+        self.windows.insert(key, totals);
+    }
 }
 
 /// Window settings.
@@ -151,19 +246,23 @@ pub fn apply(
     let mut output = WindowOutput::default();
     let at = call.call.occurred_at;
     let lateness = config.allowed_lateness_secs * MICROS_PER_SECOND;
+    let tenant = state.names.get(&call.call.tenant);
+    let team = state.names.get(&call.call.team);
+    let names = dimensions(call)
+        .map(|(dimension, value)| (state.names.get(dimension.as_str()), state.names.get(&value)));
     for &size in &config.sizes_secs {
         let length = size * MICROS_PER_SECOND;
         let start = at.div_euclid(length) * length;
         let closed = state.watermark >= start + length + lateness;
         output.late |= closed;
-        for (dimension, value) in dimensions(call) {
+        for (dimension, value) in &names {
             let key = WindowKey {
                 window_seconds: size,
                 window_start: start,
-                tenant: call.call.tenant.clone(),
-                team: call.call.team.clone(),
-                dimension: dimension.as_str().to_string(),
-                dimension_value: value,
+                tenant: tenant.clone(),
+                team: team.clone(),
+                dimension: dimension.clone(),
+                dimension_value: value.clone(),
             };
             let totals = if !closed {
                 state.changed.insert(key.clone());
@@ -231,6 +330,7 @@ pub fn take_parts(
 ) -> Vec<SpendWindow> {
     let closing = std::mem::take(&mut state.closing);
     let late = std::mem::take(&mut state.late);
+    state.names.prune();
     let part = |(key, totals): (WindowKey, WindowTotals), revision: i32| SpendWindow {
         source_partition,
         source_offset,
@@ -248,30 +348,32 @@ fn bound(window_seconds: i64, window_start: Micros) -> WindowKey {
     WindowKey {
         window_seconds,
         window_start,
-        tenant: String::new(),
-        team: String::new(),
-        dimension: String::new(),
-        dimension_value: String::new(),
+        tenant: Arc::from(""),
+        team: Arc::from(""),
+        dimension: Arc::from(""),
+        dimension_value: Arc::from(""),
     }
 }
 
-fn dimensions(call: &EnrichedLlmCall) -> [(SpendDimension, String); 3] {
+fn dimensions(call: &EnrichedLlmCall) -> [(SpendDimension, Cow<'_, str>); 3] {
     [
         // One model, one window, however the caller spelled it.
         (
             SpendDimension::Model,
             match call.canonical_model.is_empty() {
-                true => tally_accounting::provider::canonical_model(&call.call.model),
-                false => call.canonical_model.clone(),
+                true => Cow::Owned(tally_accounting::provider::canonical_model(
+                    &call.call.model,
+                )),
+                false => Cow::Borrowed(&call.canonical_model),
             },
         ),
         (
             SpendDimension::User,
-            call.call.user.clone().unwrap_or_default(),
+            Cow::Borrowed(call.call.user.as_deref().unwrap_or_default()),
         ),
         (
             SpendDimension::Workflow,
-            call.call.workflow.clone().unwrap_or_default(),
+            Cow::Borrowed(call.call.workflow.as_deref().unwrap_or_default()),
         ),
     ]
 }
@@ -281,10 +383,10 @@ fn to_record(key: &WindowKey, totals: &WindowTotals, revision: i32, now: Micros)
         window_start: key.window_start,
         window_seconds: key.window_seconds,
         revision,
-        tenant: key.tenant.clone(),
-        team: key.team.clone(),
+        tenant: key.tenant.to_string(),
+        team: key.team.to_string(),
         dimension: key.dimension.parse().expect("written from SpendDimension"),
-        dimension_value: key.dimension_value.clone(),
+        dimension_value: key.dimension_value.to_string(),
         calls: totals.calls,
         unpriced_calls: totals.unpriced_calls,
         input_tokens: totals.input_tokens,
@@ -460,6 +562,35 @@ pub(crate) mod tests {
                 // The closer's own windows are still open; every other call is in a part.
                 proptest::prop_assert_eq!(windowed, times.len() as i64, "size {}", size);
             }
+        }
+    }
+
+    #[test]
+    fn names_are_shared_and_those_of_closed_windows_let_go() {
+        let config = minute_only();
+        let mut state = WindowState::default();
+        // 20,000 users, one call each, a minute apart: each window closes soon after.
+        for n in 0..20_000i64 {
+            let mut call = enriched(&format!("e{n}"), n * 60, "gpt-4o", Some(1));
+            call.call.user = Some(format!("user-{n}"));
+            apply(&config, &mut state, &call);
+            take_parts(&mut state, 0, n, 0);
+            state.changed.clear(); // as the changelog's writer does per transaction
+                                   // At most twice the live names (or 1,024) and what one call adds.
+            assert!(
+                state.names.len() <= 2 * 512 + 5,
+                "{} names held",
+                state.names.len()
+            );
+        }
+        let open: Vec<_> = state.windows.keys().collect();
+        assert!(!open.is_empty());
+        for key in open {
+            assert!(Arc::ptr_eq(&key.tenant, &state.names.get(&key.tenant)));
+            assert!(Arc::ptr_eq(
+                &key.dimension_value,
+                &state.names.get(&key.dimension_value)
+            ));
         }
     }
 

@@ -1,0 +1,195 @@
+//! The whole processor chain in memory, per core: the real stages (`EnrichStage`,
+//! `AggregateStage`, `DetectStage`) and their `process` as the Kafka runner calls it, on
+//! batches of 500 records (a transaction), with an output sink that keeps what they produce
+//! instead of a Kafka producer. So it counts everything a call costs but Kafka itself: Avro
+//! decode and encode, de-duplication and its changelog, pricing and carbon, 1 min / 1 h /
+//! 1 day windows × model / user / workflow, budgets, business metrics, the six detectors and
+//! every changelog record.
+//!
+//! The workload is `tally gen`'s (seed 7, 12 teams, a day of event time, 60,000 calls),
+//! spread over six partitions by the keys the ingest and enrich stage give.
+//!
+//! Run: `cargo bench -p tally-processor --bench chain`
+use std::cell::RefCell;
+use std::hash::{Hash, Hasher};
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use rdkafka::message::{OwnedHeaders, OwnedMessage, Timestamp};
+use tally_accounting::enrich::Enricher;
+use tally_accounting::pricing::Catalogue;
+use tally_contract::encode;
+use tally_contract::records::LlmCall;
+use tally_contract::topics::Topic;
+use tally_gen::traffic::{generate, Event, Mix, TrafficConfig};
+use tally_processor::budgets::{BudgetConfig, Period};
+use tally_processor::pipeline::{OutputSink, Outputs, Stage, Stats};
+use tally_processor::stages::{AggregateStage, DetectStage, EnrichStage};
+use tally_processor::{ProcessorConfig, ProcessorError};
+
+const CALLS: usize = 60_000;
+const PARTITIONS: u64 = 6;
+const TRANSACTION: usize = 500;
+const NOW: i64 = 1_796_000_000_000_000;
+
+/// A record produced: topic, key, value (`None` is a tombstone).
+type Produced = (String, Vec<u8>, Option<Vec<u8>>);
+
+/// Keeps every record produced, as Kafka would receive it.
+#[derive(Default)]
+struct Kept {
+    records: RefCell<Vec<Produced>>,
+}
+
+impl OutputSink for Kept {
+    fn send(
+        &self,
+        topic: &str,
+        _partition: Option<i32>,
+        key: &[u8],
+        payload: Option<&[u8]>,
+    ) -> Result<(), ProcessorError> {
+        self.records.borrow_mut().push((
+            topic.to_string(),
+            key.to_vec(),
+            payload.map(<[u8]>::to_vec),
+        ));
+        Ok(())
+    }
+}
+
+fn partition_of(key: &[u8]) -> i32 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut hasher);
+    (hasher.finish() % PARTITIONS) as i32
+}
+
+/// Records as a consumer hands them over: partitioned by key, offsets per partition.
+fn messages(topic: &str, records: Vec<(Vec<u8>, Vec<u8>)>) -> Vec<OwnedMessage> {
+    let mut offsets = [0i64; PARTITIONS as usize];
+    records
+        .into_iter()
+        .map(|(key, payload)| {
+            let partition = partition_of(&key);
+            let offset = offsets[partition as usize];
+            offsets[partition as usize] += 1;
+            OwnedMessage::new(
+                Some(payload),
+                Some(key),
+                topic.to_string(),
+                Timestamp::NotAvailable,
+                partition,
+                offset,
+                Some(OwnedHeaders::new()),
+            )
+        })
+        .collect()
+}
+
+fn config(calls: &[LlmCall]) -> ProcessorConfig {
+    let mut config = ProcessorConfig::default();
+    let teams: std::collections::BTreeSet<&String> = calls.iter().map(|c| &c.team).collect();
+    // A monthly budget per team, as a deployment would have them.
+    config.budgets = teams
+        .into_iter()
+        .cloned()
+        .map(|team| BudgetConfig {
+            name: format!("{team}-llm"),
+            tenant: "acme".into(),
+            team,
+            period: Period::Month,
+            amount_usd: "50000".parse().unwrap(),
+            thresholds_percent: vec![50, 80, 100],
+            burn_rate_alert: true,
+        })
+        .collect();
+    config
+}
+
+fn workload() -> Vec<LlmCall> {
+    let traffic = TrafficConfig {
+        seed: 7,
+        tenant: "acme".into(),
+        teams: 12,
+        calls: CALLS,
+        start: NOW - 86_400_000_000,
+        span: 86_400_000_000,
+        mix: Mix::Mixed,
+    };
+    generate(&traffic)
+        .events
+        .into_iter()
+        .filter_map(|event| match event {
+            Event::Call(call) => Some(*call),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Runs a stage over the messages in transactions of [`TRANSACTION`] records, each partition
+/// in order; returns what it produced.
+fn run(stage: &mut dyn Stage, config: &ProcessorConfig, input: &[OwnedMessage]) -> Kept {
+    let kept = Kept::default();
+    let stats = Stats::default();
+    for batch in input.chunks(TRANSACTION) {
+        let outputs = Outputs::new(&kept, config, NOW);
+        stage.process(batch, &outputs, &stats).unwrap();
+    }
+    kept
+}
+
+fn chain(c: &mut Criterion) {
+    let workload = workload();
+    let config = config(&workload);
+    let enricher = || Enricher::new(Catalogue::shipped(), config.carbon.clone()).unwrap();
+    let calls: Vec<(Vec<u8>, Vec<u8>)> = workload
+        .iter()
+        .map(|call| {
+            let key = match &call.session_id {
+                Some(session) => format!("{}/{}/{session}", call.tenant, call.team),
+                None => format!("{}/{}", call.tenant, call.team),
+            };
+            (key.into_bytes(), encode(call).unwrap())
+        })
+        .collect();
+    let calls_topic = config.kafka.topic(Topic::LlmCalls);
+    let enriched_topic = config.kafka.topic(Topic::LlmCallsEnriched);
+    let input = messages(&calls_topic, calls);
+    let enriched: Vec<(Vec<u8>, Vec<u8>)> = run(&mut EnrichStage::new(enricher()), &config, &input)
+        .records
+        .into_inner()
+        .into_iter()
+        .filter(|(topic, _, _)| *topic == enriched_topic)
+        .map(|(_, key, payload)| (key, payload.unwrap()))
+        .collect();
+    assert_eq!(enriched.len(), input.len(), "every call enriched once");
+    let enriched = messages(&enriched_topic, enriched);
+
+    let mut group = c.benchmark_group("chain");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(input.len() as u64));
+    group.bench_function("enrich", |b| {
+        b.iter_batched(
+            || EnrichStage::new(enricher()),
+            |mut stage| run(&mut stage, &config, &input),
+            BatchSize::LargeInput,
+        )
+    });
+    group.bench_function("aggregate", |b| {
+        b.iter_batched(
+            AggregateStage::default,
+            |mut stage| run(&mut stage, &config, &enriched),
+            BatchSize::LargeInput,
+        )
+    });
+    group.bench_function("detect", |b| {
+        b.iter_batched(
+            DetectStage::default,
+            |mut stage| run(&mut stage, &config, &enriched),
+            BatchSize::LargeInput,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, chain);
+criterion_main!(benches);
