@@ -9,22 +9,65 @@
 //! The workload is `tally gen`'s (seed 7, 12 teams, a day of event time, 60,000 calls),
 //! spread over six partitions by the keys the ingest and enrich stage give.
 //!
+//! Before the timings it prints the state's memory, measured by a counting allocator: bytes
+//! per open window key (the window state alone, after the workload) and per open session of
+//! the detectors.
+//!
 //! Run: `cargo bench -p tally-processor --bench chain`
+use std::alloc::{GlobalAlloc, Layout};
 use std::cell::RefCell;
 use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicIsize, Ordering};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use rdkafka::message::{OwnedHeaders, OwnedMessage, Timestamp};
+use mimalloc::MiMalloc;
+use rdkafka::message::{Message, OwnedHeaders, OwnedMessage, Timestamp};
 use tally_accounting::enrich::Enricher;
 use tally_accounting::pricing::Catalogue;
-use tally_contract::encode;
-use tally_contract::records::LlmCall;
+use tally_contract::records::{EnrichedLlmCall, LlmCall};
 use tally_contract::topics::Topic;
+use tally_contract::{decode, encode};
 use tally_gen::traffic::{generate, Event, Mix, TrafficConfig};
 use tally_processor::budgets::{BudgetConfig, Period};
 use tally_processor::pipeline::{OutputSink, Outputs, Stage, Stats};
 use tally_processor::stages::{AggregateStage, DetectStage, EnrichStage};
+use tally_processor::windows::{self, WindowState};
 use tally_processor::{ProcessorConfig, ProcessorError};
+
+/// The `tally` binary's allocator (mimalloc), counting the bytes held.
+struct Counting;
+
+static HELD: AtomicIsize = AtomicIsize::new(0);
+
+// SAFETY: every call is passed to mimalloc as it came; only a counter is added.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        HELD.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        unsafe { MiMalloc.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        HELD.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        unsafe { MiMalloc.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        HELD.fetch_add(
+            new_size as isize - layout.size() as isize,
+            Ordering::Relaxed,
+        );
+        unsafe { MiMalloc.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// Bytes the value `make` builds holds (what was allocated while it was made and is still
+/// held after everything else it made was dropped).
+fn held_by<T>(make: impl FnOnce() -> T) -> (T, isize) {
+    let before = HELD.load(Ordering::Relaxed);
+    let value = make();
+    (value, HELD.load(Ordering::Relaxed) - before)
+}
 
 const CALLS: usize = 60_000;
 const PARTITIONS: u64 = 6;
@@ -164,6 +207,8 @@ fn chain(c: &mut Criterion) {
     assert_eq!(enriched.len(), input.len(), "every call enriched once");
     let enriched = messages(&enriched_topic, enriched);
 
+    report_memory(&config, &enriched);
+
     let mut group = c.benchmark_group("chain");
     group.sample_size(10);
     group.throughput(Throughput::Elements(input.len() as u64));
@@ -189,6 +234,42 @@ fn chain(c: &mut Criterion) {
         )
     });
     group.finish();
+}
+
+/// Prints the bytes per open window key and per open detector session after the workload.
+fn report_memory(config: &ProcessorConfig, enriched: &[OwnedMessage]) {
+    let calls: Vec<EnrichedLlmCall> = enriched
+        .iter()
+        .map(|m| decode(m.payload().unwrap()).unwrap())
+        .collect();
+    let (windows, bytes) = held_by(|| {
+        let mut state = WindowState::default();
+        for (n, batch) in calls.chunks(TRANSACTION).enumerate() {
+            for call in batch {
+                windows::apply(&config.windows, &mut state, call);
+            }
+            drop(windows::take_parts(&mut state, 0, n as i64, NOW));
+            state.changed.clear(); // as the changelog's writer does
+        }
+        state
+    });
+    let keys = windows.windows.len();
+    eprintln!(
+        "memory: {keys} open window keys hold {bytes} bytes: {} bytes a key ({} names)",
+        bytes / keys as isize,
+        windows.names.len()
+    );
+    drop(windows);
+    let (stage, bytes) = held_by(|| {
+        let mut stage = DetectStage::default();
+        drop(run(&mut stage, config, enriched));
+        stage
+    });
+    let sessions: usize = stage.state.values().map(|d| d.sessions.len()).sum();
+    eprintln!(
+        "memory: {sessions} open detector sessions hold {bytes} bytes: {} bytes a session",
+        bytes / sessions.max(1) as isize
+    );
 }
 
 criterion_group!(benches, chain);

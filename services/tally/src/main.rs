@@ -333,6 +333,12 @@ fn render(report: &tally_report::tabular::Report, format: &str) -> Result<String
     }
 }
 
+/// mimalloc rather than glibc's malloc: the stages allocate per call (decoded strings,
+/// window keys), and in the processor's chain benchmark malloc and free were a fifth of the
+/// time (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     tally_contract::telemetry::init();
     let cli = Cli::parse();
