@@ -5,6 +5,7 @@
 //! Integration tests talk to the real Kafka broker and ClickHouse server: the ones
 //! `scripts/services.sh start` runs on loopback, or the ones `TALLY_KAFKA_BROKERS` and
 //! `TALLY_CLICKHOUSE_URL` name. A server that does not answer fails the test, never skips it.
+pub mod attribution;
 pub mod scenarios;
 
 use std::path::PathBuf;

@@ -34,6 +34,7 @@ async fn migrations_apply_once_and_a_changed_one_is_refused() {
         "0006_canonical_model.sql",
         "0007_wide_sums.sql",
         "0008_window_parts.sql",
+        "0009_attribution_prefix_sums.sql",
     ];
     assert_eq!(first, names.map(|n| Outcome::Applied(n.into())));
     let second = migrate(&server, &db.name, &migrations, &Topology::SingleNode)
@@ -1519,5 +1520,197 @@ async fn cluster_ddl_parses_on_clickhouse_and_a_server_without_the_cluster_refus
         .await
         .unwrap();
     assert_eq!(tables, 0, "nothing was created on the one node");
+    db.drop_database().await;
+}
+
+/// 0007's `cost_per_deploy` and `cost_per_ticket` (the naive formulation: every deploy or
+/// ticket joined to every call of its team, the window a condition inside `sumIf`) as views
+/// `naive_cost_per_deploy` and `naive_cost_per_ticket`, the oracle of the prefix-sum views.
+/// Two edits, each where 0007 left the answer to the order rows happened to arrive in: deploys
+/// of one service and environment at the same instant are ordered by team and event id, and a
+/// ticket's team, kind and estimate are those of its latest event with the greatest event id
+/// (0009 fixes both so; see its header).
+fn naive_attribution_views() -> Vec<String> {
+    let migration = include_str!("../../../sql/migrations/0007_wide_sums.sql");
+    let replace_once = |text: &str, from: &str, to: &str| {
+        assert_eq!(text.matches(from).count(), 1, "0007 has {from:?} once");
+        text.replace(from, to)
+    };
+    migration
+        .split(";\n")
+        .filter(|s| s.contains("VIEW cost_per_deploy") || s.contains("VIEW cost_per_ticket"))
+        .map(|statement| {
+            let s = statement
+                .replace("VIEW cost_per_deploy", "VIEW naive_cost_per_deploy")
+                .replace("VIEW cost_per_ticket", "VIEW naive_cost_per_ticket");
+            if s.contains("naive_cost_per_deploy") {
+                replace_once(
+                    &s,
+                    "ORDER BY occurred_at ASC\n",
+                    "ORDER BY occurred_at ASC, team ASC, event_id ASC\n",
+                )
+            } else {
+                let s = replace_once(
+                    &s,
+                    "argMax(team, occurred_at)",
+                    "argMax(team, (occurred_at, event_id))",
+                );
+                let s = replace_once(
+                    &s,
+                    "argMax(kind, occurred_at)",
+                    "argMax(kind, (occurred_at, event_id))",
+                );
+                replace_once(
+                    &s,
+                    "argMax(estimate_hours, occurred_at)",
+                    "argMax(estimate_hours, (occurred_at, event_id))",
+                )
+            }
+        })
+        .collect()
+}
+
+/// The rows of a query, each as ClickHouse's text of the tuple, sorted.
+async fn row_texts(client: &clickhouse::Client, sql: &str) -> Vec<String> {
+    client
+        .query(&format!(
+            "SELECT toString(tuple(*)) AS row FROM ({sql}) ORDER BY row"
+        ))
+        .fetch_all()
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// The prefix-sum views (0009) give what the naive views give, row for row, on a seeded random
+/// history that meets every boundary case (`tally_tests::attribution`), with the columns and
+/// types of before; and the share is exact billionths.
+#[tokio::test]
+async fn attribution_views_equal_the_naive_formulation_on_a_random_history() {
+    use tally_sink::rows::{DeployRow, LlmCallRow, TicketRow};
+    let db = TestDatabase::create("it_attribution_oracle").await;
+    let server = clickhouse::Client::default().with_url(clickhouse_url());
+    migrate(
+        &server,
+        &db.name,
+        &Migration::embedded().unwrap(),
+        &Topology::SingleNode,
+    )
+    .await
+    .unwrap();
+    for view in naive_attribution_views() {
+        db.client.query(&view).execute().await.unwrap();
+    }
+    let history = tally_tests::attribution::history(7, 3_000, 120, 40);
+    // In several inserts: several parts, so only FINAL sees each record once.
+    for chunk in history.calls.chunks(700) {
+        let mut insert = db.client.insert::<LlmCallRow>("llm_calls").await.unwrap();
+        for (i, call) in chunk.iter().enumerate() {
+            insert
+                .write(&LlmCallRow::new(call.clone(), 0, i as i64))
+                .await
+                .unwrap();
+        }
+        insert.end().await.unwrap();
+    }
+    for chunk in history.deploys.chunks(50) {
+        let mut insert = db.client.insert::<DeployRow>("deploys").await.unwrap();
+        for deploy in chunk {
+            insert
+                .write(&DeployRow::from(deploy.clone()))
+                .await
+                .unwrap();
+        }
+        insert.end().await.unwrap();
+    }
+    for chunk in history.tickets.chunks(30) {
+        let mut insert = db.client.insert::<TicketRow>("tickets").await.unwrap();
+        for ticket in chunk {
+            insert
+                .write(&TicketRow::from(ticket.clone()))
+                .await
+                .unwrap();
+        }
+        insert.end().await.unwrap();
+    }
+
+    // Same columns, same types.
+    let describe = |sql: String| {
+        let client = db.client.clone();
+        async move {
+            let text = client
+                .query(&format!("DESCRIBE ({sql})"))
+                .fetch_bytes("TSV")
+                .unwrap()
+                .collect()
+                .await
+                .unwrap();
+            // name and type of each column
+            String::from_utf8(text.to_vec())
+                .unwrap()
+                .lines()
+                .map(|l| l.split('\t').take(2).collect::<Vec<_>>().join(" "))
+                .collect::<Vec<_>>()
+        }
+    };
+    let ticket_call = "cost_per_ticket(unattributed_share = 0.5, loaded_hourly_rate_usd = 120)";
+    assert_eq!(
+        describe("SELECT * FROM cost_per_deploy".into()).await,
+        describe("SELECT * FROM naive_cost_per_deploy".into()).await
+    );
+    assert_eq!(
+        describe(format!("SELECT * FROM {ticket_call}")).await,
+        describe(format!("SELECT * FROM naive_{ticket_call}")).await
+    );
+
+    // Row for row.
+    let deploys = row_texts(&db.client, "SELECT * FROM cost_per_deploy").await;
+    assert_eq!(
+        deploys,
+        row_texts(&db.client, "SELECT * FROM naive_cost_per_deploy").await
+    );
+    for share in ["0", "0.1", "0.5", "0.333333333", "1"] {
+        let call = format!("(unattributed_share = {share}, loaded_hourly_rate_usd = 120)");
+        assert_eq!(
+            row_texts(&db.client, &format!("SELECT * FROM cost_per_ticket{call}")).await,
+            row_texts(
+                &db.client,
+                &format!("SELECT * FROM naive_cost_per_ticket{call}")
+            )
+            .await,
+            "share {share}"
+        );
+    }
+
+    // The history meets the cases it is for (so equal figures say something).
+    let count = |sql: &str| {
+        let client = db.client.clone();
+        let sql = sql.to_string();
+        async move { client.query(&sql).fetch_one::<u64>().await.unwrap() }
+    };
+    for (case, sql) in [
+        ("deploys", "SELECT count() FROM cost_per_deploy"),
+        ("a call at the very instant of its team's deploy", "SELECT count() FROM cost_per_deploy AS d, llm_calls AS c WHERE c.tenant = d.tenant AND c.team = d.team AND c.occurred_at = d.deployed_at"),
+        ("a deploy at its previous deploy's instant", "SELECT countIf(previous_deploy_at = deployed_at) FROM cost_per_deploy"),
+        ("a deploy whose previous deploy was another team's", "SELECT count() FROM cost_per_deploy AS d, deploys AS p WHERE p.tenant = d.tenant AND p.service = d.service AND p.environment = d.environment AND p.occurred_at = d.previous_deploy_at AND p.team != d.team AND p.status = 'succeeded'"),
+        ("a deploy with unpriced calls", "SELECT countIf(team_unpriced_calls > 0) FROM cost_per_deploy"),
+        ("a deploy with no calls", "SELECT countIf(team_calls = 0) FROM cost_per_deploy"),
+        ("a deploy with tagged spend", "SELECT countIf(ticket_cost_nanos > 0) FROM cost_per_deploy"),
+        ("a ticket with tagged and untagged spend", "SELECT countIf(tagged_cost_nanos > 0 AND unattributed_team_cost_nanos > 0) FROM cost_per_ticket(unattributed_share = 0.5, loaded_hourly_rate_usd = 1)"),
+        ("a ticket closed before it opened", "SELECT countIf(closed_at < opened_at) FROM cost_per_ticket(unattributed_share = 0.5, loaded_hourly_rate_usd = 1)"),
+        ("a ticket never opened", "SELECT countIf(opened_at = toDateTime64(0, 6, 'UTC')) FROM cost_per_ticket(unattributed_share = 0.5, loaded_hourly_rate_usd = 1)"),
+        ("a call at a ticket's opening or closing", "SELECT count() FROM cost_per_ticket(unattributed_share = 0.5, loaded_hourly_rate_usd = 1) AS t, llm_calls AS c WHERE c.tenant = t.tenant AND c.team = t.team AND c.ticket_id IS NULL AND (c.occurred_at = t.opened_at OR c.occurred_at = t.closed_at)"),
+    ] {
+        assert!(count(sql).await > 0, "the history has {case}");
+    }
+
+    // The share is a decimal: 0.1 is exactly 100,000,000 billionths.
+    assert_eq!(
+        count(
+            "SELECT countIf(attributed_cost_nanos != tagged_cost_nanos + intDiv(unattributed_team_cost_nanos * 100000000, 1000000000))
+             FROM cost_per_ticket(unattributed_share = 0.1, loaded_hourly_rate_usd = 1)"
+        )
+        .await,
+        0
+    );
     db.drop_database().await;
 }
