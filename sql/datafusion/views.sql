@@ -25,30 +25,83 @@ SELECT
 FROM llm_calls
 GROUP BY 1, 2, 3, 4, 5, 6;
 
+-- cost_per_deploy as 0009_attribution_prefix_sums.sql computes it, with a window function
+-- where ClickHouse has ASOF JOIN (DataFusion has none): each deploy's readings (its team's
+-- calls up to deployed_at, +, and up to previous_deploy_at, -; each distinct id of its
+-- ticket_ids: the team's calls tagged with it up to deployed_at) are marks on a timeline of
+-- the calls; a running sum over each team's (team and ticket's) timeline in time order, a
+-- mark after the calls of its own instant, gives at each mark the exact sum of every call at
+-- or before it. A call counts on the ticket's timeline only when a deploy of its team lists
+-- its ticket (NULL as ''). One pass over llm_calls; about (calls + deploys) x log.
 CREATE VIEW cost_per_deploy AS
 WITH deploys_in_order AS (
+    -- CASE ... END: the de-duplicating view's columns are nullable when it runs (not when it is
+    -- planned), and DataFusion refuses an aggregate whose input differs so; these say nullable.
     SELECT
-        tenant, team, service, environment, event_id, version, ticket_ids,
-        occurred_at AS deployed_at,
-        coalesce(lag(occurred_at, 1) OVER (PARTITION BY tenant, service, environment ORDER BY occurred_at),
+        CASE WHEN tenant IS NOT NULL THEN tenant END AS tenant,
+        CASE WHEN team IS NOT NULL THEN team END AS team,
+        CASE WHEN service IS NOT NULL THEN service END AS service,
+        CASE WHEN environment IS NOT NULL THEN environment END AS environment,
+        CASE WHEN event_id IS NOT NULL THEN event_id END AS event_id,
+        version, ticket_ids,
+        CASE WHEN occurred_at IS NOT NULL THEN occurred_at END AS deployed_at,
+        coalesce(lag(occurred_at, 1) OVER (PARTITION BY tenant, service, environment ORDER BY occurred_at, team, event_id),
                  utc('1970-01-01')) AS previous_deploy_at
     FROM deploys
     WHERE status = 'succeeded'
 ),
+readings AS (
+    SELECT tenant, team, service, environment, event_id, version, previous_deploy_at, deployed_at,
+           0 AS scope, '' AS ticket, deployed_at AS at, 1 AS team_sign, 0 AS ticket_sign
+    FROM deploys_in_order
+    UNION ALL
+    SELECT tenant, team, service, environment, event_id, version, previous_deploy_at, deployed_at,
+           0 AS scope, '' AS ticket, previous_deploy_at AS at, -1 AS team_sign, 0 AS ticket_sign
+    FROM deploys_in_order
+    UNION ALL
+    SELECT tenant, team, service, environment, event_id, version, previous_deploy_at, deployed_at,
+           1 AS scope, ticket, deployed_at AS at, 0 AS team_sign, 1 AS ticket_sign
+    FROM (SELECT *, unnest(array_distinct(ticket_ids)) AS ticket FROM deploys_in_order)
+),
+listed AS (
+    SELECT DISTINCT tenant, team, ticket FROM readings WHERE scope = 1
+),
+calls AS (
+    SELECT c.tenant AS tenant, c.team AS team, coalesce(c.ticket_id, '') AS ticket, c.occurred_at AS at,
+           CAST(coalesce(c.cost_total_nanos, 0) AS DECIMAL(38, 0)) AS cost_nanos,
+           CASE WHEN c.unpriced THEN 1 ELSE 0 END AS unpriced,
+           CASE WHEN l.ticket IS NULL THEN make_array(0) ELSE make_array(0, 1) END AS scopes
+    FROM llm_calls AS c
+    LEFT JOIN listed AS l ON l.tenant = c.tenant AND l.team = c.team AND l.ticket = coalesce(c.ticket_id, '')
+),
+timeline AS (
+    SELECT tenant, team, scope, CASE WHEN scope = 0 THEN '' ELSE ticket END AS ticket, at, 0 AS is_mark,
+           1 AS calls, cost_nanos, unpriced
+    FROM (SELECT *, unnest(scopes) AS scope FROM calls)
+    UNION ALL
+    SELECT DISTINCT tenant, team, scope, ticket, at, 1 AS is_mark, 0 AS calls, CAST(0 AS DECIMAL(38, 0)) AS cost_nanos, 0 AS unpriced
+    FROM readings
+),
+prefix_sums AS (
+    SELECT tenant, team, scope, ticket, at, is_mark,
+           sum(calls) OVER upto AS upto_calls,
+           sum(cost_nanos) OVER upto AS upto_cost_nanos,
+           sum(unpriced) OVER upto AS upto_unpriced_calls
+    FROM timeline
+    WINDOW upto AS (PARTITION BY tenant, team, scope, ticket ORDER BY at, is_mark ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
+),
 sums AS (
     SELECT
-        d.tenant AS tenant, d.team AS team, d.service AS service, d.environment AS environment,
-        d.event_id AS deploy_id, d.version AS version,
-        d.previous_deploy_at AS previous_deploy_at, d.deployed_at AS deployed_at,
-        sum(CASE WHEN c.occurred_at > d.previous_deploy_at AND c.occurred_at <= d.deployed_at THEN 1 ELSE 0 END) AS team_calls,
-        sum(CASE WHEN c.occurred_at > d.previous_deploy_at AND c.occurred_at <= d.deployed_at
-                 THEN CAST(coalesce(c.cost_total_nanos, 0) AS DECIMAL(38, 0)) ELSE 0 END) AS team_cost_nanos,
-        sum(CASE WHEN c.unpriced AND c.occurred_at > d.previous_deploy_at AND c.occurred_at <= d.deployed_at
-                 THEN 1 ELSE 0 END) AS team_unpriced_calls,
-        sum(CASE WHEN c.occurred_at <= d.deployed_at AND array_has(d.ticket_ids, coalesce(c.ticket_id, ''))
-                 THEN CAST(coalesce(c.cost_total_nanos, 0) AS DECIMAL(38, 0)) ELSE 0 END) AS ticket_cost_nanos
-    FROM deploys_in_order AS d
-    LEFT JOIN llm_calls AS c ON c.tenant = d.tenant AND c.team = d.team
+        r.tenant AS tenant, r.team AS team, r.service AS service, r.environment AS environment,
+        r.event_id AS deploy_id, r.version AS version,
+        r.previous_deploy_at AS previous_deploy_at, r.deployed_at AS deployed_at,
+        sum(r.team_sign * p.upto_calls) AS team_calls,
+        sum(CAST(r.team_sign AS DECIMAL(38, 0)) * p.upto_cost_nanos) AS team_cost_nanos,
+        sum(r.team_sign * p.upto_unpriced_calls) AS team_unpriced_calls,
+        sum(CAST(r.ticket_sign AS DECIMAL(38, 0)) * p.upto_cost_nanos) AS ticket_cost_nanos
+    FROM readings AS r
+    JOIN prefix_sums AS p
+        ON p.is_mark = 1 AND p.tenant = r.tenant AND p.team = r.team AND p.scope = r.scope AND p.ticket = r.ticket AND p.at = r.at
     GROUP BY 1, 2, 3, 4, 5, 6, 7, 8
 )
 SELECT *, scale9(team_cost_nanos) AS team_cost_usd, scale9(ticket_cost_nanos) AS ticket_cost_usd
