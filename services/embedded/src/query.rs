@@ -258,6 +258,60 @@ fn number(expr: &Expr, name: &str) -> datafusion::error::Result<f64> {
     })
 }
 
+/// The share as ClickHouse's `{unattributed_share:Decimal64(9)}` reads it, in whole
+/// billionths: exactly the decimal written, digits past the ninth decimal dropped. A string
+/// (`'0.1'`) or a decimal literal is read as written; a float literal (what DataFusion makes of
+/// `0.1`) by its shortest decimal text, which is the text written for any literal of up to 15
+/// significant digits.
+fn share_billionths(expr: &Expr) -> datafusion::error::Result<i128> {
+    let refuse = || {
+        DataFusionError::Plan(format!(
+            "cost_per_ticket(): unattributed_share must be a decimal number, not {expr}"
+        ))
+    };
+    match expr {
+        Expr::Negative(inner) => share_billionths(inner).map(|v| -v),
+        Expr::Literal(ScalarValue::Int64(Some(v)), _) => Ok(i128::from(*v) * 1_000_000_000),
+        Expr::Literal(ScalarValue::Decimal128(Some(v), _, scale), _) => {
+            let scale = i32::from(*scale);
+            Ok(if scale <= 9 {
+                v * 10i128.pow((9 - scale) as u32)
+            } else {
+                v / 10i128.pow((scale - 9) as u32)
+            })
+        }
+        Expr::Literal(ScalarValue::Float64(Some(v)), _) if v.is_finite() => {
+            decimal_billionths(&v.to_string()).ok_or_else(refuse)
+        }
+        Expr::Literal(ScalarValue::Utf8(Some(text)), _) => {
+            decimal_billionths(text.trim()).ok_or_else(refuse)
+        }
+        _ => Err(refuse()),
+    }
+}
+
+/// `[-]digits[.digits]` in billionths, truncated toward zero past the ninth decimal.
+fn decimal_billionths(text: &str) -> Option<i128> {
+    let (negative, unsigned) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text.strip_prefix('+').unwrap_or(text)),
+    };
+    let (whole, fraction) = unsigned.split_once('.').unwrap_or((unsigned, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if (whole.is_empty() && fraction.is_empty()) || !digits(whole) || !digits(fraction) {
+        return None;
+    }
+    let whole: i128 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().ok()?
+    };
+    let nine: String = fraction.chars().take(9).collect();
+    let fraction: i128 = format!("{nine:0<9}").parse().ok()?;
+    let value = whole.checked_mul(1_000_000_000)?.checked_add(fraction)?;
+    Some(if negative { -value } else { value })
+}
+
 impl TableFunctionImpl for CostPerTicket {
     fn call(&self, args: &[Expr]) -> datafusion::error::Result<Arc<dyn TableProvider>> {
         let [share, rate] = args else {
@@ -267,7 +321,7 @@ impl TableFunctionImpl for CostPerTicket {
             ));
         };
         // The share in billionths, exact, as the ClickHouse view takes it.
-        let share_e9 = (number(share, "unattributed_share")? * 1e9).round() as i128;
+        let share_e9 = share_billionths(share)?;
         let sql = COST_PER_TICKET
             .replace("{unattributed_share_e9}", &share_e9.to_string())
             .replace(
@@ -493,4 +547,39 @@ fn table(names: &[String], rows: &[Vec<Option<String>>]) -> String {
         if rows.len() == 1 { "" } else { "s" }
     ));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_share_of_cost_per_ticket_is_read_exactly_in_billionths() {
+        let float = |v: f64| Expr::Literal(ScalarValue::Float64(Some(v)), None);
+        let text = |v: &str| Expr::Literal(ScalarValue::Utf8(Some(v.into())), None);
+        let decimal =
+            |v: i128, scale: i8| Expr::Literal(ScalarValue::Decimal128(Some(v), 38, scale), None);
+        for (expr, billionths) in [
+            (float(0.1), 100_000_000),
+            (float(0.3), 300_000_000),
+            (float(0.7), 700_000_000),
+            (float(1e-9), 1),
+            (float(0.1234567891), 123_456_789),
+            (text("0.1"), 100_000_000),
+            (text("0.999999999"), 999_999_999),
+            (text(".5"), 500_000_000),
+            (decimal(1, 1), 100_000_000),
+            (decimal(1_234_567_891, 10), 123_456_789),
+            (
+                Expr::Literal(ScalarValue::Int64(Some(1)), None),
+                1_000_000_000,
+            ),
+            (Expr::Negative(Box::new(float(0.5))), -500_000_000),
+        ] {
+            assert_eq!(share_billionths(&expr).unwrap(), billionths, "{expr}");
+        }
+        for expr in [text("half"), text("1e-1"), text(""), float(f64::NAN)] {
+            assert!(share_billionths(&expr).is_err(), "{expr}");
+        }
+    }
 }

@@ -8,6 +8,7 @@
 //!   `tally up`'s DataFusion store, so both stores give the same report text.
 //! - [`tabular`]: spend, attribution and loops reports, made of titled tables.
 //! - [`emissions`]: the emissions report a sustainability officer signs.
+//! - [`share`]: the unattributed share of the attribution report, exact in billionths.
 //! - [`render`]: escaping of what clients sent, for each reader (browser, spreadsheet,
 //!   terminal).
 //!
@@ -18,8 +19,10 @@ pub mod clickhouse;
 pub mod emissions;
 mod error;
 pub mod render;
+pub mod share;
 pub mod source;
 pub mod tabular;
 
 pub use error::ReportError;
+pub use share::Share;
 pub use source::{Dialect, ReportSource, Section};

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::render;
 use crate::source::{Dialect, ReportSource, Section};
-use crate::ReportError;
+use crate::{ReportError, Share};
 
 /// A report of sections with notes.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -279,7 +279,7 @@ const COST_PER_DEPLOY_DATAFUSION: &str = "
     ORDER BY deploy_id";
 const COST_PER_TICKET_DATAFUSION: &str = "
     SELECT team, ticket_id, kind, closed_at, attributed_cost_usd, estimate_hours, human_cost_usd
-    FROM cost_per_ticket({share}, {rate}) WHERE closed_at >= utc(?) AND closed_at < utc(?)
+    FROM cost_per_ticket('{share}', {rate}) WHERE closed_at >= utc(?) AND closed_at < utc(?)
     ORDER BY ticket_id";
 const TEAM_EFFICIENCY_DATAFUSION: &str = "
     SELECT team, month, tokens, cost_usd, deploys, closed_features, closed_bugs,
@@ -287,12 +287,14 @@ const TEAM_EFFICIENCY_DATAFUSION: &str = "
     FROM team_efficiency WHERE month >= CAST(? AS DATE) AND month < CAST(? AS DATE)
     ORDER BY team, month";
 
-/// Cost per deploy, per closed ticket and team efficiency, from the views.
+/// Cost per deploy, per closed ticket and team efficiency, from the views. The share goes to
+/// `cost_per_ticket` as its exact decimal text (a `Decimal64(9)` in ClickHouse, a string the
+/// DataFusion table function reads in billionths).
 pub async fn attribution(
     source: &impl ReportSource,
     from: &str,
     to: &str,
-    unattributed_share: f64,
+    unattributed_share: Share,
     loaded_hourly_rate_usd: f64,
 ) -> Result<Report, ReportError> {
     let clickhouse = source.dialect() == Dialect::ClickHouse;
@@ -324,7 +326,7 @@ pub async fn attribution(
         )
     } else {
         COST_PER_TICKET_DATAFUSION
-            .replace("{share}", &format!("{unattributed_share:?}"))
+            .replace("{share}", &share)
             .replace("{rate}", &format!("{loaded_hourly_rate_usd:?}"))
     };
     let tickets = source

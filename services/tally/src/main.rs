@@ -183,9 +183,10 @@ enum ReportCommand {
     Attribution {
         #[command(flatten)]
         period: Period,
-        /// Share of a team's untagged spend attributed to each ticket open at the time.
-        #[arg(long, default_value_t = 0.0)]
-        unattributed_share: f64,
+        /// Share of a team's untagged spend attributed to each ticket open at the time: a
+        /// decimal from 0 to 1 with at most 9 decimal places, exact.
+        #[arg(long, default_value = "0")]
+        unattributed_share: tally_report::Share,
         /// Loaded cost of an hour of a person's work, for the hidden-cost comparison.
         #[arg(long, default_value_t = 100.0)]
         loaded_hourly_rate_usd: f64,
