@@ -55,18 +55,62 @@ ENRICHED_FIELDS = COLUMNS[FIRST_ENRICHED:LAST_ENRICHED + 1]
 
 def load_schema():
     """EnrichedLlmCall as the processor writes it: self-contained, LlmCall inlined where the
-    file names it, as tally's own schema loader does (so the fingerprint is the writer's)."""
+    file names it, as tally's own schema loader does (so the fingerprint is the writer's).
+    The raw JSON (for the fingerprint) and fastavro's parsed schema."""
     call = json.loads((SCHEMAS / "LlmCall.avsc").read_text())
     enriched = json.loads((SCHEMAS / "EnrichedLlmCall.avsc").read_text())
     for field in enriched["fields"]:
         if field["type"] in ("dev.tally.LlmCall", "LlmCall"):
             field["type"] = call
-    return fastavro.parse_schema(enriched)
+    return enriched, fastavro.parse_schema(enriched)
 
 
-def fingerprint(schema):
-    canonical = fastavro.schema.to_parsing_canonical_form(schema)
-    return bytes.fromhex(fastavro.schema.fingerprint(canonical, "CRC-64-AVRO"))[::-1]
+PRIMITIVES = {"null", "boolean", "int", "long", "float", "double", "bytes", "string"}
+
+
+def canonical(schema, namespace="", seen=None):
+    """The Parsing Canonical Form as tally's writers compute it (the Rust apache-avro crate):
+    as the specification's, except that a primitive with a logical type stays an object,
+    `{"type":"long"}` rather than `"long"`. fastavro's own canonical form follows the
+    specification and so gives another fingerprint for these schemas."""
+    seen = set() if seen is None else seen
+    if isinstance(schema, str):
+        if schema in PRIMITIVES:
+            return json.dumps(schema)
+        return json.dumps(schema if "." in schema else f"{namespace}.{schema}")
+    if isinstance(schema, list):
+        return "[" + ",".join(canonical(s, namespace, seen) for s in schema) + "]"
+    kind = schema["type"]
+    if isinstance(kind, (dict, list)):
+        return canonical(kind, namespace, seen)
+    if kind in PRIMITIVES:
+        return '{"type":%s}' % json.dumps(kind) if "logicalType" in schema else json.dumps(kind)
+    if kind == "array":
+        return '{"type":"array","items":%s}' % canonical(schema["items"], namespace, seen)
+    if kind == "map":
+        return '{"type":"map","values":%s}' % canonical(schema["values"], namespace, seen)
+    name = schema["name"]
+    inner = name.rsplit(".", 1)[0] if "." in name else schema.get("namespace", namespace)
+    full = name if "." in name else f"{inner}.{name}"
+    if full in seen:
+        return json.dumps(full)
+    seen.add(full)
+    if kind == "enum":
+        symbols = json.dumps(schema["symbols"], separators=(",", ":"))
+        return '{"name":%s,"type":"enum","symbols":%s}' % (json.dumps(full), symbols)
+    if kind == "fixed":
+        return '{"name":%s,"type":"fixed","size":%d}' % (json.dumps(full), schema["size"])
+    fields = ",".join(
+        '{"name":%s,"type":%s}' % (json.dumps(f["name"]), canonical(f["type"], inner, seen))
+        for f in schema["fields"]
+    )
+    return '{"name":%s,"type":"record","fields":[%s]}' % (json.dumps(full), fields)
+
+
+def fingerprint(raw):
+    """The 8 bytes after the marker: CRC-64-AVRO of the canonical form, little-endian
+    (fastavro's hex is already in that byte order)."""
+    return bytes.fromhex(fastavro.schema.fingerprint(canonical(raw), "CRC-64-AVRO"))
 
 
 def row(record, partition, offset):
@@ -92,8 +136,8 @@ def main():
     parser.add_argument("--batch-wait", type=float, default=1.0, help="seconds")
     args = parser.parse_args()
 
-    schema = load_schema()
-    expected_fingerprint = fingerprint(schema)
+    raw, schema = load_schema()
+    expected_fingerprint = fingerprint(raw)
     url = urlparse(args.clickhouse)
     client = clickhouse_connect.get_client(
         host=url.hostname, port=url.port or 8123, database=args.database
