@@ -5,12 +5,14 @@
 //! 1. deploys tally as its services (`tally ingest`, `tally process`, `tally sink`, each its
 //!    own process, after `tally topics create` and `tally migrate`; a topic prefix and a
 //!    database of its own), then
-//!    - a **saturation probe**: gen as fast as it can; the rows/s that become visible in
-//!      steady state estimate the capacity C;
-//!    - **held rates**, factors of C (0.85 first, then up while they hold, down while they do
-//!      not): a rate is sustained when the lag (calls accepted by ingest minus rows visible in
-//!      `llm_calls`) does not grow over the second half of the hold and the backlog drains
-//!      within 6 s of the load's end; the highest sustained rate is tally's end-to-end rate,
+//!    - a **saturation probe**: gen as fast as it can; the rows made visible from the load's
+//!      start until the backlog drained (or while loaded, if more) estimate the capacity C;
+//!    - **held rates**, factors of C (1.0 first, then ×1.25 while they hold, ÷1.25 while they
+//!      do not, then bisection between the highest that held and the lowest that did not): a
+//!      rate is sustained when the lag (calls accepted by ingest minus rows visible in
+//!      `llm_calls`) does not grow by more than 10 % of the rate per second over the last two
+//!      thirds of the hold (fitted slope; the lag is saw-toothed) and the backlog drains
+//!      within 15 s of the load's end; the highest sustained rate is tally's end-to-end rate,
 //!      with the CPU seconds per million calls of every process (the services, the Kafka
 //!      broker, the ClickHouse server, gen);
 //!    - **latency** at 50 % and 90 % of that rate: marked calls from HTTP to row visible, and
@@ -18,7 +20,7 @@
 //! 2. the **ceilings**: the run's `LlmCall` bytes through the broker with ingest's producer
 //!    and a consumer; the run's `llm_calls` rows inserted with the `clickhouse` crate;
 //! 3. `tally sink` and a hand-written Python sink (scripts/bench/peer_sink.py) on the same
-//!    backlog of the run's enriched calls;
+//!    enriched calls of the run, each warmed up by one record first;
 //! 4. `tally up` on its embedded store.
 //!
 //! It prints a markdown table of every figure (min / median / max over the runs) and writes
@@ -26,7 +28,7 @@
 //!
 //! Needs Kafka and ClickHouse (`scripts/services.sh start`, or `TALLY_KAFKA_BROKERS` and
 //! `TALLY_CLICKHOUSE_URL`) and python3 (the peer's venv is made by scripts/peer-venv.sh).
-//! Run: `cargo bench -p tally --bench e2e` (3 runs, ~15 min), `-- --quick` (~2 min),
+//! Run: `cargo bench -p tally --bench e2e` (3 runs, ~20 min), `-- --quick` (~2.5 min),
 //! `-- --runs N`.
 #[path = "e2e/ceilings.rs"]
 mod ceilings;

@@ -98,15 +98,14 @@ pub async fn run(ctx: &Ctx, dep: &mut Deployment, phase: &Phase, bar: &ProgressB
 
     let truth_file = ctx
         .dir
-        .join(format!("{}-{}-gen.json", dep.prefix, slug(&phase.label)));
+        .join(format!("{}{}-gen.json", dep.prefix, slug(&phase.label)));
     let mut gen = spawn_gen(ctx, dep, phase, &truth_file);
     let mut samples = Vec::new();
     let mut load_start: Option<(f64, f64)> = None; // (t, gen CPU then)
     let mut load_end: Option<(f64, f64)> = None;
     let mut probes: Option<Running> = None;
-    let mut drained_at = None;
     let hard_cap = phase.drain_timeout + Duration::from_secs(240);
-    loop {
+    let drained_at = loop {
         tokio::time::sleep(TICK).await;
         let t = since(Instant::now());
         let sample = Sample {
@@ -149,8 +148,7 @@ pub async fn run(ctx: &Ctx, dep: &mut Deployment, phase: &Phase, bar: &ProgressB
         if let Some((end, _)) = load_end {
             bar.set_message(format!("{}: draining, lag {}", phase.label, sample.lag()));
             if t > end && sample.visible >= sample.accepted {
-                drained_at = Some(t);
-                break;
+                break Some(t);
             }
             assert!(
                 t - end < hard_cap.as_secs_f64(),
@@ -160,7 +158,19 @@ pub async fn run(ctx: &Ctx, dep: &mut Deployment, phase: &Phase, bar: &ProgressB
                 sample.visible
             );
         }
-    }
+    };
+    let csv: String = std::iter::once("t,accepted,visible\n".to_string())
+        .chain(
+            samples
+                .iter()
+                .map(|s| format!("{:.3},{},{}\n", s.t, s.accepted, s.visible)),
+        )
+        .collect();
+    let _ = std::fs::write(
+        ctx.dir
+            .join(format!("{}{}-samples.csv", dep.prefix, slug(&phase.label))),
+        csv,
+    );
     let end = load_end.expect("the load ended");
     let start = load_start.expect("the load started");
     let mut cpu = meter.since(&pids);

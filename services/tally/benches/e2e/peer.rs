@@ -1,12 +1,14 @@
 //! `tally sink` beside the sink a data team would write by hand (scripts/bench/peer_sink.py:
 //! confluent-kafka, fastavro, clickhouse-connect), each alone on the machine, on the same
-//! backlog: the run's enriched calls copied (same partitions, keys and bytes) to a topic of
-//! their own, read by each from the start into a fresh database of its own, until every
-//! record is a row.
+//! records: the run's enriched calls (same partitions, keys and bytes), into a topic prefix
+//! and a fresh database of each sink's own.
 //!
-//! Rates: `steady` is from the first row visible to the last (start-up and consumer-group
-//! join left out, the same for both), `wall` from the process's start. CPU: the process's
-//! user + system seconds over its whole life, per million records.
+//! Start-up is left out the same way for both: the sink starts on its empty topic, the first
+//! record is produced alone and the harness waits until it is a row (the process is up, its
+//! consumer group joined, its first insert done); then the rest are produced at once (the
+//! producer is an order of magnitude faster than either sink) and the rate is rows/s from
+//! the first of them produced to the last row visible. CPU: the sink process's user + system
+//! seconds over that time, and the ClickHouse server's, per million records.
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -14,31 +16,40 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use crate::ceilings::Record;
 use crate::pipeline::Ctx;
-use crate::procs::Proc;
+use crate::procs::{CpuMeter, Proc};
 
 /// One sink's figures on the backlog.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SinkRun {
+    /// Records after the first (the warm-up).
     pub records: usize,
-    pub steady_per_sec: f64,
-    pub wall_per_sec: f64,
+    /// From the first of them produced to the last row visible.
+    pub per_sec: f64,
+    pub secs: f64,
+    /// From the process's start until the first record was a row.
     pub first_row_secs: f64,
     pub cpu_per_million: f64,
+    pub server_cpu_per_million: Option<f64>,
 }
 
-/// The backlog: the records in `<prefix>tally.llm_calls_enriched.v1`, every other topic of
-/// the prefix created empty (`tally topics create`).
-pub async fn backlog(ctx: &Ctx, prefix: &str, records: &[Record]) {
+/// Creates the topics of `prefix` (`tally topics create`).
+fn create_topics(ctx: &Ctx, prefix: &str) {
     ctx.run(
         &["topics", "create"],
         &[("TALLY__KAFKA__TOPIC_PREFIX", prefix)],
     );
+}
+
+/// Produces `records` to `<prefix>tally.llm_calls_enriched.v1`, each to its partition, and
+/// waits for every acknowledgement.
+async fn produce(ctx: &Ctx, prefix: &str, records: &[Record]) {
     let producer: FutureProducer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", &ctx.brokers)
         .set("enable.idempotence", "true")
         .set("compression.type", "zstd")
         .set("linger.ms", "5")
         .set("queue.buffering.max.messages", "1000000")
+        .set("queue.buffering.max.kbytes", "1048576")
         .create()
         .expect("a producer");
     let topic = format!("{prefix}tally.llm_calls_enriched.v1");
@@ -55,62 +66,68 @@ pub async fn backlog(ctx: &Ctx, prefix: &str, records: &[Record]) {
     }
 }
 
-/// When rows showed, in seconds since the process started.
-#[derive(Debug, Clone, Copy)]
-struct Times {
-    /// The first query that found rows, and how many.
-    first: f64,
-    first_rows: u64,
-    /// The first query that found them all.
-    last: f64,
-}
-
-/// Waits until `database.llm_calls` holds `n` rows.
-async fn watch(ctx: &Ctx, process: &mut Proc, database: &str, n: usize, started: Instant) -> Times {
-    let mut first = None;
-    let deadline = started + Duration::from_secs(600);
+/// Waits until `database.llm_calls` holds `n` rows: when it first did.
+async fn wait_rows(ctx: &Ctx, process: &mut Proc, database: &str, n: usize) -> Instant {
+    let deadline = Instant::now() + Duration::from_secs(600);
     loop {
         let rows = ctx.count(database, "llm_calls").await;
-        let t = started.elapsed().as_secs_f64();
-        if rows > 0 && first.is_none() {
-            first = Some((t, rows));
-        }
         if rows >= n as u64 {
-            let (first, first_rows) = first.expect("a first row");
-            return Times {
-                first,
-                first_rows,
-                last: t,
-            };
+            return Instant::now();
         }
         assert!(
             Instant::now() < deadline,
             "{}: {rows} of {n} rows after 600 s",
             process.name
         );
-        if process.exited() && rows < n as u64 {
-            panic!("{} exited with {rows} of {n} rows", process.name);
+        if process.exited() {
+            panic!(
+                "{} exited with {rows} of {n} rows (its log is in the run's folder)",
+                process.name
+            );
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
-fn figures(n: usize, times: Times, cpu: f64) -> SinkRun {
-    let steady = match times.last > times.first {
-        true => n.saturating_sub(times.first_rows as usize) as f64 / (times.last - times.first),
-        false => n as f64 / times.last.max(1e-3),
-    };
+/// The measurement around a started sink: warm-up record, then the rest.
+async fn measure(
+    ctx: &Ctx,
+    sink: &mut Proc,
+    started: Instant,
+    prefix: &str,
+    database: &str,
+    records: &[Record],
+) -> SinkRun {
+    let (first, rest) = records.split_first().expect("records for the backlog");
+    produce(ctx, prefix, std::slice::from_ref(first)).await;
+    let first_row = wait_rows(ctx, sink, database, 1).await;
+    let pids: Vec<(String, u32)> = ctx
+        .servers
+        .iter()
+        .filter(|(name, _)| name == "clickhouse")
+        .cloned()
+        .chain([("sink".to_string(), sink.pid())])
+        .collect();
+    let meter = CpuMeter::start(&pids);
+    let from = Instant::now();
+    produce(ctx, prefix, rest).await;
+    let done = wait_rows(ctx, sink, database, records.len()).await;
+    let cpu = meter.since(&pids);
+    let secs = done.duration_since(from).as_secs_f64();
+    let n = rest.len().max(1) as f64;
     SinkRun {
-        records: n,
-        steady_per_sec: steady,
-        wall_per_sec: n as f64 / times.last,
-        first_row_secs: times.first,
-        cpu_per_million: cpu / n as f64 * 1e6,
+        records: rest.len(),
+        per_sec: n / secs,
+        secs,
+        first_row_secs: first_row.duration_since(started).as_secs_f64(),
+        cpu_per_million: cpu.get("sink").copied().unwrap_or(f64::NAN) / n * 1e6,
+        server_cpu_per_million: cpu.get("clickhouse").map(|c| c / n * 1e6),
     }
 }
 
-/// `tally sink` (its defaults, every table) on the backlog of `prefix`.
-pub async fn tally_sink(ctx: &Ctx, prefix: &str, database: &str, n: usize) -> SinkRun {
+/// `tally sink` (its defaults, every table) on the records, under `prefix`.
+pub async fn tally_sink(ctx: &Ctx, prefix: &str, database: &str, records: &[Record]) -> SinkRun {
+    create_topics(ctx, prefix);
     ctx.migrate(database);
     let mut command = ctx.tally(&["sink"]);
     command
@@ -121,20 +138,22 @@ pub async fn tally_sink(ctx: &Ctx, prefix: &str, database: &str, n: usize) -> Si
         .stderr(ctx.log(&format!("{prefix}sink")));
     let started = Instant::now();
     let mut sink = Proc::spawn("tally sink", &mut command);
-    let times = watch(ctx, &mut sink, database, n, started).await;
-    let cpu = sink.kill();
+    let run = measure(ctx, &mut sink, started, prefix, database, records).await;
+    sink.kill();
     ctx.drop_database(database).await;
-    figures(n, times, cpu)
+    ctx.delete_topics(prefix);
+    run
 }
 
-/// The hand-written peer on the same backlog.
+/// The hand-written peer on the same records, under `prefix`.
 pub async fn python_peer(
     ctx: &Ctx,
     python: &str,
     prefix: &str,
     database: &str,
-    n: usize,
+    records: &[Record],
 ) -> SinkRun {
+    create_topics(ctx, prefix);
     ctx.migrate(database);
     let script = ctx.repo.join("scripts/bench/peer_sink.py");
     let mut command = std::process::Command::new(python);
@@ -146,18 +165,19 @@ pub async fn python_peer(
             "--group",
             &format!("{prefix}peer"),
             "--expect",
-            &n.to_string(),
+            &records.len().to_string(),
         ])
         .stdin(Stdio::null())
         .stdout(ctx.log(&format!("{prefix}peer")))
         .stderr(ctx.log(&format!("{prefix}peer")));
     let started = Instant::now();
     let mut peer = Proc::spawn("peer_sink.py", &mut command);
-    let times = watch(ctx, &mut peer, database, n, started).await;
-    let (cpu, status) = peer
+    let run = measure(ctx, &mut peer, started, prefix, database, records).await;
+    let (_, status) = peer
         .wait(Duration::from_secs(60))
         .expect("the peer exits once it has inserted every row");
     assert!(status.success(), "peer_sink.py failed ({status})");
     ctx.drop_database(database).await;
-    figures(n, times, cpu)
+    ctx.delete_topics(prefix);
+    run
 }

@@ -154,7 +154,7 @@ impl Report {
             for h in &r.holds {
                 let _ = writeln!(
                     out,
-                    "| {} | {:.2} C | {} | {} | {} | {:+.0} | {} | {} | {} |",
+                    "| {} | {:.3} C | {} | {} | {} | {:+.0} | {} | {} | {} |",
                     r.run,
                     h.factor,
                     grouped(h.target_per_sec as f64),
@@ -227,9 +227,14 @@ fn summary(runs: &[RunResult]) -> Vec<Figure> {
         &|r| Some(r.probe.accepted_per_sec),
     );
     add(
-        "probe: rows visible in steady state (capacity estimate C)",
+        "probe: rows visible while gen sends flat out",
         "rows/s",
-        &|r| Some(r.probe.visible_per_sec),
+        &|r| Some(r.probe.visible_loaded_per_sec),
+    );
+    add(
+        "probe: capacity estimate C (rows visible / load start to drained)",
+        "rows/s",
+        &|r| Some(r.probe.capacity_per_sec),
     );
     add(
         "**tally end to end: highest sustained rate**",
@@ -278,20 +283,32 @@ fn summary(runs: &[RunResult]) -> Vec<Figure> {
             &|r| r.latency.get(i)?.alert.map(|l| l.p99_ms),
         );
     }
-    add("backlog: `tally sink`, steady", "events/s", &|r| {
-        Some(r.sink.steady_per_sec)
-    });
-    add("backlog: `tally sink`", "CPU-s per M", &|r| {
+    add(
+        "same records into ClickHouse: `tally sink`",
+        "events/s",
+        &|r| Some(r.sink.per_sec),
+    );
+    add("same records: `tally sink`", "CPU-s per M", &|r| {
         Some(r.sink.cpu_per_million)
     });
     add(
-        "backlog: Python peer (confluent-kafka, fastavro, clickhouse-connect), steady",
-        "events/s",
-        &|r| Some(r.peer.steady_per_sec),
+        "same records: ClickHouse server under `tally sink`",
+        "CPU-s per M",
+        &|r| r.sink.server_cpu_per_million,
     );
-    add("backlog: Python peer", "CPU-s per M", &|r| {
+    add(
+        "same records: Python peer (confluent-kafka, fastavro, clickhouse-connect)",
+        "events/s",
+        &|r| Some(r.peer.per_sec),
+    );
+    add("same records: Python peer", "CPU-s per M", &|r| {
         Some(r.peer.cpu_per_million)
     });
+    add(
+        "same records: ClickHouse server under the Python peer",
+        "CPU-s per M",
+        &|r| r.peer.server_cpu_per_million,
+    );
     add("`tally up`: calls accepted", "calls/s", &|r| {
         Some(r.up.accepted_per_sec)
     });
