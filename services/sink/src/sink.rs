@@ -1,15 +1,17 @@
 //! Consume → batch → insert → commit: each configured topic into its ClickHouse table
 //! ([`crate::tables`]), one consumer (group `<group_id>-<table>`) per table.
 //!
-//! A batch is one partition's consecutive records, flushed when it holds `batch_max_rows`
-//! rows or `batch_max_bytes` bytes, or its first row has waited `batch_max_wait_ms`. It is
-//! inserted with the deduplication token `topic:partition:first:last` (an exact retry is
-//! dropped by ClickHouse), and only after ClickHouse acknowledged the insert is the offset
-//! committed. A crash in between replays the batch: the table's ReplacingMergeTree on the
-//! event id collapses any duplicate, so totals read with FINAL stay exact.
+//! A batch is the consecutive records of all the partitions the consumer reads, flushed as
+//! one INSERT when it holds `batch_max_rows` rows or `batch_max_bytes` bytes, or its first
+//! row has waited `batch_max_wait_ms`; the next batch is read while it is inserted. It
+//! carries the deduplication token `topic:partition:first-last,...` (an exact retry is
+//! dropped by ClickHouse), and only after ClickHouse acknowledged the insert are its
+//! partitions' offsets committed. A crash in between replays the batch: the table's
+//! ReplacingMergeTree on the event id collapses any duplicate, so totals read with FINAL stay
+//! exact.
 //!
 //! ClickHouse down: the insert is retried with backoff (1 s doubling to 30 s) while nothing
-//! more is read, so memory stays bounded by one batch per partition. ClickHouse up but
+//! more is read, so memory stays bounded by two batches (one inserting, one full). ClickHouse up but
 //! refusing the batch: its rows are inserted one by one and each row it refuses goes to the
 //! dead-letter topic with the server's error. A record that does not decode goes there too.
 use std::collections::BTreeMap;
@@ -30,15 +32,24 @@ use tally_contract::topics::Topic;
 use crate::tables::SinkTable;
 use crate::{SinkConfig, SinkError};
 
+/// Rows on their way to one INSERT: consecutive records of any of the consumer's
+/// partitions, with the offsets to commit once ClickHouse acknowledged them.
 struct Batch<R> {
-    /// Rows with the offsets they came from.
-    rows: Vec<(i64, R)>,
-    /// The records the rows came from (key, bytes), for a dead letter that can be replayed.
-    originals: Vec<Original>,
-    first: i64,
-    last: i64,
+    rows: Vec<Pending<R>>,
+    /// First and last offset read of each partition (a record that went to the dead-letter
+    /// topic included: its offset is committed with the batch).
+    offsets: BTreeMap<i32, (i64, i64)>,
     bytes: usize,
-    started: Instant,
+    /// When its first record was read; `None` while it is empty.
+    started: Option<Instant>,
+}
+
+/// A decoded row with the record it came from (for a dead letter that can be replayed).
+struct Pending<R> {
+    partition: i32,
+    offset: i64,
+    row: R,
+    original: Original,
 }
 
 /// Counters of the sink.
@@ -165,23 +176,23 @@ pub async fn run<T: SinkTable>(
     })
     .await
     .map_err(|e| SinkError::Kafka(format!("schema registry set-up: {e}")))??;
-    let sink = Sink::<T> {
+    let sink = Arc::new(Sink::<T> {
         framing,
-        config: &config,
+        config,
         client,
         consumer,
         producer,
         topic,
         stats,
         table: std::marker::PhantomData,
-    };
+    });
     sink.run(&stop).await
 }
 
-struct Sink<'a, T: SinkTable> {
+struct Sink<T: SinkTable> {
     /// How dead letters are framed (single-object, or the Confluent wire format).
     framing: tally_contract::wire::Framing,
-    config: &'a SinkConfig,
+    config: SinkConfig,
     client: Client,
     consumer: StreamConsumer<RebalanceFlag>,
     producer: FutureProducer,
@@ -190,60 +201,101 @@ struct Sink<'a, T: SinkTable> {
     table: std::marker::PhantomData<T>,
 }
 
-impl<T: SinkTable> Sink<'_, T> {
-    async fn run(&self, stop: &AtomicBool) -> Result<(), SinkError> {
-        let mut batches: BTreeMap<i32, Batch<T::Row>> = BTreeMap::new();
+/// The insert and commit of the batch before the one being read, on a task of its own.
+type InFlight = tokio::task::JoinHandle<Result<(), SinkError>>;
+
+impl<T: SinkTable> Sink<T> {
+    /// Reads into one batch while the batch before it is inserted (at most one insert in
+    /// flight and one full batch waiting for it, so memory stays bounded by two batches):
+    /// decoding and reading go on while ClickHouse ingests, and the insert's encoding runs
+    /// on another worker thread. Batches are flushed in the order they were read, each
+    /// committing its offsets after its acknowledgement.
+    async fn run(self: &Arc<Self>, stop: &AtomicBool) -> Result<(), SinkError> {
+        let mut open = Batch::new();
+        let mut full: Option<Batch<T::Row>> = None;
+        let mut in_flight: Option<InFlight> = None;
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         let mut lag_measured = Instant::now();
+        let wait = Duration::from_millis(self.config.batch_max_wait_ms);
         tracing::info!(topic = %self.topic, table = T::TABLE, "sink running");
         while !stop.load(Ordering::SeqCst) {
             tokio::select! {
-                message = self.consumer.recv() => {
-                    if self.consumer.context().take() {
-                        batches.clear();
-                    }
+                done = async { in_flight.as_mut().expect("guarded").await }, if in_flight.is_some() => {
+                    in_flight = None;
+                    done.map_err(|e| SinkError::Config(format!("a sink insert panicked: {e}")))??;
+                }
+                message = self.consumer.recv(), if full.is_none() => {
+                    self.drop_on_rebalance(&mut open, &mut full);
                     match message {
-                        Ok(message) => {
-                            let partition = message.partition();
-                            match self.add(&mut batches, &message, stop).await {
-                                Ok(Some(full)) => self.flush(partition, full).await?,
-                                Ok(None) => {}
-                                Err(newer @ SinkError::NewerRecord { .. }) => {
-                                    // What came before it is written and committed; the
-                                    // record itself waits for an upgraded sink.
-                                    if let Some(batch) = batches.remove(&partition) {
-                                        self.flush(partition, batch).await?;
-                                    }
-                                    return Err(newer);
-                                }
-                                Err(other) => return Err(other),
+                        Ok(message) => match self.add(&mut open, &message, stop).await {
+                            Ok(()) => {}
+                            Err(newer @ SinkError::NewerRecord { .. }) => {
+                                // What came before it is written and committed; the record
+                                // itself waits for an upgraded sink.
+                                self.drain(in_flight.take(), full.take(), open).await?;
+                                return Err(newer);
                             }
-                        }
+                            Err(other) => return Err(other),
+                        },
                         Err(error) => tracing::warn!(%error, "consumer error"),
+                    }
+                    if self.is_full(&open) {
+                        full = Some(std::mem::replace(&mut open, Batch::new()));
                     }
                 }
                 _ = tick.tick() => {
-                    if self.consumer.context().take() {
-                        batches.clear();
-                    }
+                    self.drop_on_rebalance(&mut open, &mut full);
                     if lag_measured.elapsed() >= Duration::from_secs(10) {
                         lag_measured = Instant::now();
                         self.measure_lag();
                     }
-                    let wait = Duration::from_millis(self.config.batch_max_wait_ms);
-                    let due: Vec<i32> = batches.iter().filter(|(_, b)| b.started.elapsed() >= wait).map(|(p, _)| *p).collect();
-                    for partition in due {
-                        let batch = batches.remove(&partition).expect("listed");
-                        self.flush(partition, batch).await?;
+                    if full.is_none() && open.started.is_some_and(|started| started.elapsed() >= wait) {
+                        full = Some(std::mem::replace(&mut open, Batch::new()));
                     }
                 }
             }
+            if in_flight.is_none() {
+                if let Some(batch) = full.take() {
+                    let sink = self.clone();
+                    in_flight = Some(tokio::spawn(async move { sink.flush(batch).await }));
+                }
+            }
         }
-        for (partition, batch) in std::mem::take(&mut batches) {
-            self.flush(partition, batch).await?;
-        }
+        self.drain(in_flight, full, open).await?;
         tracing::info!("sink stopped after flushing");
         Ok(())
+    }
+
+    /// Waits for the insert in flight, then flushes the batches still held, in order.
+    async fn drain(
+        &self,
+        in_flight: Option<InFlight>,
+        full: Option<Batch<T::Row>>,
+        open: Batch<T::Row>,
+    ) -> Result<(), SinkError> {
+        if let Some(in_flight) = in_flight {
+            in_flight
+                .await
+                .map_err(|e| SinkError::Config(format!("a sink insert panicked: {e}")))??;
+        }
+        for batch in full.into_iter().chain([open]) {
+            self.flush(batch).await?;
+        }
+        Ok(())
+    }
+
+    /// After a rebalance the partitions read may belong to another consumer now: what is
+    /// not yet being inserted is dropped (its offsets were not committed, so it is read
+    /// again by whoever owns the partition).
+    fn drop_on_rebalance(&self, open: &mut Batch<T::Row>, full: &mut Option<Batch<T::Row>>) {
+        if self.consumer.context().take() {
+            *open = Batch::new();
+            *full = None;
+        }
+    }
+
+    fn is_full(&self, batch: &Batch<T::Row>) -> bool {
+        batch.rows.len() >= self.config.batch_max_rows || batch.bytes >= self.config.batch_max_bytes
     }
 
     /// Records between this consumer's positions and the ends of its partitions.
@@ -271,17 +323,19 @@ impl<T: SinkTable> Sink<'_, T> {
             .insert(T::TABLE, lag);
     }
 
-    /// Adds a record to its partition's batch; returns the batch if it is now full.
+    /// Decodes a record into the open batch (or sends it to the dead-letter topic, its
+    /// offset still committed with the batch).
     async fn add(
         &self,
-        batches: &mut BTreeMap<i32, Batch<T::Row>>,
+        batch: &mut Batch<T::Row>,
         message: &BorrowedMessage<'_>,
         stop: &AtomicBool,
-    ) -> Result<Option<Batch<T::Row>>, SinkError> {
+    ) -> Result<(), SinkError> {
         let payload = message.payload().unwrap_or_default();
+        let (partition, offset) = (message.partition(), message.offset());
         let mut backoff = Backoff::new();
         let decoded = loop {
-            match T::row(payload, message.partition(), message.offset()) {
+            match T::row(payload, partition, offset) {
                 // The schema registry did not answer: the record waits (nothing after it is
                 // read), it is never dead-lettered for that.
                 Err(error) if error.is_transient() && !stop.load(Ordering::SeqCst) => {
@@ -297,66 +351,54 @@ impl<T: SinkTable> Sink<'_, T> {
             Err(error) if error.is_unknown_version() => {
                 return Err(SinkError::NewerRecord {
                     topic: message.topic().to_string(),
-                    partition: message.partition(),
-                    offset: message.offset(),
+                    partition,
+                    offset,
                     reason: error.to_string(),
                 })
             }
             Err(error) => {
                 self.dead_letter(
                     message.topic(),
-                    message.partition(),
-                    message.offset(),
+                    partition,
+                    offset,
                     message.key(),
                     payload,
                     "decode",
                     error.to_string(),
                 )
                 .await?;
-                // Nothing to insert for it, but its offset must be committed with its batch:
-                // an empty-row batch still moves the partition's offset forward.
-                let batch = batches
-                    .entry(message.partition())
-                    .or_insert_with(|| Batch::new(message.offset()));
-                batch.last = message.offset();
-                return Ok(None);
+                // Nothing to insert for it, but its offset must be committed with the batch.
+                batch.read(partition, offset);
+                return Ok(());
             }
         };
-        let batch = batches
-            .entry(message.partition())
-            .or_insert_with(|| Batch::new(message.offset()));
-        batch.last = message.offset();
+        batch.read(partition, offset);
         batch.bytes += payload.len();
-        batch.rows.push((message.offset(), row));
-        batch.originals.push(Original {
-            key: message.key().map(<[u8]>::to_vec),
-            payload: payload.to_vec(),
+        batch.rows.push(Pending {
+            partition,
+            offset,
+            row,
+            original: Original {
+                key: message.key().map(<[u8]>::to_vec),
+                payload: payload.to_vec(),
+            },
         });
-        if batch.rows.len() >= self.config.batch_max_rows
-            || batch.bytes >= self.config.batch_max_bytes
-        {
-            return Ok(batches.remove(&message.partition()));
-        }
-        Ok(None)
+        Ok(())
     }
 
-    /// Inserts a batch (retrying while ClickHouse is down), then commits its offsets.
-    async fn flush(&self, partition: i32, batch: Batch<T::Row>) -> Result<(), SinkError> {
-        let token = format!("{}:{partition}:{}:{}", self.topic, batch.first, batch.last);
+    /// Inserts a batch in one INSERT (retrying while ClickHouse is down), then commits the
+    /// offsets of every partition it holds.
+    async fn flush(&self, batch: Batch<T::Row>) -> Result<(), SinkError> {
+        if batch.offsets.is_empty() {
+            return Ok(());
+        }
+        let token = dedup_token(&self.topic, &batch.offsets);
         let started = Instant::now();
         if !batch.rows.is_empty() {
-            self.insert_with_retry(partition, &batch.rows, &batch.originals, &token)
-                .await?;
+            self.insert_with_retry(&batch.rows, &token).await?;
             self.stats.insert_seconds.observe(started.elapsed());
         }
-        let mut offsets = TopicPartitionList::new();
-        offsets
-            .add_partition_offset(&self.topic, partition, Offset::Offset(batch.last + 1))
-            .map_err(|e| SinkError::Kafka(e.to_string()))?;
-        if let Err(error) = self.consumer.commit(&offsets, CommitMode::Sync) {
-            // The rows are in ClickHouse; the replay after a lost commit is deduplicated.
-            tracing::warn!(%error, partition, "offset commit failed; the batch will be replayed and deduplicated");
-        }
+        self.commit(&batch.offsets)?;
         self.stats
             .rows
             .fetch_add(batch.rows.len() as u64, Ordering::Relaxed);
@@ -364,30 +406,47 @@ impl<T: SinkTable> Sink<'_, T> {
         self.stats
             .insert_micros
             .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-        tracing::debug!(
-            partition,
-            rows = batch.rows.len(),
-            first = batch.first,
-            last = batch.last,
-            "batch inserted"
-        );
+        tracing::debug!(rows = batch.rows.len(), %token, "batch inserted");
+        Ok(())
+    }
+
+    /// Commits the next offset of each partition the batch read that this consumer still
+    /// owns (a partition a rebalance gave to another consumer is its to commit: committing
+    /// it here could move its offset back).
+    fn commit(&self, offsets: &BTreeMap<i32, (i64, i64)>) -> Result<(), SinkError> {
+        let owned = self
+            .consumer
+            .assignment()
+            .map_err(|e| SinkError::Kafka(e.to_string()))?;
+        let mut list = TopicPartitionList::new();
+        for (&partition, &(_, last)) in offsets {
+            if owned.find_partition(&self.topic, partition).is_some() {
+                list.add_partition_offset(&self.topic, partition, Offset::Offset(last + 1))
+                    .map_err(|e| SinkError::Kafka(e.to_string()))?;
+            }
+        }
+        if list.count() == 0 {
+            return Ok(());
+        }
+        if let Err(error) = self.consumer.commit(&list, CommitMode::Sync) {
+            // The rows are in ClickHouse; the replay after a lost commit is deduplicated.
+            tracing::warn!(%error, "offset commit failed; the batch will be replayed and deduplicated");
+        }
         Ok(())
     }
 
     async fn insert_with_retry(
         &self,
-        partition: i32,
-        rows: &[(i64, T::Row)],
-        originals: &[Original],
+        rows: &[Pending<T::Row>],
         token: &str,
     ) -> Result<(), SinkError> {
         let mut backoff = Backoff::new();
         loop {
-            match insert::<T>(&self.client, rows.iter().map(|(_, row)| row), Some(token)).await {
+            match insert::<T>(&self.client, rows.iter().map(|p| &p.row), Some(token)).await {
                 Ok(()) => return Ok(()),
                 Err(error) if refused(&error) => {
                     tracing::warn!(%error, rows = rows.len(), "ClickHouse refused the batch; inserting its rows one by one");
-                    return self.insert_one_by_one(partition, rows, originals).await;
+                    return self.insert_one_by_one(rows).await;
                 }
                 Err(error) => {
                     tracing::warn!(%error, retry_in = ?backoff.next, "ClickHouse unavailable; holding the batch and retrying");
@@ -400,25 +459,21 @@ impl<T: SinkTable> Sink<'_, T> {
     /// Inserts each row of a refused batch on its own: a row ClickHouse refuses (its data)
     /// goes to the dead-letter topic as the record it came from; a failure of the server or
     /// the network holds that row and tries again, so an outage now dead-letters nothing.
-    async fn insert_one_by_one(
-        &self,
-        partition: i32,
-        rows: &[(i64, T::Row)],
-        originals: &[Original],
-    ) -> Result<(), SinkError> {
-        for ((offset, row), original) in rows.iter().zip(originals) {
+    async fn insert_one_by_one(&self, rows: &[Pending<T::Row>]) -> Result<(), SinkError> {
+        for pending in rows {
+            let (partition, offset) = (pending.partition, pending.offset);
             let token = format!("{}:{partition}:{offset}:row", self.topic);
             let mut backoff = Backoff::new();
             loop {
-                match insert::<T>(&self.client, std::iter::once(row), Some(&token)).await {
+                match insert::<T>(&self.client, std::iter::once(&pending.row), Some(&token)).await {
                     Ok(()) => break,
                     Err(error) if refused(&error) => {
                         self.dead_letter(
                             &self.topic,
                             partition,
-                            *offset,
-                            original.key.as_deref(),
-                            &original.payload,
+                            offset,
+                            pending.original.key.as_deref(),
+                            &pending.original.payload,
                             "rejected_by_clickhouse",
                             error.to_string(),
                         )
@@ -511,16 +566,35 @@ impl SinkStats {
 }
 
 impl<R> Batch<R> {
-    fn new(first: i64) -> Batch<R> {
+    fn new() -> Batch<R> {
         Batch {
             rows: Vec::new(),
-            originals: Vec::new(),
-            first,
-            last: first,
+            offsets: BTreeMap::new(),
             bytes: 0,
-            started: Instant::now(),
+            started: None,
         }
     }
+
+    /// Notes that `offset` of `partition` was read into this batch.
+    fn read(&mut self, partition: i32, offset: i64) {
+        self.started.get_or_insert_with(Instant::now);
+        self.offsets
+            .entry(partition)
+            .and_modify(|(_, last)| *last = offset)
+            .or_insert((offset, offset));
+    }
+}
+
+/// The insert's deduplication token: the topic and each partition's offset range, in
+/// partition order (`topic:0:10-99,3:5-80`). A retry of the same batch carries the same
+/// token, so ClickHouse drops it; a batch cut differently after a restart gets another
+/// token, and the table's ReplacingMergeTree collapses its rows on the event id instead.
+fn dedup_token(topic: &str, offsets: &BTreeMap<i32, (i64, i64)>) -> String {
+    let ranges: Vec<String> = offsets
+        .iter()
+        .map(|(partition, (first, last))| format!("{partition}:{first}-{last}"))
+        .collect();
+    format!("{topic}:{}", ranges.join(","))
 }
 
 /// A record a row came from.
@@ -606,6 +680,15 @@ pub async fn insert<'r, T: SinkTable>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_token_names_every_partition_range_in_order() {
+        let mut batch = Batch::<()>::new();
+        for (partition, offset) in [(3, 5), (0, 10), (3, 6), (0, 11), (3, 80), (0, 99)] {
+            batch.read(partition, offset);
+        }
+        assert_eq!(dedup_token("t.v1", &batch.offsets), "t.v1:0:10-99,3:5-80");
+    }
 
     #[test]
     fn only_a_refusal_of_the_data_is_dead_lettered() {
