@@ -124,6 +124,9 @@ async fn main() {
     let config = SinkConfig {
         group_id: format!("bench-{run}"),
         tables: vec!["llm_calls".into()],
+        batch_max_bytes: std::env::var("MAXB")
+            .map(|v| v.parse().unwrap())
+            .unwrap_or(16 << 20),
         kafka: kafka.clone(),
         clickhouse: ClickHouseConfig {
             url: url.clone(),

@@ -1,10 +1,11 @@
 //! Consume → batch → insert → commit: each configured topic into its ClickHouse table
 //! ([`crate::tables`]), one consumer (group `<group_id>-<table>`) per table.
 //!
-//! A batch is the consecutive records of all the partitions the consumer reads, flushed as
-//! one INSERT when it holds `batch_max_rows` rows or `batch_max_bytes` bytes, or its first
-//! row has waited `batch_max_wait_ms`; the next batch is read while it is inserted. It
-//! carries the deduplication token `topic:partition:first-last,...` (an exact retry is
+//! A batch is the consecutive records of all the partitions the consumer reads, streamed into
+//! one INSERT as they are decoded (ClickHouse ingests while the consumer reads) and ended when
+//! the batch holds `batch_max_rows` rows or `batch_max_bytes` bytes, or its first row has
+//! waited `batch_max_wait_ms`; the next batch is read while that INSERT finishes. Each batch
+//! carries a deduplication token of its own, the same on every retry of it (an exact retry is
 //! dropped by ClickHouse), and only after ClickHouse acknowledged the insert are its
 //! partitions' offsets committed. A crash in between replays the batch: the table's
 //! ReplacingMergeTree on the event id collapses any duplicate, so totals read with FINAL stay
@@ -34,8 +35,14 @@ use crate::{SinkConfig, SinkError};
 
 /// Rows on their way to one INSERT: consecutive records of any of the consumer's
 /// partitions, with the offsets to commit once ClickHouse acknowledged them.
-struct Batch<R> {
+struct Batch<R: clickhouse::Row> {
     rows: Vec<Pending<R>>,
+    /// The INSERT the rows are streamed into as they are read (so ClickHouse ingests while
+    /// the consumer reads), ended when the batch is flushed; `None` before the first row, or
+    /// after the stream failed (the flush then sends the rows it holds again).
+    insert: Option<clickhouse::insert::Insert<R>>,
+    /// The batch's deduplication token, the same for each retry of it.
+    token: String,
     /// First and last offset read of each partition (a record that went to the dead-letter
     /// topic included: its offset is committed with the batch).
     offsets: BTreeMap<i32, (i64, i64)>,
@@ -211,7 +218,7 @@ impl<T: SinkTable> Sink<T> {
     /// on another worker thread. Batches are flushed in the order they were read, each
     /// committing its offsets after its acknowledgement.
     async fn run(self: &Arc<Self>, stop: &AtomicBool) -> Result<(), SinkError> {
-        let mut open = Batch::new();
+        let mut open = Batch::new(&self.topic);
         let mut full: Option<Batch<T::Row>> = None;
         let mut in_flight: Option<InFlight> = None;
         let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -240,7 +247,7 @@ impl<T: SinkTable> Sink<T> {
                         Err(error) => tracing::warn!(%error, "consumer error"),
                     }
                     if self.is_full(&open) {
-                        full = Some(std::mem::replace(&mut open, Batch::new()));
+                        full = Some(std::mem::replace(&mut open, Batch::new(&self.topic)));
                     }
                 }
                 _ = tick.tick() => {
@@ -250,7 +257,7 @@ impl<T: SinkTable> Sink<T> {
                         self.measure_lag();
                     }
                     if full.is_none() && open.started.is_some_and(|started| started.elapsed() >= wait) {
-                        full = Some(std::mem::replace(&mut open, Batch::new()));
+                        full = Some(std::mem::replace(&mut open, Batch::new(&self.topic)));
                     }
                 }
             }
@@ -289,7 +296,7 @@ impl<T: SinkTable> Sink<T> {
     /// again by whoever owns the partition).
     fn drop_on_rebalance(&self, open: &mut Batch<T::Row>, full: &mut Option<Batch<T::Row>>) {
         if self.consumer.context().take() {
-            *open = Batch::new();
+            *open = Batch::new(&self.topic);
             *full = None;
         }
     }
@@ -374,6 +381,7 @@ impl<T: SinkTable> Sink<T> {
         };
         batch.read(partition, offset);
         batch.bytes += payload.len();
+        self.stream(batch, &row).await;
         batch.rows.push(Pending {
             partition,
             offset,
@@ -386,16 +394,43 @@ impl<T: SinkTable> Sink<T> {
         Ok(())
     }
 
-    /// Inserts a batch in one INSERT (retrying while ClickHouse is down), then commits the
-    /// offsets of every partition it holds.
-    async fn flush(&self, batch: Batch<T::Row>) -> Result<(), SinkError> {
+    /// Writes a row into the batch's INSERT, opening it with the first row. A failure
+    /// (ClickHouse down, or refusing) abandons the stream, which ClickHouse discards
+    /// whole: the flush sends the rows again and decides there, with retries.
+    async fn stream(&self, batch: &mut Batch<T::Row>, row: &T::Row) {
+        if batch.rows.is_empty() {
+            let client = self
+                .client
+                .clone()
+                .with_setting("insert_deduplication_token", batch.token.as_str());
+            batch.insert = client.insert::<T::Row>(T::TABLE).await.ok();
+        }
+        if let Some(insert) = &mut batch.insert {
+            if let Err(error) = insert.write(row).await {
+                tracing::debug!(%error, "streaming insert failed; the flush sends the batch again");
+                batch.insert = None;
+            }
+        }
+    }
+
+    /// Ends a batch's INSERT (or sends it again, retrying while ClickHouse is down), then
+    /// commits the offsets of every partition it holds.
+    async fn flush(&self, mut batch: Batch<T::Row>) -> Result<(), SinkError> {
         if batch.offsets.is_empty() {
             return Ok(());
         }
-        let token = dedup_token(&self.topic, &batch.offsets);
+        let token = batch.token.clone();
         let started = Instant::now();
         if !batch.rows.is_empty() {
-            self.insert_with_retry(&batch.rows, &token).await?;
+            let streamed = match batch.insert.take() {
+                Some(insert) => insert.end().await.inspect_err(|error| {
+                    tracing::debug!(%error, "streaming insert failed at its end; sending the batch again");
+                }).is_ok(),
+                None => false,
+            };
+            if !streamed {
+                self.insert_with_retry(&batch.rows, &token).await?;
+            }
             self.stats.insert_seconds.observe(started.elapsed());
         }
         self.commit(&batch.offsets)?;
@@ -565,10 +600,12 @@ impl SinkStats {
     }
 }
 
-impl<R> Batch<R> {
-    fn new() -> Batch<R> {
+impl<R: clickhouse::Row> Batch<R> {
+    fn new(topic: &str) -> Batch<R> {
         Batch {
             rows: Vec::new(),
+            insert: None,
+            token: format!("{topic}:{:016x}", rand::random::<u64>()),
             offsets: BTreeMap::new(),
             bytes: 0,
             started: None,
@@ -583,18 +620,6 @@ impl<R> Batch<R> {
             .and_modify(|(_, last)| *last = offset)
             .or_insert((offset, offset));
     }
-}
-
-/// The insert's deduplication token: the topic and each partition's offset range, in
-/// partition order (`topic:0:10-99,3:5-80`). A retry of the same batch carries the same
-/// token, so ClickHouse drops it; a batch cut differently after a restart gets another
-/// token, and the table's ReplacingMergeTree collapses its rows on the event id instead.
-fn dedup_token(topic: &str, offsets: &BTreeMap<i32, (i64, i64)>) -> String {
-    let ranges: Vec<String> = offsets
-        .iter()
-        .map(|(partition, (first, last))| format!("{partition}:{first}-{last}"))
-        .collect();
-    format!("{topic}:{}", ranges.join(","))
 }
 
 /// A record a row came from.
@@ -680,15 +705,6 @@ pub async fn insert<'r, T: SinkTable>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_token_names_every_partition_range_in_order() {
-        let mut batch = Batch::<()>::new();
-        for (partition, offset) in [(3, 5), (0, 10), (3, 6), (0, 11), (3, 80), (0, 99)] {
-            batch.read(partition, offset);
-        }
-        assert_eq!(dedup_token("t.v1", &batch.offsets), "t.v1:0:10-99,3:5-80");
-    }
 
     #[test]
     fn only_a_refusal_of_the_data_is_dead_lettered() {

@@ -26,7 +26,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use tally_contract::records::{Alert, AlertKind, AlertState};
 
 use crate::pipeline::{Ctx, Deployment, Key};
-use crate::procs::{CpuMeter, Proc};
+use crate::procs::{CpuMeter, Proc, RssPeaks};
 use crate::stats::{Latency, Sample};
 
 /// How gen sends.
@@ -78,6 +78,8 @@ pub struct Outcome {
     pub harness_calls: u64,
     /// CPU seconds per process over the phase (gen: its sending only).
     pub cpu: BTreeMap<String, f64>,
+    /// Peak resident memory per process over the phase, in bytes (sampled every 250 ms).
+    pub rss: BTreeMap<String, u64>,
     pub row_latency: Option<Latency>,
     pub markers: (usize, usize),
     pub alert_latency: Option<Latency>,
@@ -95,6 +97,7 @@ pub async fn run(ctx: &Ctx, dep: &mut Deployment, phase: &Phase, bar: &ProgressB
     let base = (dep.accepted(ctx).await, dep.visible(ctx).await);
     let pids = dep.pids(ctx);
     let meter = CpuMeter::start(&pids);
+    let mut rss = RssPeaks::default();
 
     let truth_file = ctx
         .dir
@@ -114,6 +117,7 @@ pub async fn run(ctx: &Ctx, dep: &mut Deployment, phase: &Phase, bar: &ProgressB
             visible: dep.visible(ctx).await - base.1,
         };
         samples.push(sample);
+        rss.sample(&pids);
         dep.check_running();
         if load_start.is_none() && sample.accepted > 0 {
             load_start = Some((t, gen.cpu()));
@@ -195,6 +199,7 @@ pub async fn run(ctx: &Ctx, dep: &mut Deployment, phase: &Phase, bar: &ProgressB
         visible: last.visible,
         gen_calls,
         cpu,
+        rss: rss.peaks,
         samples,
         ..Outcome::default()
     };

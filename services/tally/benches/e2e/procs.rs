@@ -1,7 +1,7 @@
 //! What the harness reads of processes and of the machine from /proc: a process's CPU time
 //! (utime + stime, every thread, also of a child that exited and is not yet reaped), the
 //! process listening on a TCP port (the Kafka broker, the ClickHouse server), the cores and
-//! memory, and child processes that are killed when dropped and read before they are reaped.
+//! memory, a process's resident memory, and child processes that are killed when dropped and read before they are reaped.
 use std::collections::BTreeMap;
 use std::process::{Child, Command};
 use std::time::Duration;
@@ -34,6 +34,14 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     let utime: f64 = fields.get(11)?.parse().ok()?;
     let stime: f64 = fields.get(12)?.parse().ok()?;
     Some((utime + stime) / ticks_per_second())
+}
+
+/// Resident memory of the process now (VmRSS of /proc/PID/status), in bytes.
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// Whether the process exited (a zombie, or gone).
@@ -224,5 +232,23 @@ impl CpuMeter {
                 Some((name.clone(), cpu_seconds(*pid)? - before))
             })
             .collect()
+    }
+}
+
+/// The largest resident memory each named process had at the moments it was sampled.
+#[derive(Debug, Default, Clone)]
+pub struct RssPeaks {
+    pub peaks: BTreeMap<String, u64>,
+}
+
+impl RssPeaks {
+    /// Samples each (name, pid) now, keeping the larger figure.
+    pub fn sample(&mut self, pids: &[(String, u32)]) {
+        for (name, pid) in pids {
+            if let Some(rss) = rss_bytes(*pid) {
+                let peak = self.peaks.entry(name.clone()).or_default();
+                *peak = (*peak).max(rss);
+            }
+        }
     }
 }

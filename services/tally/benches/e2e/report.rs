@@ -261,6 +261,19 @@ fn summary(runs: &[RunResult]) -> Vec<Figure> {
             &|r| r.sustained_cpu_per_million.get(process).copied(),
         );
     }
+    for (process, label) in [
+        ("ingest", "tally ingest"),
+        ("process", "tally process"),
+        ("sink", "tally sink"),
+        ("kafka", "Kafka broker"),
+        ("clickhouse", "ClickHouse server"),
+    ] {
+        add(
+            &format!("peak RSS at the sustained rate: {label}"),
+            "MiB",
+            &|r| r.sustained_rss_mib.get(process).copied(),
+        );
+    }
     for (i, share) in ["50 %", "90 %"].iter().enumerate() {
         add(
             &format!("ingest → row visible at {share} of sustained: p50"),

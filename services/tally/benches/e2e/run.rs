@@ -55,11 +55,11 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            probe_secs: 15.0,
-            probe_calls: 600_000,
-            hold_secs: 40,
+            probe_secs: 10.0,
+            probe_calls: 400_000,
+            hold_secs: 30,
             max_holds: 4,
-            latency_secs: 20,
+            latency_secs: 15,
             kafka_records: 300_000,
             clickhouse_rows: 200_000,
             backlog: 200_000,
@@ -111,6 +111,8 @@ pub struct HeldRate {
     pub calls: u64,
     /// CPU seconds per million calls, by process.
     pub cpu_per_million: BTreeMap<String, f64>,
+    /// Peak resident memory per process during the hold, in MiB.
+    pub rss_mib: BTreeMap<String, f64>,
 }
 
 /// Latency at a share of the sustained rate.
@@ -138,6 +140,8 @@ pub struct RunResult {
     pub sustained_per_sec: Option<f64>,
     /// CPU seconds per million calls at that rate, by process, and their total.
     pub sustained_cpu_per_million: BTreeMap<String, f64>,
+    /// Peak resident memory per process during the sustained hold, in MiB.
+    pub sustained_rss_mib: BTreeMap<String, f64>,
     pub latency: Vec<LatencyRun>,
     pub kafka: KafkaCeiling,
     pub clickhouse: ClickHouseCeiling,
@@ -278,6 +282,11 @@ pub async fn run(ctx: &Ctx, settings: &Settings, n: usize, bar: &ProgressBar) ->
                 target_per_sec: target,
                 calls: outcome.accepted,
                 cpu_per_million: per_million(&outcome),
+                rss_mib: outcome
+                    .rss
+                    .iter()
+                    .map(|(name, bytes)| (name.clone(), *bytes as f64 / 1_048_576.0))
+                    .collect(),
                 hold,
             },
             outcome,
@@ -292,6 +301,7 @@ pub async fn run(ctx: &Ctx, settings: &Settings, n: usize, bar: &ProgressBar) ->
     let sustained_cpu = best
         .map(|(h, _)| h.cpu_per_million.clone())
         .unwrap_or_default();
+    let sustained_rss = best.map(|(h, _)| h.rss_mib.clone()).unwrap_or_default();
     // Latency at shares of the sustained rate (of the lowest rate tried if none held).
     let reference = sustained.unwrap_or_else(|| {
         holds
@@ -432,6 +442,7 @@ pub async fn run(ctx: &Ctx, settings: &Settings, n: usize, bar: &ProgressBar) ->
         ratio: sustained.map(|s| s / ceiling),
         sustained_per_sec: sustained,
         sustained_cpu_per_million: sustained_cpu,
+        sustained_rss_mib: sustained_rss,
         latency,
         kafka,
         clickhouse,
