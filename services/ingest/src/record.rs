@@ -137,6 +137,11 @@ impl Record {
     /// An optional integer within `min..=max`.
     pub fn integer(&mut self, key: &str, min: i64, max: i64) -> Option<i64> {
         let value = self.take(key)?;
+        self.integer_value(key, &value, min, max)
+    }
+
+    /// An integer field's value within `min..=max`, or its problem recorded.
+    fn integer_value(&mut self, key: &str, value: &Value, min: i64, max: i64) -> Option<i64> {
         match value.as_i64() {
             Some(n) if (min..=max).contains(&n) => Some(n),
             Some(n) if n < 0 && min == 0 => {
@@ -148,7 +153,7 @@ impl Record {
                 None
             }
             None => {
-                self.wrong_type(key, "an integer", &value);
+                self.wrong_type(key, "an integer", value);
                 None
             }
         }
@@ -165,8 +170,7 @@ impl Record {
             self.error(key, too_many_tokens(&value));
             return None;
         }
-        self.set(key, value);
-        self.integer(key, 0, limit)
+        self.integer_value(key, &value, 0, limit)
     }
 
     /// An optional non-negative number.
