@@ -2,6 +2,7 @@
 //! (one object per line). Malformed JSON is an error with its line and column; so is an
 //! object that names a key twice (parsers disagree on which one wins, so none is chosen).
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::map::Entry;
 use serde_json::{Map, Value};
 
 /// Why a body is not JSON records; the endpoint answers 400 with it.
@@ -126,13 +127,19 @@ impl<'de> Visitor<'de> for StrictVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut object = Map::new();
         while let Some(key) = map.next_key::<String>()? {
-            if object.contains_key(&key) {
-                return Err(de::Error::custom(format!(
-                    "duplicate key {key:?} in one object"
-                )));
+            // One search of the map per key: the entry found is where the value goes.
+            match object.entry(key) {
+                Entry::Occupied(twice) => {
+                    return Err(de::Error::custom(format!(
+                        "duplicate key {:?} in one object",
+                        twice.key()
+                    )));
+                }
+                Entry::Vacant(slot) => {
+                    let Strict(value) = map.next_value()?;
+                    slot.insert(value);
+                }
             }
-            let Strict(value) = map.next_value()?;
-            object.insert(key, value);
         }
         Ok(Value::Object(object))
     }

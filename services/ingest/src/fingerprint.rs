@@ -8,8 +8,16 @@ use crate::auth::to_hex;
 /// Fingerprint of free text: whitespace runs collapse to one space and the ends are trimmed,
 /// so re-wrapped or re-indented copies of one prompt share a fingerprint; case is kept.
 pub fn of_text(text: &str) -> String {
-    let normalised: Vec<&str> = text.split_whitespace().collect();
-    hash(normalised.join(" ").as_bytes())
+    // The words are hashed as they are found, with one space between: the same bytes as
+    // hashing the joined text, without making it.
+    let mut hasher = Sha256::new();
+    for (i, word) in text.split_whitespace().enumerate() {
+        if i > 0 {
+            hasher.update(b" ");
+        }
+        hasher.update(word.as_bytes());
+    }
+    finish(hasher)
 }
 
 /// Fingerprint of structured content (a message list, tool arguments): strings are hashed as
@@ -17,7 +25,13 @@ pub fn of_text(text: &str) -> String {
 pub fn of_value(value: &Value) -> String {
     match value {
         Value::String(text) => of_text(text),
-        other => hash(canonical_json(other).as_bytes()),
+        other => {
+            // Printed straight into the hash: the bytes of `canonical_json`, never held whole.
+            let mut hasher = HashWriter(Sha256::new());
+            serde_json::to_writer(&mut hasher, other)
+                .expect("a JSON value prints, and hashing cannot fail");
+            finish(hasher.0)
+        }
     }
 }
 
@@ -27,8 +41,22 @@ pub fn canonical_json(value: &Value) -> String {
     value.to_string()
 }
 
-fn hash(bytes: &[u8]) -> String {
-    format!("sha256:{}", to_hex(&Sha256::digest(bytes)))
+/// Bytes written to it are hashed.
+struct HashWriter(Sha256);
+
+impl std::io::Write for HashWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.update(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn finish(hasher: Sha256) -> String {
+    format!("sha256:{}", to_hex(&hasher.finalize()))
 }
 
 #[cfg(test)]
@@ -50,6 +78,15 @@ mod tests {
             of_text("abc"),
             "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
+    }
+
+    #[test]
+    fn fingerprints_hash_the_normalised_text_and_the_canonical_json() {
+        let digest = |bytes: &[u8]| format!("sha256:{}", to_hex(&Sha256::digest(bytes)));
+        assert_eq!(of_text(" a\tb \n c "), digest(b"a b c"));
+        assert_eq!(of_text(" \n "), digest(b""));
+        let value: Value = serde_json::from_str(r#"[{"z":"\u00e9\n","a":[1,2.5,null]}]"#).unwrap();
+        assert_eq!(of_value(&value), digest(canonical_json(&value).as_bytes()));
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! record the broker would refuse would make a client retry its whole request forever. Raw
 //! prompt, completion, tool-argument and ticket-title text is fingerprinted and never stored,
 //! so it is not limited here (only by the body limit).
+use std::fmt::Write;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -78,13 +80,20 @@ impl RecordLimits {
         let Value::Object(fields) = record else {
             return errors;
         };
+        // One path buffer for the record, grown and cut back on the way down: a path is
+        // printed only for a field above a limit.
+        let mut path = String::new();
         for (key, value) in fields {
             if FINGERPRINTED.contains(&key.as_str()) {
                 continue;
             }
             match (key.as_str(), value) {
                 ("tags", Value::Object(tags)) => self.check_tags(tags, &mut errors),
-                (_, value) => self.check_value(key, value, &mut errors),
+                (_, value) => {
+                    path.clear();
+                    path.push_str(key);
+                    self.check_value(&mut path, value, &mut errors);
+                }
             }
         }
         errors
@@ -118,7 +127,7 @@ impl RecordLimits {
         }
     }
 
-    fn check_value(&self, path: &str, value: &Value, errors: &mut Vec<FieldError>) {
+    fn check_value(&self, path: &mut String, value: &Value, errors: &mut Vec<FieldError>) {
         match value {
             Value::String(text) if text.len() > self.max_string_bytes => errors.push(error(
                 path,
@@ -137,13 +146,20 @@ impl RecordLimits {
                 ),
             )),
             Value::Array(items) => {
+                let parent = path.len();
                 for (i, item) in items.iter().enumerate() {
-                    self.check_value(&format!("{path}[{i}]"), item, errors);
+                    write!(path, "[{i}]").expect("writing to a String cannot fail");
+                    self.check_value(path, item, errors);
+                    path.truncate(parent);
                 }
             }
             Value::Object(fields) => {
+                let parent = path.len();
                 for (key, value) in fields {
-                    self.check_value(&format!("{path}.{key}"), value, errors);
+                    path.push('.');
+                    path.push_str(key);
+                    self.check_value(path, value, errors);
+                    path.truncate(parent);
                 }
             }
             _ => {}

@@ -49,13 +49,13 @@ pub fn llm_call_from_json(value: Value, context: &Context<'_>) -> Result<LlmCall
         });
     let prompt_fingerprint = r
         .string("prompt_fingerprint")
-        .or(derived_id_source.prompt_fingerprint.clone());
+        .or(derived_id_source.prompt_fingerprint);
     let tool_args_fingerprint = r
         .string("tool_args_fingerprint")
-        .or(derived_id_source.tool_args_fingerprint.clone());
+        .or(derived_id_source.tool_args_fingerprint);
     let output_fingerprint = r
         .string("output_fingerprint")
-        .or(derived_id_source.output_fingerprint.clone());
+        .or(derived_id_source.output_fingerprint);
 
     let mut call = LlmCall {
         event_id: String::new(),
@@ -115,8 +115,11 @@ pub fn llm_call_from_json(value: Value, context: &Context<'_>) -> Result<LlmCall
     if !errors.is_empty() {
         return Err(errors);
     }
-    call.event_id = event_id
-        .unwrap_or_else(|| derived_event_id(&context.principal.tenant, &derived_id_source.content));
+    call.event_id = match (event_id, derived_id_source.content) {
+        (Some(event_id), _) => event_id,
+        (None, Some(content)) => derived_event_id(&context.principal.tenant, &content),
+        (None, None) => unreachable!("a record without an event id has its content kept"),
+    };
     Ok(call)
 }
 
@@ -125,8 +128,10 @@ struct Stripped {
     prompt_fingerprint: Option<String>,
     output_fingerprint: Option<String>,
     tool_args_fingerprint: Option<String>,
-    /// The record as received, raw text replaced by its fingerprint, canonical JSON.
-    content: String,
+    /// The record as received, raw text replaced by its fingerprint, canonical JSON; only
+    /// for a record without an event id, the one case it is hashed into a derived id (most
+    /// records have ids, and copying and printing each cost more than the rest of reading it).
+    content: Option<String>,
 }
 
 /// Removes raw prompt, completion and tool-argument text from a record, keeping only
@@ -136,7 +141,7 @@ fn strip_text(value: &mut Value) -> Stripped {
         prompt_fingerprint: None,
         output_fingerprint: None,
         tool_args_fingerprint: None,
-        content: String::new(),
+        content: None,
     };
     if let Value::Object(map) = value {
         for field in PROMPT_TEXT_FIELDS {
@@ -156,6 +161,10 @@ fn strip_text(value: &mut Value) -> Stripped {
         if let Some(args) = map.remove("tool_args").filter(|v| !v.is_null()) {
             stripped.tool_args_fingerprint = Some(fingerprint::of_value(&args));
         }
+        // `r.string("event_id")` is None for an absent or null id: then the id is derived.
+        if map.get("event_id").is_some_and(|id| !id.is_null()) {
+            return stripped;
+        }
         let mut content = map.clone();
         content.remove("received_at");
         if let Some(fp) = &stripped.prompt_fingerprint {
@@ -173,7 +182,7 @@ fn strip_text(value: &mut Value) -> Stripped {
                 .entry("output_fingerprint")
                 .or_insert_with(|| Value::String(fp.clone()));
         }
-        stripped.content = fingerprint::canonical_json(&Value::Object(content));
+        stripped.content = Some(fingerprint::canonical_json(&Value::Object(content)));
     }
     stripped
 }

@@ -555,11 +555,13 @@ impl App {
         };
         {
             // What Kafka took is remembered: a retry of the request counts it once.
+            // One clock reading for the request's records: they were acknowledged together.
+            let acknowledged = Instant::now();
             let mut dedup = self.dedup.lock().expect("dedup lock");
             for ((key, result), position) in keys.into_iter().zip(&results).zip(positions) {
                 match result {
                     Ok(()) => {
-                        dedup.insert(key, Instant::now());
+                        dedup.insert(key, acknowledged);
                         published.accepted += 1;
                     }
                     Err(reason) => {
