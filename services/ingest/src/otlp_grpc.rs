@@ -72,7 +72,7 @@ async fn route(
         .max_decoding_message_size(app.config().max_body_bytes);
     let export = tower::service_fn(move |request| {
         let app = app.clone();
-        async move { export(&app, request).await }
+        crate::server::detached(async move { export(&app, request).await })
     });
     grpc.unary(export, request).await
 }

@@ -742,15 +742,29 @@ fn forbidden(rejected: &[Rejected]) -> Option<Response> {
 // ------------------------------------------------------------------ handlers
 
 async fn llm_calls(State(app): State<Arc<App>>, request: Request) -> Response {
-    json_records(&app, Kind::Call, request).await
+    detached(async move { json_records(&app, Kind::Call, request).await }).await
 }
 
 async fn deploys(State(app): State<Arc<App>>, request: Request) -> Response {
-    json_records(&app, Kind::Deploy, request).await
+    detached(async move { json_records(&app, Kind::Deploy, request).await }).await
 }
 
 async fn tickets(State(app): State<Arc<App>>, request: Request) -> Response {
-    json_records(&app, Kind::Ticket, request).await
+    detached(async move { json_records(&app, Kind::Ticket, request).await }).await
+}
+
+/// Runs a request's work on a task of its own, to its end. A handler's future is dropped
+/// when the client hangs up or the request times out; dropped between producing and Kafka's
+/// acknowledgement, the records would still reach Kafka while ingest forgot them: not
+/// counted in `tally_ingest_events_accepted_total` and not remembered, so a retry of the
+/// request would be taken again. On its own task the work finishes whoever still listens.
+pub(crate) async fn detached<T: Send + 'static>(
+    work: impl Future<Output = T> + Send + 'static,
+) -> T {
+    match tokio::spawn(work).await {
+        Ok(answer) => answer,
+        Err(failed) => std::panic::resume_unwind(failed.into_panic()),
+    }
 }
 
 async fn json_records(app: &App, kind: Kind, request: Request) -> Response {
@@ -929,9 +943,12 @@ enum OtlpEncoding {
 }
 
 async fn traces(State(app): State<Arc<App>>, request: Request) -> Response {
-    let response = traces_inner(&app, request).await.unwrap_or_else(|r| r);
-    app.metrics.request("traces", response.status().as_u16());
-    response
+    detached(async move {
+        let response = traces_inner(&app, request).await.unwrap_or_else(|r| r);
+        app.metrics.request("traces", response.status().as_u16());
+        response
+    })
+    .await
 }
 
 async fn traces_inner(app: &App, request: Request) -> Result<Response, Response> {

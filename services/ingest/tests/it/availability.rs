@@ -13,20 +13,26 @@ use tally_tests::unique_name;
 use crate::harness::Harness;
 
 const PORT: u16 = 19092;
+/// The broker of the test whose client hangs up: its own, so both tests can run at once.
+const HANG_UP_PORT: u16 = 19096;
 
 fn own_broker(command: &str, data: &std::path::Path) {
+    own_broker_on(PORT, command, data)
+}
+
+fn own_broker_on(port: u16, command: &str, data: &std::path::Path) {
     let ports = [
-        ("TALLY_KAFKA_PORT", PORT.to_string()),
-        ("TALLY_KAFKA_CONTROLLER_PORT", (PORT + 1).to_string()),
+        ("TALLY_KAFKA_PORT", port.to_string()),
+        ("TALLY_KAFKA_CONTROLLER_PORT", (port + 1).to_string()),
     ];
     tally_tests::services_script(command, data, "TALLY_KAFKA_BROKERS", &ports);
 }
 
-struct StopOnDrop(PathBuf);
+struct StopOnDrop(PathBuf, u16);
 
 impl Drop for StopOnDrop {
     fn drop(&mut self) {
-        own_broker("stop-kafka", &self.0);
+        own_broker_on(self.1, "stop-kafka", &self.0);
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
@@ -35,7 +41,7 @@ impl Drop for StopOnDrop {
 async fn kafka_down_means_503_and_the_retry_after_recovery_is_counted_once() {
     let data = std::env::temp_dir().join(unique_name("tally-own-kafka"));
     own_broker("start-kafka", &data);
-    let _guard = StopOnDrop(data.clone());
+    let _guard = StopOnDrop(data.clone(), PORT);
     let kafka = KafkaConfig {
         brokers: format!("127.0.0.1:{PORT}"),
         ..KafkaConfig::default()
@@ -122,5 +128,82 @@ async fn kafka_down_means_503_and_the_retry_after_recovery_is_counted_once() {
     let mut ids = ids;
     ids.sort();
     assert_eq!(ids, ["before", "during-0", "during-1", "during-2"]);
+    ingest.stop().await;
+}
+
+/// A client that hangs up while ingest waits for Kafka does not make ingest forget the
+/// records: Kafka takes them once it is back, they are counted as accepted, and the client's
+/// retry is answered as duplicates (not produced a second time).
+#[tokio::test]
+async fn records_taken_after_the_client_hung_up_are_counted_and_remembered() {
+    let data = std::env::temp_dir().join(unique_name("tally-own-kafka"));
+    own_broker_on(HANG_UP_PORT, "start-kafka", &data);
+    let _guard = StopOnDrop(data.clone(), HANG_UP_PORT);
+    let kafka = KafkaConfig {
+        brokers: format!("127.0.0.1:{HANG_UP_PORT}"),
+        ..KafkaConfig::default()
+    };
+    let layout = TopicLayout {
+        partitions: 2,
+        replication_factor: 1,
+    };
+    create_topics(&kafka, layout).await.unwrap();
+    let ingest = Harness::start_with(
+        kafka,
+        |config| {
+            config.produce_timeout_ms = 120_000;
+            config.http.request_timeout_ms = 125_000;
+        },
+        false,
+    )
+    .await;
+    let calls: Vec<_> = (0..3)
+        .map(|i| json!({"event_id": format!("hung-up-{i}"), "occurred_at": "2026-11-23T10:00:00Z", "provider": "openai", "model": "gpt-4o", "input_tokens": 1, "output_tokens": 1}))
+        .collect();
+    let accepted = |metrics: String| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("tally_ingest_events_accepted_total{kind=\"llm_call\"} "))
+            .map_or(0, |n| n.trim().parse::<u64>().unwrap())
+    };
+
+    own_broker_on(HANG_UP_PORT, "stop-kafka", &data);
+    let impatient = ingest
+        .http
+        .post(format!("{}/v1/llm-calls", ingest.url))
+        .bearer_auth(crate::harness::PAYMENTS_KEY)
+        .header("content-type", "application/json")
+        .body(json!(calls).to_string())
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await;
+    assert!(impatient.unwrap_err().is_timeout(), "the client gave up");
+    assert_eq!(accepted(ingest.metrics().await), 0);
+
+    own_broker_on(HANG_UP_PORT, "start-kafka", &data);
+    let mut counted = 0;
+    for _ in 0..90 {
+        counted = accepted(ingest.metrics().await);
+        if counted == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert_eq!(
+        counted, 3,
+        "the records Kafka took after the client left are counted"
+    );
+    assert_eq!(
+        ingest.post_json("/v1/llm-calls", &json!(calls)).await,
+        (202, json!({"accepted": 0, "duplicates": 3, "rejected": []}))
+    );
+    let mut ids: Vec<String> = ingest
+        .read::<LlmCall>(Topic::LlmCalls, 3)
+        .await
+        .into_iter()
+        .map(|(_, c)| c.event_id)
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["hung-up-0", "hung-up-1", "hung-up-2"]);
     ingest.stop().await;
 }
