@@ -249,7 +249,7 @@ fn report_memory(config: &ProcessorConfig, enriched: &[OwnedMessage]) {
                 windows::apply(&config.windows, &mut state, call);
             }
             drop(windows::take_parts(&mut state, 0, n as i64, NOW));
-            state.changed.clear(); // as the changelog's writer does
+            state.clear_changes(); // as the changelog's writer does
         }
         state
     });
@@ -257,7 +257,7 @@ fn report_memory(config: &ProcessorConfig, enriched: &[OwnedMessage]) {
     eprintln!(
         "memory: {keys} open window keys hold {bytes} bytes: {} bytes a key ({} names)",
         bytes / keys as isize,
-        windows.names.len()
+        windows.windows.names_held()
     );
     drop(windows);
     let (stage, bytes) = held_by(|| {

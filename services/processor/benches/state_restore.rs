@@ -1,7 +1,8 @@
 //! The aggregate stage's state at scale: 1,000,000 open windows (keys), measured for the heap
 //! they take (a counting allocator), the changelog bytes they write, and the time to restore
 //! them from those records. `cargo bench -p tally-processor --bench state_restore`
-//! (`TALLY_STATE_KEYS` to change the count).
+//! (`TALLY_STATE_KEYS` to change the count, `TALLY_STATE_CALLS_PER_KEY` for windows of more
+//! than one call each).
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::Instant;
@@ -43,10 +44,15 @@ fn main() {
     };
     let template: tally_contract::records::EnrichedLlmCall =
         serde_json::from_str(include_str!("../../../tests/golden/EnrichedLlmCall.json")).unwrap();
-    let calls = keys;
+    let per_key: usize = std::env::var("TALLY_STATE_CALLS_PER_KEY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let calls = keys * per_key;
     let before = LIVE.load(Ordering::Relaxed);
     let mut state = PartitionState::default();
-    for i in 0..calls {
+    for n in 0..calls {
+        let i = n % keys;
         let mut call = template.clone();
         call.call.user = Some(format!("user-{i}"));
         call.call.workflow = Some(format!("workflow-{}", i % 1_000));
@@ -60,10 +66,12 @@ fn main() {
         .iter()
         .map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len))
         .sum();
-    let records_heap = records
+    // The records are not state: their bytes and the vector holding them are left out.
+    let records_heap = (records
         .iter()
         .map(|(k, v)| k.capacity() + v.as_ref().map_or(0, Vec::capacity))
-        .sum::<usize>() as f64;
+        .sum::<usize>()
+        + records.capacity() * std::mem::size_of_val(&records[0])) as f64;
     let started = Instant::now();
     let mut restored = PartitionState::default();
     for (key, value) in &records {
@@ -72,7 +80,7 @@ fn main() {
     let restore = started.elapsed();
     assert_eq!(restored.windows.windows.len(), open);
     println!(
-        "open windows {open}: state {:.0} bytes a key in memory, changelog {:.0} bytes a key, restore {:.2} s ({:.0} keys/s)",
+        "open windows {open} ({per_key} calls each): state {:.0} bytes a key in memory, changelog {:.0} bytes a key, restore {:.2} s ({:.0} keys/s)",
         (heap - records_heap) / open as f64,
         changelog as f64 / open as f64,
         restore.as_secs_f64(),

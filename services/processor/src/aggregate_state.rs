@@ -37,11 +37,10 @@ fn json<T: Serialize>(value: &T) -> Vec<u8> {
 /// The records of what changed in `state` since the last call, and clears the marks.
 pub fn take_changes(state: &mut PartitionState) -> Vec<Change> {
     let mut changes = Vec::new();
-    for key in std::mem::take(&mut state.windows.changed) {
-        let value = state.windows.windows.get(&key).map(json);
+    for (key, totals) in state.windows.take_changes() {
         changes.push((
             format!("{WINDOW}{}", String::from_utf8(json(&key)).expect("JSON")),
-            value,
+            totals.as_ref().map(json),
         ));
     }
     if std::mem::take(&mut state.windows.watermark_changed) {
@@ -103,11 +102,12 @@ pub fn restore(
         match value {
             Some(bytes) => {
                 let totals = serde_json::from_slice(bytes).map_err(bad)?;
-                state.windows.restore_window(window, totals);
+                state
+                    .windows
+                    .restore_window(window, totals)
+                    .map_err(|e| format!("{key}: {e}"))?;
             }
-            None => {
-                state.windows.windows.remove(&window);
-            }
+            None => state.windows.forget_window(&window),
         }
     } else if key == WATERMARK {
         if let Some(bytes) = value {
@@ -206,10 +206,7 @@ fn restore_budget(
 /// Marks every piece of `state` changed, so the next write puts all of it per key (after a
 /// restore from a whole-partition snapshot).
 pub fn mark_all(state: &mut PartitionState) {
-    state
-        .windows
-        .changed
-        .extend(state.windows.windows.keys().cloned());
+    state.windows.mark_all_changed();
     state.windows.watermark_changed = true;
     let budgets = &mut state.budgets;
     let periods: Vec<BudgetKey> = budgets
@@ -258,8 +255,7 @@ mod tests {
     }
 
     fn comparable(mut state: PartitionState) -> PartitionState {
-        state.windows.changed.clear();
-        state.windows.watermark_changed = false;
+        state.windows.clear_changes();
         state.budgets.changed.clear();
         state.business.changed.clear();
         state

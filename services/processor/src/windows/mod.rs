@@ -15,7 +15,7 @@
 //! `source_offset`): with the window's key, its identity, so a sink replay never counts it
 //! twice. State holds only open windows.
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -23,9 +23,14 @@ use tally_contract::records::{EnrichedLlmCall, Micros, SpendDimension, SpendWind
 
 const MICROS_PER_SECOND: Micros = 1_000_000;
 
-/// Identifies one window of one key. Its names are shared (`Arc<str>`, from the state's
-/// [`Names`]): a call touches nine windows, and each key is kept twice while it changes.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+mod open;
+
+use open::Key;
+pub use open::OpenWindows;
+
+/// Identifies one window of one key, in names: how a window is written to the changelog and
+/// emitted. The state keeps it in numbers ([`OpenWindows`]).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct WindowKey {
     pub window_seconds: i64,
     pub window_start: Micros,
@@ -33,87 +38,6 @@ pub struct WindowKey {
     pub team: Arc<str>,
     pub dimension: Arc<str>,
     pub dimension_value: Arc<str>,
-}
-
-impl Ord for WindowKey {
-    /// Size, start, then the names as text; a shared name is equal without reading it, which
-    /// is most comparisons in the state's maps (one tenant and team, many windows).
-    fn cmp(&self, other: &WindowKey) -> std::cmp::Ordering {
-        let name = |a: &Arc<str>, b: &Arc<str>| match Arc::ptr_eq(a, b) {
-            true => std::cmp::Ordering::Equal,
-            false => a.cmp(b),
-        };
-        self.window_seconds
-            .cmp(&other.window_seconds)
-            .then(self.window_start.cmp(&other.window_start))
-            .then_with(|| name(&self.tenant, &other.tenant))
-            .then_with(|| name(&self.team, &other.team))
-            .then_with(|| name(&self.dimension, &other.dimension))
-            .then_with(|| name(&self.dimension_value, &other.dimension_value))
-    }
-}
-
-impl PartialOrd for WindowKey {
-    fn partial_cmp(&self, other: &WindowKey) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-/// One copy of each name the open windows use (tenants, teams, models, users, workflows),
-/// shared by their keys. Names no key holds any more are dropped once the set has doubled
-/// since it was last pruned, so it stays within twice the names of the open windows.
-#[derive(Debug, Clone, Default)]
-pub struct Names {
-    names: HashSet<Arc<str>>,
-    pruned_at: usize,
-}
-
-impl PartialEq for Names {
-    /// A cache: two states are equal whatever names they have met.
-    fn eq(&self, _: &Names) -> bool {
-        true
-    }
-}
-
-impl Names {
-    /// The shared copy of `name`.
-    pub fn get(&mut self, name: &str) -> Arc<str> {
-        if let Some(shared) = self.names.get(name) {
-            return shared.clone();
-        }
-        let shared: Arc<str> = Arc::from(name);
-        self.names.insert(shared.clone());
-        shared
-    }
-
-    /// `key` with its names shared.
-    fn share(&mut self, key: WindowKey) -> WindowKey {
-        WindowKey {
-            tenant: self.get(&key.tenant),
-            team: self.get(&key.team),
-            dimension: self.get(&key.dimension),
-            dimension_value: self.get(&key.dimension_value),
-            ..key
-        }
-    }
-
-    /// Drops names only this set holds, when it has doubled since the last time.
-    fn prune(&mut self) {
-        if self.names.len() >= 2 * self.pruned_at.max(512) {
-            self.names.retain(|name| Arc::strong_count(name) > 1);
-            self.pruned_at = self.names.len();
-        }
-    }
-
-    /// How many names are held.
-    pub fn len(&self) -> usize {
-        self.names.len()
-    }
-
-    /// Whether none are.
-    pub fn is_empty(&self) -> bool {
-        self.names.is_empty()
-    }
 }
 
 /// The running totals of one window, or of one part of it. Sums are 128-bit: a day of one
@@ -157,30 +81,68 @@ impl WindowTotals {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct WindowState {
     pub watermark: Micros,
-    #[serde(with = "crate::state_serde")]
-    pub windows: BTreeMap<WindowKey, WindowTotals>,
+    pub windows: OpenWindows,
     /// Windows that closed in this transaction (their first part, with any later call of the
     /// same transaction), and late parts of windows closed before: emitted at its end.
     #[serde(skip)]
     closing: BTreeMap<WindowKey, WindowTotals>,
     #[serde(skip)]
     late: BTreeMap<WindowKey, WindowTotals>,
-    /// Open windows changed (or closed) since the changelog was last written.
+    /// Open windows changed since the changelog was last written.
     #[serde(skip)]
-    pub changed: std::collections::BTreeSet<WindowKey>,
+    changed: BTreeSet<Key>,
+    /// Windows closed since then (their changelog records are deleted).
+    #[serde(skip)]
+    gone: BTreeSet<WindowKey>,
     /// Whether the watermark moved since then.
     #[serde(skip)]
     pub watermark_changed: bool,
-    /// The names the keys share.
-    #[serde(skip)]
-    pub names: Names,
 }
 
 impl WindowState {
-    /// Puts back an open window read from the changelog, its names shared.
-    pub fn restore_window(&mut self, key: WindowKey, totals: WindowTotals) {
-        let key = self.names.share(key);
-        self.windows.insert(key, totals);
+    /// Puts back an open window read from the changelog.
+    pub fn restore_window(&mut self, key: WindowKey, totals: WindowTotals) -> Result<(), String> {
+        self.windows.insert(key, totals)
+    }
+
+    /// Removes a window the changelog deleted.
+    pub fn forget_window(&mut self, key: &WindowKey) {
+        self.windows.remove(key);
+    }
+
+    /// What changed since the last call, for the changelog: each window that closed (to
+    /// delete; first, so a window reopened since is written after its deletion), then each
+    /// open window that changed, with its totals. Clears the marks.
+    pub fn take_changes(&mut self) -> Vec<(WindowKey, Option<WindowTotals>)> {
+        let gone = std::mem::take(&mut self.gone)
+            .into_iter()
+            .map(|key| (key, None));
+        let changed: Vec<_> = std::mem::take(&mut self.changed)
+            .into_iter()
+            .map(|key| (self.windows.window_key(key), self.windows.totals(key)))
+            .collect();
+        gone.chain(changed).collect()
+    }
+
+    /// Marks every open window changed (to write all of them again).
+    pub fn mark_all_changed(&mut self) {
+        self.changed.extend(self.windows.keys_in_numbers());
+    }
+
+    /// Forgets what changed (after a restore, or in tests).
+    pub fn clear_changes(&mut self) {
+        self.changed.clear();
+        self.gone.clear();
+        self.watermark_changed = false;
+    }
+
+    /// Moves closed windows out of the open ones into this transaction's parts.
+    fn close(&mut self, closed: Vec<(Key, WindowKey, WindowTotals)>) {
+        for (key, named, totals) in closed {
+            self.changed.remove(&key);
+            self.gone.insert(named.clone());
+            self.closing.insert(named, totals);
+        }
     }
 }
 
@@ -246,33 +208,38 @@ pub fn apply(
     let mut output = WindowOutput::default();
     let at = call.call.occurred_at;
     let lateness = config.allowed_lateness_secs * MICROS_PER_SECOND;
-    let tenant = state.names.get(&call.call.tenant);
-    let team = state.names.get(&call.call.team);
-    let names = dimensions(call)
-        .map(|(dimension, value)| (state.names.get(dimension.as_str()), state.names.get(&value)));
+    let tenant = state.windows.name_id(&call.call.tenant);
+    let team = state.windows.name_id(&call.call.team);
+    let names = dimensions(call).map(|(dimension, value)| {
+        let id = state.windows.name_id(&value);
+        (dimension, value, id)
+    });
     for &size in &config.sizes_secs {
         let length = size * MICROS_PER_SECOND;
         let start = at.div_euclid(length) * length;
         let closed = state.watermark >= start + length + lateness;
         output.late |= closed;
-        for (dimension, value) in &names {
+        for (dimension, value, id) in &names {
+            if !closed {
+                let key = state
+                    .windows
+                    .key(size, start, tenant, team, *dimension, *id);
+                state.windows.add(key, call);
+                state.changed.insert(key);
+                continue;
+            }
             let key = WindowKey {
                 window_seconds: size,
                 window_start: start,
-                tenant: tenant.clone(),
-                team: team.clone(),
-                dimension: dimension.clone(),
-                dimension_value: value.clone(),
+                tenant: call.call.tenant.as_str().into(),
+                team: call.call.team.as_str().into(),
+                dimension: dimension.as_str().into(),
+                dimension_value: Arc::from(&**value),
             };
-            let totals = if !closed {
-                state.changed.insert(key.clone());
-                state.windows.entry(key).or_default()
-            } else if let Some(closing) = state.closing.get_mut(&key) {
-                closing
-            } else {
-                state.late.entry(key).or_default()
-            };
-            totals.add(call);
+            match state.closing.get_mut(&key) {
+                Some(closing) => closing.add(call),
+                None => state.late.entry(key).or_default().add(call),
+            }
         }
     }
     let watermark = at - config.max_out_of_order_secs * MICROS_PER_SECOND;
@@ -292,16 +259,10 @@ pub fn advance(config: &WindowConfig, state: &mut WindowState, watermark: Micros
     for &size in &config.sizes_secs {
         let length = size * MICROS_PER_SECOND;
         // Closed: start + length + lateness <= watermark.
-        let closed: Vec<WindowKey> = state
+        let closed = state
             .windows
-            .range(bound(size, Micros::MIN)..bound(size, watermark - length - lateness + 1))
-            .map(|(key, _)| key.clone())
-            .collect();
-        for key in closed {
-            let totals = state.windows.remove(&key).expect("listed");
-            state.changed.insert(key.clone());
-            state.closing.insert(key, totals);
-        }
+            .close_through(size, watermark - length - lateness);
+        state.close(closed);
     }
 }
 
@@ -309,10 +270,8 @@ pub fn advance(config: &WindowConfig, state: &mut WindowState, watermark: Micros
 /// (revision 0). The watermark stays where it is, so a later call for such a window opens
 /// it again rather than counting as late.
 pub fn close_all(state: &mut WindowState) {
-    for (key, totals) in std::mem::take(&mut state.windows) {
-        state.changed.insert(key.clone());
-        state.closing.insert(key, totals);
-    }
+    let closed = state.windows.close_all();
+    state.close(closed);
 }
 
 /// Whether the partition has open windows.
@@ -330,7 +289,7 @@ pub fn take_parts(
 ) -> Vec<SpendWindow> {
     let closing = std::mem::take(&mut state.closing);
     let late = std::mem::take(&mut state.late);
-    state.names.prune();
+    state.windows.shrink(&mut state.changed);
     let part = |(key, totals): (WindowKey, WindowTotals), revision: i32| SpendWindow {
         source_partition,
         source_offset,
@@ -341,18 +300,6 @@ pub fn take_parts(
         .map(|part_of| part(part_of, 0))
         .chain(late.into_iter().map(|part_of| part(part_of, 1)))
         .collect()
-}
-
-/// The smallest key of a window size at a start: every key of that start sorts at or after it.
-fn bound(window_seconds: i64, window_start: Micros) -> WindowKey {
-    WindowKey {
-        window_seconds,
-        window_start,
-        tenant: Arc::from(""),
-        team: Arc::from(""),
-        dimension: Arc::from(""),
-        dimension_value: Arc::from(""),
-    }
 }
 
 fn dimensions(call: &EnrichedLlmCall) -> [(SpendDimension, Cow<'_, str>); 3] {
@@ -415,9 +362,10 @@ pub(crate) mod tests {
         model: &str,
         cost: Option<i64>,
     ) -> EnrichedLlmCall {
-        let mut value: EnrichedLlmCall =
-            serde_json::from_str(include_str!("../../../tests/golden/EnrichedLlmCall.json"))
-                .unwrap();
+        let mut value: EnrichedLlmCall = serde_json::from_str(include_str!(
+            "../../../../tests/golden/EnrichedLlmCall.json"
+        ))
+        .unwrap();
         value.call.event_id = event_id.into();
         value.call.occurred_at = at_secs * MICROS_PER_SECOND;
         value.call.model = model.into();
@@ -566,7 +514,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn names_are_shared_and_those_of_closed_windows_let_go() {
+    fn names_of_closed_windows_are_let_go() {
         let config = minute_only();
         let mut state = WindowState::default();
         // 20,000 users, one call each, a minute apart: each window closes soon after.
@@ -575,23 +523,24 @@ pub(crate) mod tests {
             call.call.user = Some(format!("user-{n}"));
             apply(&config, &mut state, &call);
             take_parts(&mut state, 0, n, 0);
-            state.changed.clear(); // as the changelog's writer does per transaction
+            state.clear_changes(); // as the changelog's writer does per transaction
                                    // At most twice the live names (or 1,024) and what one call adds.
             assert!(
-                state.names.len() <= 2 * 512 + 5,
+                state.windows.names_held() <= 2 * 512 + 5,
                 "{} names held",
-                state.names.len()
+                state.windows.names_held()
             );
         }
-        let open: Vec<_> = state.windows.keys().collect();
-        assert!(!open.is_empty());
-        for key in open {
-            assert!(Arc::ptr_eq(&key.tenant, &state.names.get(&key.tenant)));
-            assert!(Arc::ptr_eq(
-                &key.dimension_value,
-                &state.names.get(&key.dimension_value)
-            ));
-        }
+        let open: BTreeSet<String> = state
+            .windows
+            .keys()
+            .map(|k| k.dimension_value.to_string())
+            .collect();
+        assert_eq!(
+            open,
+            BTreeSet::from(["gpt-4o", "refund-triage", "user-19999"].map(String::from)),
+            "the last call's windows are open"
+        );
     }
 
     #[test]
@@ -600,8 +549,7 @@ pub(crate) mod tests {
         let mut state = WindowState::default();
         apply(&config, &mut state, &enriched("a", 10, "m", Some(5)));
         // What changed is for the changelog writer, not part of the state.
-        state.changed.clear();
-        state.watermark_changed = false;
+        state.clear_changes();
         let json = serde_json::to_string(&state).unwrap();
         assert_eq!(serde_json::from_str::<WindowState>(&json).unwrap(), state);
     }
