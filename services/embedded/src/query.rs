@@ -37,41 +37,68 @@ use crate::store::{schema, TABLES};
 use crate::EmbeddedError;
 
 /// One view per table: `FINAL`'s deduplication, by the ClickHouse table's sorting key and
-/// version column.
-const VIEWS: [(&str, &str); 6] = [
+/// version column: (table, key columns, version column, extra columns).
+const VIEWS: [(&str, &str, &str, &str); 6] = [
     (
         "llm_calls",
-        "SELECT DISTINCT ON (tenant, team, event_id) *, scale9(cost_total_nanos) AS cost_usd \
-         FROM llm_calls_stored ORDER BY tenant, team, event_id, enriched_at DESC",
+        "tenant, team, event_id",
+        "enriched_at",
+        ", scale9(cost_total_nanos) AS cost_usd",
     ),
     (
         "deploys",
-        "SELECT DISTINCT ON (tenant, team, service, environment, occurred_at, event_id) * \
-         FROM deploys_stored ORDER BY tenant, team, service, environment, occurred_at, event_id, received_at DESC",
+        "tenant, team, service, environment, occurred_at, event_id",
+        "received_at",
+        "",
     ),
     (
         "tickets",
-        "SELECT DISTINCT ON (tenant, ticket_id, occurred_at, event_id) * FROM tickets_stored \
-         ORDER BY tenant, ticket_id, occurred_at, event_id, received_at DESC",
+        "tenant, ticket_id, occurred_at, event_id",
+        "received_at",
+        "",
     ),
     (
         "spend_windows",
-        "SELECT DISTINCT ON (tenant, team, window_seconds, window_start, dimension, dimension_value, \
-         source_partition, source_offset) * FROM spend_windows_stored \
-         ORDER BY tenant, team, window_seconds, window_start, dimension, dimension_value, \
-         source_partition, source_offset, revision DESC",
+        "tenant, team, window_seconds, window_start, dimension, dimension_value, source_partition, source_offset",
+        "revision",
+        "",
     ),
     (
         "loop_signals",
-        "SELECT DISTINCT ON (tenant, team, signal_id, state, last_event_at) * FROM loop_signals_stored \
-         ORDER BY tenant, team, signal_id, state, last_event_at, emitted_at DESC",
+        "tenant, team, signal_id, state, last_event_at",
+        "emitted_at",
+        "",
     ),
     (
         "alerts",
-        "SELECT DISTINCT ON (tenant, alert_id, state) * FROM alerts_stored \
-         ORDER BY tenant, alert_id, state, emitted_at DESC",
+        "tenant, alert_id, state",
+        "emitted_at",
+        "",
     ),
 ];
+
+/// The SQL of a de-duplicating view: rows whose key is stored once are read as they are, and
+/// only the keys stored more than once (a replay after a restart) go through `DISTINCT ON`,
+/// which keeps the latest version. `DISTINCT ON` over every row was the cost of every query
+/// on this store (an ordered `first_value` per column and key: 6 s at 500,000 calls).
+fn final_view(table: &str, keys: &str, version: &str, extra: &str) -> String {
+    let same_key = keys
+        .split(", ")
+        // Parenthesised: sqlparser binds AND tighter than IS NOT DISTINCT FROM.
+        .map(|key| format!("(r.{key} IS NOT DISTINCT FROM s.{key})"))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    let repeated = format!(
+        "SELECT 1 FROM (SELECT {keys} FROM {table}_stored GROUP BY {keys} HAVING count(*) > 1) AS r \
+         WHERE {same_key}"
+    );
+    format!(
+        "SELECT s.*{extra} FROM {table}_stored AS s WHERE NOT EXISTS ({repeated}) \
+         UNION ALL \
+         SELECT * FROM (SELECT DISTINCT ON ({keys}) s.*{extra} FROM {table}_stored AS s \
+         WHERE EXISTS ({repeated}) ORDER BY {keys}, {version} DESC)"
+    )
+}
 
 /// A column of whole numbers as `i128`s: BIGINT, or a wide `DECIMAL(38, 0)` sum.
 fn wide_values(array: &ArrayRef) -> datafusion::error::Result<Vec<Option<i128>>> {
@@ -371,7 +398,8 @@ pub async fn context(store: &Path) -> Result<(SessionContext, Snapshot), Embedde
         let table = ListingTable::try_new(config)?;
         context.register_table(format!("{}_stored", spec.name), Arc::new(table))?;
     }
-    for (name, sql) in VIEWS {
+    for (name, keys, version, extra) in VIEWS {
+        let sql = final_view(name, keys, version, extra);
         context.sql(&format!("CREATE VIEW {name} AS {sql}")).await?;
     }
     for statement in statements(REPORT_VIEWS) {
@@ -552,6 +580,51 @@ fn table(names: &[String], rows: &[Vec<Option<String>>]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_key_stored_twice_reads_once_at_its_latest_version_and_others_as_stored() {
+        use datafusion::arrow::datatypes::{Field, Schema};
+        use datafusion::datasource::MemTable;
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("tenant", DataType::Utf8, true),
+            Field::new("id", DataType::Utf8, true),
+            Field::new("version", DataType::Int64, false),
+            Field::new("figure", DataType::Int64, false),
+        ]));
+        let rows = [
+            (Some("t"), Some("a"), 1, 10),
+            (Some("t"), Some("b"), 1, 20),
+            (Some("t"), Some("b"), 3, 21), // a replay of b, newer: read
+            (Some("t"), Some("b"), 2, 22),
+            (Some("u"), Some("a"), 1, 30), // another tenant's a
+            (Some("t"), None, 1, 40),
+            (Some("t"), None, 2, 41), // a NULL key is a key as in FINAL
+        ];
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(StringArray::from_iter(rows.iter().map(|r| r.0))),
+                Arc::new(StringArray::from_iter(rows.iter().map(|r| r.1))),
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.2))),
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.3))),
+            ],
+        )
+        .unwrap();
+        let context = SessionContext::new();
+        let table = MemTable::try_new(schema, vec![vec![batch]]).unwrap();
+        context.register_table("t_stored", Arc::new(table)).unwrap();
+        let view = final_view("t", "tenant, id", "version", ", figure * 2 AS double");
+        let sql = format!("SELECT * FROM ({view}) ORDER BY tenant, id NULLS LAST");
+        let read = render(&run(&context, &sql).await.unwrap(), Format::Csv).unwrap();
+        let expected = [
+            "tenant,id,version,figure,double",
+            "t,a,1,10,20",
+            "t,b,3,21,42",
+            "t,,2,41,82",
+            "u,a,1,30,60",
+        ];
+        assert_eq!(read.trim_end(), expected.join("\n"));
+    }
 
     #[test]
     fn the_share_of_cost_per_ticket_is_read_exactly_in_billionths() {
