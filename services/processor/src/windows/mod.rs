@@ -250,8 +250,8 @@ pub fn apply(
 }
 
 /// Moves the watermark forward: windows that now close move to the parts of this
-/// transaction. Looks only at windows whose state changes (key ranges by size and start), so
-/// its cost does not grow with the number of open windows.
+/// transaction. Finds the closing windows by size and start; the open keys are scanned only
+/// when one closes (once per window size and start, not per call).
 pub fn advance(config: &WindowConfig, state: &mut WindowState, watermark: Micros) {
     state.watermark = watermark;
     state.watermark_changed = true;

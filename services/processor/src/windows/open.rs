@@ -355,6 +355,10 @@ fn slot(chunks: &[Vec<Slot>], id: u32) -> &Slot {
     &chunks[id as usize / CHUNK_SLOTS][id as usize % CHUNK_SLOTS]
 }
 
+fn slot_mut(chunks: &mut [Vec<Slot>], id: u32) -> &mut Slot {
+    &mut chunks[id as usize / CHUNK_SLOTS][id as usize % CHUNK_SLOTS]
+}
+
 impl OpenWindows {
     /// The number of a name, for [`OpenWindows::key`].
     pub(crate) fn name_id(&mut self, name: &str) -> u32 {
@@ -419,16 +423,13 @@ impl OpenWindows {
             Some(id) => id,
             None => self.open(key, &WindowTotals::default()),
         };
-        let sums = &mut self.chunks[id as usize / CHUNK_SLOTS][id as usize % CHUNK_SLOTS].sums;
+        let sums = &mut slot_mut(&mut self.chunks, id).sums;
         match sums.wide_index() {
             Some(index) => self.wide[index].add(call),
             None => {
                 let mut totals = sums.unpack();
                 totals.add(call);
-                *sums = match Packed::pack(&totals) {
-                    Some(packed) => packed,
-                    None => Packed::wide(store_wide(&mut self.wide, &mut self.wide_free, totals)),
-                };
+                *sums = pack_or_keep_whole(&mut self.wide, &mut self.wide_free, totals);
             }
         }
     }
@@ -461,18 +462,11 @@ impl OpenWindows {
 
     /// Opens a slot for `key` with `totals`.
     fn open(&mut self, key: Key, totals: &WindowTotals) -> u32 {
-        let sums = match Packed::pack(totals) {
-            Some(packed) => packed,
-            None => Packed::wide(store_wide(
-                &mut self.wide,
-                &mut self.wide_free,
-                totals.clone(),
-            )),
-        };
+        let sums = pack_or_keep_whole(&mut self.wide, &mut self.wide_free, totals.clone());
         let filled = Slot { key, sums };
         let id = match self.free.pop() {
             Some(id) => {
-                self.chunks[id as usize / CHUNK_SLOTS][id as usize % CHUNK_SLOTS] = filled;
+                *slot_mut(&mut self.chunks, id) = filled;
                 id
             }
             None => {
@@ -511,7 +505,7 @@ impl OpenWindows {
             }
             None => sums.unpack(),
         };
-        self.chunks[id as usize / CHUNK_SLOTS][id as usize % CHUNK_SLOTS] = EMPTY_SLOT;
+        *slot_mut(&mut self.chunks, id) = EMPTY_SLOT;
         self.free.push(id);
         self.windows.closed(key.window);
         totals
@@ -553,6 +547,11 @@ impl OpenWindows {
             .range((size, Micros::MIN)..=(size, last_start))
             .map(|(_, id)| *id)
             .collect();
+        // The watermark moves with nearly every call; the slots are scanned only when a
+        // window closes (once per window size and start).
+        if closing.is_empty() {
+            return Vec::new();
+        }
         self.close_where(|key| closing.contains(&key.window))
     }
 
@@ -667,8 +666,16 @@ impl OpenWindows {
     }
 }
 
-fn store_wide(wide: &mut Vec<WindowTotals>, free: &mut Vec<u32>, totals: WindowTotals) -> u32 {
-    match free.pop() {
+/// `totals` packed, or kept whole in the side table `wide` when they do not pack.
+fn pack_or_keep_whole(
+    wide: &mut Vec<WindowTotals>,
+    free: &mut Vec<u32>,
+    totals: WindowTotals,
+) -> Packed {
+    if let Some(packed) = Packed::pack(&totals) {
+        return packed;
+    }
+    let index = match free.pop() {
         Some(index) => {
             wide[index as usize] = totals;
             index
@@ -677,7 +684,8 @@ fn store_wide(wide: &mut Vec<WindowTotals>, free: &mut Vec<u32>, totals: WindowT
             wide.push(totals);
             (wide.len() - 1) as u32
         }
-    }
+    };
+    Packed::wide(index)
 }
 
 impl PartialEq for OpenWindows {
