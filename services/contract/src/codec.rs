@@ -9,10 +9,11 @@
 //! Records in the Confluent wire format (a zero byte and a schema registry id, see
 //! [`crate::wire`]) are read too, and written by [`encode_framed`] when a writer is set up
 //! for it: the id stands for a fingerprint, and the rest is the same.
-use apache_avro::{from_avro_datum, from_value, write_avro_datum_ref};
+use apache_avro::{from_avro_datum, from_value};
 use serde::{de::DeserializeOwned, Serialize};
 
 use crate::avro_de::{AvroDeserializer, Input};
+use crate::avro_ser;
 use crate::schema::{record_schemas, Fingerprint, RecordSchemas};
 use crate::wire::{confluent_header, confluent_id, fingerprint_of, Framing, CONFLUENT_HEADER_LEN};
 use crate::{ContractError, Result};
@@ -40,12 +41,7 @@ pub fn encode<T: AvroRecord>(record: &T) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(HEADER_LEN + 256);
     out.extend_from_slice(&MARKER);
     out.extend_from_slice(&current.fingerprint);
-    // Serialises straight to Avro binary while walking the schema: no intermediate value
-    // tree. The schemas are self-contained (see `schema`), so no named-type lookups are needed.
-    write_avro_datum_ref(&current.schema, record, &mut out).map_err(|e| ContractError::Encode {
-        record: T::RECORD_NAME,
-        reason: e.to_string(),
-    })?;
+    write_body(record, &mut out)?;
     Ok(out)
 }
 
@@ -63,13 +59,18 @@ pub fn encode_framed<T: AvroRecord>(record: &T, framing: &Framing) -> Result<Vec
         })?;
     let mut out = Vec::with_capacity(CONFLUENT_HEADER_LEN + 256);
     out.extend_from_slice(&confluent_header(id));
-    write_avro_datum_ref(&T::schemas().current.schema, record, &mut out).map_err(|e| {
-        ContractError::Encode {
-            record: T::RECORD_NAME,
-            reason: e.to_string(),
-        }
-    })?;
+    write_body(record, &mut out)?;
     Ok(out)
+}
+
+/// Appends the record's Avro body, written with the current schema while walking it: no
+/// intermediate value tree, fields by position ([`crate::avro_ser`]). The schemas are
+/// self-contained (see `schema`), so no named-type lookups are needed.
+fn write_body<T: AvroRecord>(record: &T, out: &mut Vec<u8>) -> Result<()> {
+    avro_ser::write(&T::schemas().current.schema, record, out).map_err(|e| ContractError::Encode {
+        record: T::RECORD_NAME,
+        reason: e.to_string(),
+    })
 }
 
 /// Decodes a record written with any known version of `T`'s schema, single-object encoded
@@ -167,6 +168,17 @@ mod tests {
 
     fn sample_call() -> LlmCall {
         serde_json::from_str(include_str!("../../../tests/golden/LlmCall.json")).unwrap()
+    }
+
+    /// The enriched fixture with every optional field empty.
+    fn sample_enriched() -> crate::records::EnrichedLlmCall {
+        let mut enriched: crate::records::EnrichedLlmCall =
+            serde_json::from_str(include_str!("../../../tests/golden/EnrichedLlmCall.json"))
+                .unwrap();
+        enriched.price_entry = None;
+        enriched.cost_input_nanos = None;
+        enriched.cost_total_nanos = None;
+        enriched
     }
 
     #[test]
@@ -281,6 +293,21 @@ mod tests {
             let resolved: LlmCall = decode_resolved(&bytes[HEADER_LEN..], schema, schema).unwrap();
             prop_assert_eq!(&fast, &call);
             prop_assert_eq!(&resolved, &call);
+        }
+
+        /// The positional writer writes the bytes apache-avro's schema-aware writer does,
+        /// nulls and empty maps included.
+        #[test]
+        fn both_writers_agree(call in any_call()) {
+            let schema = &LlmCall::schemas().current.schema;
+            let mut theirs = Vec::new();
+            apache_avro::write_avro_datum_ref(schema, &call, &mut theirs).unwrap();
+            prop_assert_eq!(&encode(&call).unwrap()[HEADER_LEN..], &theirs[..]);
+            let enriched = crate::records::EnrichedLlmCall { call, ..sample_enriched() };
+            let schema = &crate::records::EnrichedLlmCall::schemas().current.schema;
+            let mut theirs = Vec::new();
+            apache_avro::write_avro_datum_ref(schema, &enriched, &mut theirs).unwrap();
+            prop_assert_eq!(&encode(&enriched).unwrap()[HEADER_LEN..], &theirs[..]);
         }
 
         #[test]

@@ -16,6 +16,7 @@
 //! - [`telemetry`]: logging set-up shared by every service; [`shutdown`]: the stop signal.
 
 mod avro_de;
+mod avro_ser;
 pub mod clickhouse;
 pub mod clock;
 pub mod codec;
