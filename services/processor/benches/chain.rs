@@ -208,6 +208,16 @@ fn chain(c: &mut Criterion) {
     let enriched = messages(&enriched_topic, enriched);
 
     report_memory(&config, &enriched);
+    report_output(
+        "aggregate",
+        &run(&mut AggregateStage::default(), &config, &enriched),
+        CALLS,
+    );
+    report_output(
+        "detect",
+        &run(&mut DetectStage::default(), &config, &enriched),
+        CALLS,
+    );
 
     let mut group = c.benchmark_group("chain");
     group.sample_size(10);
@@ -270,6 +280,25 @@ fn report_memory(config: &ProcessorConfig, enriched: &[OwnedMessage]) {
         "memory: {sessions} open detector sessions hold {bytes} bytes: {} bytes a session",
         bytes / sessions.max(1) as isize
     );
+}
+
+/// Prints what a stage produced for the workload, per topic: records and bytes (key and
+/// value) per call, which the Kafka path pays for in the producer and the broker.
+fn report_output(stage: &str, kept: &Kept, calls: usize) {
+    let mut by_topic: std::collections::BTreeMap<&str, (usize, usize)> = Default::default();
+    let records = kept.records.borrow();
+    for (topic, key, value) in records.iter() {
+        let entry = by_topic.entry(topic).or_default();
+        entry.0 += 1;
+        entry.1 += key.len() + value.as_ref().map_or(0, Vec::len);
+    }
+    for (topic, (count, bytes)) in by_topic {
+        eprintln!(
+            "output of {stage}: {topic}: {:.3} records and {:.0} bytes a call ({count} records, {bytes} bytes)",
+            count as f64 / calls as f64,
+            bytes as f64 / calls as f64,
+        );
+    }
 }
 
 criterion_group!(benches, chain);

@@ -13,6 +13,7 @@ use tally_contract::records::Micros;
 use crate::budgets::{BudgetKey, BudgetState};
 use crate::business::MetricKey;
 use crate::stages::PartitionState;
+use crate::state_codec;
 use crate::windows::WindowKey;
 
 const WINDOW: &str = "w/";
@@ -30,8 +31,15 @@ struct PeriodValue {
 /// One changelog record: key and value (`None` deletes).
 pub type Change = (String, Option<Vec<u8>>);
 
+/// A key's JSON: keys stay as earlier tallies wrote them, so a compacted changelog keeps one
+/// record per piece across upgrades.
 fn json<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("state serialises")
+}
+
+/// A value's bytes ([`crate::state_codec`]).
+fn value<T: Serialize>(value: &T) -> Vec<u8> {
+    state_codec::to_bytes(value).expect("state serialises")
 }
 
 /// The records of what changed in `state` since the last call, and clears the marks.
@@ -40,11 +48,11 @@ pub fn take_changes(state: &mut PartitionState) -> Vec<Change> {
     for (key, totals) in state.windows.take_changes() {
         changes.push((
             format!("{WINDOW}{}", String::from_utf8(json(&key)).expect("JSON")),
-            totals.as_ref().map(json),
+            totals.as_ref().map(value),
         ));
     }
     if std::mem::take(&mut state.windows.watermark_changed) {
-        changes.push((WATERMARK.into(), Some(json(&state.windows.watermark))));
+        changes.push((WATERMARK.into(), Some(value(&state.windows.watermark))));
     }
     let budgets = &mut state.budgets;
     for key in std::mem::take(&mut budgets.changed) {
@@ -54,7 +62,7 @@ pub fn take_changes(state: &mut PartitionState) -> Vec<Change> {
                 let spent = budgets.spent_by_budget.get(&id);
                 let fired = budgets.fired_by_budget.get(&id);
                 (spent.is_some() || fired.is_some()).then(|| {
-                    json(&PeriodValue {
+                    value(&PeriodValue {
                         spent: spent.copied().unwrap_or(0),
                         fired: fired.cloned().unwrap_or_default(),
                     })
@@ -63,15 +71,16 @@ pub fn take_changes(state: &mut PartitionState) -> Vec<Change> {
             BudgetKey::Minutes(tenant, team) => budgets
                 .minutes
                 .get(&(tenant.clone(), team.clone()))
-                .map(json),
-            BudgetKey::Hours(tenant, user) => {
-                budgets.hours.get(&(tenant.clone(), user.clone())).map(json)
-            }
+                .map(value),
+            BudgetKey::Hours(tenant, user) => budgets
+                .hours
+                .get(&(tenant.clone(), user.clone()))
+                .map(value),
             BudgetKey::Reviewed(tenant, user, day) => budgets
                 .reviewed
                 .contains(&(tenant.clone(), user.clone(), *day))
                 .then(|| b"1".to_vec()),
-            BudgetKey::Newest => Some(json(&budgets.newest)),
+            BudgetKey::Newest => Some(value(&budgets.newest)),
         };
         changes.push((
             format!("{BUDGET}{}", String::from_utf8(json(&key)).expect("JSON")),
@@ -80,10 +89,10 @@ pub fn take_changes(state: &mut PartitionState) -> Vec<Change> {
     }
     let business = &mut state.business;
     for key in std::mem::take(&mut business.changed) {
-        let value = business.totals.get(&key).map(json);
+        let totals = business.totals.get(&key).map(value);
         changes.push((
             format!("{METRICS}{}", String::from_utf8(json(&key)).expect("JSON")),
-            value,
+            totals,
         ));
     }
     changes
@@ -97,11 +106,12 @@ pub fn restore(
     value: Option<&[u8]>,
 ) -> Result<bool, String> {
     let bad = |e: serde_json::Error| format!("{key}: {e}");
+    let in_key = |e: String| format!("{key}: {e}");
     if let Some(window) = key.strip_prefix(WINDOW) {
         let window: WindowKey = serde_json::from_str(window).map_err(bad)?;
         match value {
             Some(bytes) => {
-                let totals = serde_json::from_slice(bytes).map_err(bad)?;
+                let totals = state_codec::from_bytes(bytes).map_err(in_key)?;
                 state
                     .windows
                     .restore_window(window, totals)
@@ -111,7 +121,7 @@ pub fn restore(
         }
     } else if key == WATERMARK {
         if let Some(bytes) = value {
-            state.windows.watermark = serde_json::from_slice::<Micros>(bytes).map_err(bad)?;
+            state.windows.watermark = state_codec::from_bytes::<Micros>(bytes).map_err(in_key)?;
         }
     } else if let Some(budget) = key.strip_prefix(BUDGET) {
         restore_budget(
@@ -119,7 +129,7 @@ pub fn restore(
             serde_json::from_str(budget).map_err(bad)?,
             value,
         )
-        .map_err(bad)?;
+        .map_err(in_key)?;
     } else if let Some(metric) = key.strip_prefix(METRICS) {
         let metric: MetricKey = serde_json::from_str(metric).map_err(bad)?;
         match value {
@@ -127,7 +137,7 @@ pub fn restore(
                 state
                     .business
                     .totals
-                    .insert(metric, serde_json::from_slice(bytes).map_err(bad)?);
+                    .insert(metric, state_codec::from_bytes(bytes).map_err(in_key)?);
             }
             None => {
                 state.business.totals.remove(&metric);
@@ -150,13 +160,13 @@ fn restore_budget(
     budgets: &mut BudgetState,
     key: BudgetKey,
     value: Option<&[u8]>,
-) -> Result<(), serde_json::Error> {
+) -> Result<(), String> {
     match key {
         BudgetKey::Period(name, start) => {
             let id = (name, start);
             match value {
                 Some(bytes) => {
-                    let period: PeriodValue = serde_json::from_slice(bytes)?;
+                    let period: PeriodValue = state_codec::from_bytes(bytes)?;
                     budgets.spent_by_budget.insert(id.clone(), period.spent);
                     budgets.fired_by_budget.insert(id, period.fired);
                 }
@@ -170,7 +180,7 @@ fn restore_budget(
             Some(bytes) => {
                 budgets
                     .minutes
-                    .insert((tenant, team), serde_json::from_slice(bytes)?);
+                    .insert((tenant, team), state_codec::from_bytes(bytes)?);
             }
             None => {
                 budgets.minutes.remove(&(tenant, team));
@@ -180,7 +190,7 @@ fn restore_budget(
             Some(bytes) => {
                 budgets
                     .hours
-                    .insert((tenant, user), serde_json::from_slice(bytes)?);
+                    .insert((tenant, user), state_codec::from_bytes(bytes)?);
             }
             None => {
                 budgets.hours.remove(&(tenant, user));
@@ -196,7 +206,7 @@ fn restore_budget(
         },
         BudgetKey::Newest => {
             if let Some(bytes) = value {
-                budgets.newest = serde_json::from_slice(bytes)?;
+                budgets.newest = state_codec::from_bytes(bytes)?;
             }
         }
     }
@@ -302,6 +312,47 @@ mod tests {
         let totals = state.business.totals.values().next().unwrap();
         assert_eq!(totals.calls.iter().sum::<i64>(), 5);
         assert_eq!(comparable(replay(&log)), comparable(state));
+    }
+
+    #[test]
+    fn pieces_whose_values_an_earlier_tally_wrote_as_json_restore_the_same_state() {
+        let config = WindowConfig {
+            sizes_secs: vec![60, 3_600],
+            allowed_lateness_secs: 0,
+            max_out_of_order_secs: 0,
+            idle_close_secs: 0,
+        };
+        let mut state = PartitionState::default();
+        for (i, at) in [10, 20, 70].into_iter().enumerate() {
+            let call = enriched(&format!("c{i}"), at, "m", Some(1_000 + i as i64));
+            windows::apply(&config, &mut state.windows, &call);
+            state.business.add(&call, 1_000);
+        }
+        windows::take_parts(&mut state.windows, 0, 0, 0);
+        let binary = take_changes(&mut state);
+        // The same pieces with their values as JSON, as tally wrote them before.
+        let as_json: Vec<Change> = binary
+            .iter()
+            .map(|(key, bytes)| {
+                let Some(bytes) = bytes.as_deref() else {
+                    return (key.clone(), None);
+                };
+                let json = if key.starts_with(WINDOW) {
+                    json(&state_codec::from_bytes::<crate::windows::WindowTotals>(bytes).unwrap())
+                } else if key == WATERMARK {
+                    json(&state_codec::from_bytes::<Micros>(bytes).unwrap())
+                } else {
+                    let totals: crate::business::Totals = state_codec::from_bytes(bytes).unwrap();
+                    json(&totals)
+                };
+                assert!(json.len() > bytes.len(), "{key}: binary is the smaller");
+                (key.clone(), Some(json))
+            })
+            .collect();
+        assert!(as_json.iter().any(|(k, _)| k.starts_with(WINDOW)));
+        assert!(as_json.iter().any(|(k, _)| k.starts_with(METRICS)));
+        assert_eq!(comparable(replay(&as_json)), comparable(replay(&binary)));
+        assert_eq!(comparable(replay(&binary)), comparable(state));
     }
 
     #[test]

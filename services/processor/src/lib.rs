@@ -18,6 +18,7 @@ pub mod detect;
 mod error;
 pub mod pipeline;
 pub mod stages;
+mod state_codec;
 mod state_serde;
 pub mod windows;
 

@@ -13,6 +13,7 @@ use super::episode::{self, Episode, Lifecycle, Subject};
 use super::session::{self, SessionKey, SessionState, Step};
 use super::usage_spike::{self, SpikeState};
 use super::{context_growth, cycle, idle_burn, repeated_tool_call, retry_storm};
+use crate::state_codec;
 
 const MICROS_PER_SEC: i64 = 1_000_000;
 
@@ -32,7 +33,8 @@ pub struct Detector {
     changed: BTreeSet<String>,
 }
 
-/// One changelog record: the key and the state's JSON, or `None` when the state is gone.
+/// One changelog record: the key and the state's bytes ([`crate::state_codec`]), or `None`
+/// when the state is gone.
 pub type Change = (String, Option<Vec<u8>>);
 
 #[derive(Serialize, Deserialize)]
@@ -250,17 +252,20 @@ impl Detector {
     }
 
     /// The changelog records of what changed since the last call.
-    pub fn take_changes(&mut self) -> Result<Vec<Change>, serde_json::Error> {
+    pub fn take_changes(&mut self) -> Result<Vec<Change>, String> {
         let mut changes = Vec::with_capacity(self.changed.len());
         for key in std::mem::take(&mut self.changed) {
             let value = if key == WATERMARK_KEY {
-                Some(serde_json::to_vec(&Watermark {
+                Some(state_codec::to_bytes(&Watermark {
                     watermark: self.watermark,
                 })?)
             } else if let Some(k) = key.strip_prefix(SESSION_PREFIX) {
-                self.sessions.get(k).map(serde_json::to_vec).transpose()?
+                self.sessions
+                    .get(k)
+                    .map(state_codec::to_bytes)
+                    .transpose()?
             } else if let Some(k) = key.strip_prefix(SPIKE_PREFIX) {
-                self.spikes.get(k).map(serde_json::to_vec).transpose()?
+                self.spikes.get(k).map(state_codec::to_bytes).transpose()?
             } else {
                 None
             };
@@ -270,16 +275,16 @@ impl Detector {
     }
 
     /// Restores one changelog record (the latest per key wins; `None` deletes).
-    pub fn restore(&mut self, key: &str, value: Option<&[u8]>) -> Result<(), serde_json::Error> {
+    pub fn restore(&mut self, key: &str, value: Option<&[u8]>) -> Result<(), String> {
         if key == WATERMARK_KEY {
             if let Some(bytes) = value {
-                self.watermark = serde_json::from_slice::<Watermark>(bytes)?.watermark;
+                self.watermark = state_codec::from_bytes::<Watermark>(bytes)?.watermark;
             }
         } else if let Some(k) = key.strip_prefix(SESSION_PREFIX) {
             match value {
                 Some(bytes) => {
                     self.sessions
-                        .insert(k.to_string(), serde_json::from_slice(bytes)?);
+                        .insert(k.to_string(), state_codec::from_bytes(bytes)?);
                 }
                 None => {
                     self.sessions.remove(k);
@@ -289,7 +294,7 @@ impl Detector {
             match value {
                 Some(bytes) => {
                     self.spikes
-                        .insert(k.to_string(), serde_json::from_slice(bytes)?);
+                        .insert(k.to_string(), state_codec::from_bytes(bytes)?);
                 }
                 None => {
                     self.spikes.remove(k);

@@ -454,6 +454,45 @@ fn the_changelog_restores_the_same_state_and_forgets_idle_sessions() {
 }
 
 #[test]
+fn a_changelog_written_as_json_by_an_earlier_tally_restores_the_same_state() {
+    let config = DetectConfig::default();
+    let mut detector = Detector::default();
+    for n in 0..7 {
+        let mut c = call(n, T0 + n as i64 * SEC);
+        c.call.prompt_fingerprint = Some("same".into());
+        detector.observe(&config, &c, NOW);
+    }
+    let binary = detector.take_changes().unwrap();
+    // What an earlier tally wrote: the same pieces as JSON.
+    let json = |key: &str| -> Vec<u8> {
+        if key == "watermark" {
+            serde_json::to_vec(&serde_json::json!({ "watermark": detector.watermark })).unwrap()
+        } else if let Some(k) = key.strip_prefix("session/") {
+            serde_json::to_vec(&detector.sessions[k]).unwrap()
+        } else {
+            serde_json::to_vec(&detector.spikes[key.strip_prefix("spike/").unwrap()]).unwrap()
+        }
+    };
+    let mut restored = Detector::default();
+    for (key, value) in &binary {
+        let written = json(key);
+        assert_eq!(written[0], b'{', "{key} was a JSON object");
+        assert!(
+            value.as_ref().unwrap().len() < written.len(),
+            "{key}: binary {} bytes, JSON {}",
+            value.as_ref().unwrap().len(),
+            written.len()
+        );
+        restored.restore(key, Some(&written)).unwrap();
+    }
+    assert_eq!(restored, detector);
+    let err = Detector::default()
+        .restore("session/acme/platform/s-1", Some(b"{\"tenant\":"))
+        .unwrap_err();
+    assert!(err.starts_with("JSON: "), "{err}");
+}
+
+#[test]
 fn overrides_apply_to_their_team_and_workflow_most_specific_first() {
     let mut config = DetectConfig::default();
     let with_attempts = |team: Option<&str>, workflow: Option<&str>, n: usize| DetectOverride {
