@@ -627,7 +627,7 @@ impl OpenWindows {
     /// than the open windows need (twice, and at least [`REBUILD_FLOOR`]), so closed
     /// windows' names and slots are let go. `also` (keys the caller holds in numbers) are
     /// renumbered with the rest; they must be open windows.
-    pub(crate) fn shrink(&mut self, also: &mut BTreeSet<Key>) {
+    pub(crate) fn shrink(&mut self, also: &mut std::collections::HashSet<Key, RandomState>) {
         let names_grew = self.names.len() >= 2 * self.names_at_rebuild.max(REBUILD_FLOOR);
         let slots_idle = self.free.len() >= REBUILD_FLOOR.max(self.len())
             || self.wide_free.len() >= REBUILD_FLOOR.max(self.wide.len() / 2);
@@ -830,7 +830,10 @@ mod tests {
         let closed = open.close_through(60, 4_900 * 60);
         assert_eq!(closed.len(), 4_901);
         let kept = open.iter().collect::<BTreeMap<_, _>>();
-        let mut held = BTreeSet::from([open.find_key(&key(60, 4_999 * 60, "user-4999")).unwrap()]);
+        let mut held: std::collections::HashSet<Key, RandomState> =
+            [open.find_key(&key(60, 4_999 * 60, "user-4999")).unwrap()]
+                .into_iter()
+                .collect();
         open.shrink(&mut held);
         assert_eq!(
             open.names_held(),
