@@ -31,10 +31,13 @@ struct PeriodValue {
 /// One changelog record: key and value (`None` deletes).
 pub type Change = (String, Option<Vec<u8>>);
 
-/// A key's JSON: keys stay as earlier tallies wrote them, so a compacted changelog keeps one
-/// record per piece across upgrades.
-fn json<T: Serialize>(value: &T) -> Vec<u8> {
-    serde_json::to_vec(value).expect("state serialises")
+/// A record's key: its prefix, then the piece's key as JSON. Keys stay as earlier tallies
+/// wrote them, so a compacted changelog keeps one record per piece across upgrades.
+fn key_of<T: Serialize>(prefix: &str, key: &T) -> String {
+    let mut bytes = Vec::with_capacity(prefix.len() + 160);
+    bytes.extend_from_slice(prefix.as_bytes());
+    serde_json::to_writer(&mut bytes, key).expect("state serialises");
+    String::from_utf8(bytes).expect("JSON is UTF-8")
 }
 
 /// A value's bytes ([`crate::state_codec`]).
@@ -46,10 +49,7 @@ fn value<T: Serialize>(value: &T) -> Vec<u8> {
 pub fn take_changes(state: &mut PartitionState) -> Vec<Change> {
     let mut changes = Vec::new();
     for (key, totals) in state.windows.take_changes() {
-        changes.push((
-            format!("{WINDOW}{}", String::from_utf8(json(&key)).expect("JSON")),
-            totals.as_ref().map(value),
-        ));
+        changes.push((key_of(WINDOW, &key), totals.as_ref().map(value)));
     }
     if std::mem::take(&mut state.windows.watermark_changed) {
         changes.push((WATERMARK.into(), Some(value(&state.windows.watermark))));
@@ -82,18 +82,12 @@ pub fn take_changes(state: &mut PartitionState) -> Vec<Change> {
                 .then(|| b"1".to_vec()),
             BudgetKey::Newest => Some(value(&budgets.newest)),
         };
-        changes.push((
-            format!("{BUDGET}{}", String::from_utf8(json(&key)).expect("JSON")),
-            value,
-        ));
+        changes.push((key_of(BUDGET, &key), value));
     }
     let business = &mut state.business;
     for key in std::mem::take(&mut business.changed) {
         let totals = business.totals.get(&key).map(value);
-        changes.push((
-            format!("{METRICS}{}", String::from_utf8(json(&key)).expect("JSON")),
-            totals,
-        ));
+        changes.push((key_of(METRICS, &key), totals));
     }
     changes
 }
@@ -251,6 +245,8 @@ pub fn mark_all(state: &mut PartitionState) {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
     use crate::budgets::{apply, BudgetConfig, Period, RolesConfig};
     use crate::windows::tests::enriched;
@@ -338,12 +334,14 @@ mod tests {
                     return (key.clone(), None);
                 };
                 let json = if key.starts_with(WINDOW) {
-                    json(&state_codec::from_bytes::<crate::windows::WindowTotals>(bytes).unwrap())
+                    let totals: crate::windows::WindowTotals =
+                        state_codec::from_bytes(bytes).unwrap();
+                    serde_json::to_vec(&totals).unwrap()
                 } else if key == WATERMARK {
-                    json(&state_codec::from_bytes::<Micros>(bytes).unwrap())
+                    serde_json::to_vec(&state_codec::from_bytes::<Micros>(bytes).unwrap()).unwrap()
                 } else {
                     let totals: crate::business::Totals = state_codec::from_bytes(bytes).unwrap();
-                    json(&totals)
+                    serde_json::to_vec(&totals).unwrap()
                 };
                 assert!(json.len() > bytes.len(), "{key}: binary is the smaller");
                 (key.clone(), Some(json))
@@ -353,6 +351,35 @@ mod tests {
         assert!(as_json.iter().any(|(k, _)| k.starts_with(METRICS)));
         assert_eq!(comparable(replay(&as_json)), comparable(replay(&binary)));
         assert_eq!(comparable(replay(&binary)), comparable(state));
+    }
+
+    /// A key that changed form would leave the earlier record of its piece in the compacted
+    /// changelog, to be restored again after the piece was deleted: keys keep their form.
+    #[test]
+    fn keys_are_written_as_earlier_tallies_wrote_them() {
+        let config = WindowConfig {
+            sizes_secs: vec![60],
+            allowed_lateness_secs: 0,
+            max_out_of_order_secs: 0,
+            idle_close_secs: 0,
+        };
+        let mut state = PartitionState::default();
+        let mut call = enriched("c0", 10, "m", Some(1_000));
+        call.call.team = "pay\"ments/eu".into();
+        windows::apply(&config, &mut state.windows, &call);
+        state.business.add(&call, 1_000);
+        let keys: BTreeSet<String> = take_changes(&mut state)
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        let window = r#"w/{"window_seconds":60,"window_start":0,"tenant":"acme","team":"pay\"ments/eu","dimension":"model","dimension_value":"m"}"#;
+        assert!(keys.contains(window), "{keys:#?}");
+        assert!(keys.contains("wm"), "{keys:#?}");
+        assert!(
+            keys.iter()
+                .any(|k| k.starts_with(r#"m/{"tenant":"acme","team":"pay\"ments/eu""#)),
+            "{keys:#?}"
+        );
     }
 
     #[test]
