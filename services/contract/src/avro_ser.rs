@@ -6,8 +6,9 @@
 //! a struct's fields are written by position: serde hands them over in declaration order, and
 //! each must be the record schema's next field (its name is compared, so a struct whose order
 //! differs from its schema is an error naming both, never bytes under the wrong field). The
-//! bytes are the same as apache-avro's; the contract's tests compare them for every record
-//! type.
+//! bytes are the same as apache-avro's (the contract's tests compare them for every record
+//! type), except that an array or map is one block however long: apache-avro starts a new
+//! block past 1,024 items. Both are valid Avro and every reader reads either.
 use apache_avro::schema::{RecordField, Schema, UnionSchema};
 use serde::ser::{self, Serialize};
 

@@ -22,7 +22,11 @@ pub fn to_bytes<T: Serialize>(value: &T) -> Result<Vec<u8>, String> {
 /// A value read back from a changelog record, binary or (written earlier) JSON.
 pub fn from_bytes<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
     match bytes.split_first() {
-        Some((&BINARY, body)) => postcard::from_bytes(body).map_err(|e| format!("binary: {e}")),
+        Some((&BINARY, body)) => match postcard::take_from_bytes(body) {
+            Ok((value, [])) => Ok(value),
+            Ok((_, rest)) => Err(format!("binary: {} bytes after the value", rest.len())),
+            Err(e) => Err(format!("binary: {e}")),
+        },
         _ => serde_json::from_slice(bytes).map_err(|e| format!("JSON: {e}")),
     }
 }
@@ -72,6 +76,10 @@ mod tests {
         bytes.truncate(bytes.len() - 3);
         let err = from_bytes::<Piece>(&bytes).unwrap_err();
         assert!(err.starts_with("binary: "), "{err}");
+        let mut padded = to_bytes(&piece()).unwrap();
+        padded.push(7);
+        let err = from_bytes::<Piece>(&padded).unwrap_err();
+        assert_eq!(err, "binary: 1 bytes after the value");
         let err = from_bytes::<Piece>(b"{\"name\":").unwrap_err();
         assert!(err.starts_with("JSON: "), "{err}");
     }
