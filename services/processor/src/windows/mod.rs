@@ -134,10 +134,11 @@ impl WindowState {
         self.changed.extend(self.windows.keys_in_numbers());
     }
 
-    /// Forgets what changed (after a restore, or in tests).
+    /// Forgets what changed (after a restore, or in tests), and the room it took: a hash
+    /// set keeps its table when cleared.
     pub fn clear_changes(&mut self) {
-        self.changed.clear();
-        self.gone.clear();
+        self.changed = HashSet::default();
+        self.gone = HashSet::default();
         self.watermark_changed = false;
     }
 
