@@ -122,11 +122,16 @@ fn decode_resolved<T: AvroRecord>(
 }
 
 /// Reads a body written with today's schema straight into `T` (see [`crate::avro_de`]).
-fn decode_current<T: AvroRecord>(body: &[u8], schema: &apache_avro::Schema) -> Result<T, String> {
+fn decode_current<T: AvroRecord>(
+    body: &[u8],
+    schema: &'static apache_avro::Schema,
+) -> Result<T, String> {
     let mut input = Input::new(body);
     let record = T::deserialize(AvroDeserializer {
         input: &mut input,
         schema,
+        // The registry's schemas are parsed once and never dropped.
+        lasting: true,
     })
     .map_err(|e| e.to_string())?;
     match input.remaining() {

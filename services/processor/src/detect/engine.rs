@@ -33,7 +33,7 @@ pub struct Detector {
     changed: BTreeSet<String>,
 }
 
-/// One changelog record: the key and the state's bytes ([`crate::state_codec`]), or `None`
+/// One changelog record: the key and the state's bytes (see `state_codec`), or `None`
 /// when the state is gone.
 pub type Change = (String, Option<Vec<u8>>);
 
