@@ -11,28 +11,35 @@ use std::cell::RefCell;
 use apache_avro::schema::{RecordField, RecordSchema, Schema, UnionSchema};
 use serde::de::{self, DeserializeSeed, IntoDeserializer, Visitor};
 
-/// What went wrong reading the bytes.
+/// What went wrong reading or writing Avro bytes (serde's error types for
+/// [`AvroDeserializer`] and `crate::avro_ser`).
 #[derive(Debug)]
-pub struct DecodeError(pub String);
+pub struct CodecError(pub String);
 
-impl std::fmt::Display for DecodeError {
+impl std::fmt::Display for CodecError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
     }
 }
 
-impl std::error::Error for DecodeError {}
+impl std::error::Error for CodecError {}
 
-impl de::Error for DecodeError {
+impl de::Error for CodecError {
     fn custom<T: std::fmt::Display>(msg: T) -> Self {
-        DecodeError(msg.to_string())
+        CodecError(msg.to_string())
     }
 }
 
-type Result<T> = std::result::Result<T, DecodeError>;
+impl serde::ser::Error for CodecError {
+    fn custom<T: std::fmt::Display>(msg: T) -> Self {
+        CodecError(msg.to_string())
+    }
+}
+
+type Result<T> = std::result::Result<T, CodecError>;
 
 fn error<T>(message: impl Into<String>) -> Result<T> {
-    Err(DecodeError(message.into()))
+    Err(CodecError(message.into()))
 }
 
 /// The bytes still to read.
@@ -141,7 +148,7 @@ impl<'a, 'de> AvroDeserializer<'a, 'de> {
 }
 
 impl<'de> de::Deserializer<'de> for AvroDeserializer<'_, 'de> {
-    type Error = DecodeError;
+    type Error = CodecError;
 
     fn deserialize_any<V: Visitor<'de>>(mut self, visitor: V) -> Result<V::Value> {
         match self.schema {
@@ -329,7 +336,7 @@ struct RecordAccess<'a, 'de> {
 }
 
 impl<'de> de::MapAccess<'de> for RecordAccess<'_, 'de> {
-    type Error = DecodeError;
+    type Error = CodecError;
 
     fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>> {
         match self.fields.get(self.next) {
@@ -380,7 +387,7 @@ impl<'a, 'de> BlockAccess<'a, 'de> {
 }
 
 impl<'de> de::SeqAccess<'de> for BlockAccess<'_, 'de> {
-    type Error = DecodeError;
+    type Error = CodecError;
 
     fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>> {
         if !BlockAccess::advance(self.input, &mut self.left, &mut self.done)? {
@@ -404,7 +411,7 @@ struct MapAccess<'a, 'de> {
 }
 
 impl<'de> de::MapAccess<'de> for MapAccess<'_, 'de> {
-    type Error = DecodeError;
+    type Error = CodecError;
 
     fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>> {
         if !BlockAccess::advance(self.input, &mut self.left, &mut self.done)? {

@@ -12,23 +12,8 @@
 use apache_avro::schema::{RecordField, Schema, UnionSchema};
 use serde::ser::{self, Serialize};
 
-/// What could not be written, and where.
-#[derive(Debug)]
-pub struct EncodeError(pub String);
-
-impl std::fmt::Display for EncodeError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for EncodeError {}
-
-impl ser::Error for EncodeError {
-    fn custom<T: std::fmt::Display>(msg: T) -> Self {
-        EncodeError(msg.to_string())
-    }
-}
+// What could not be written, and where: the reader's error type.
+use crate::avro_de::CodecError as EncodeError;
 
 type Result<T> = std::result::Result<T, EncodeError>;
 

@@ -417,15 +417,21 @@ fn a_signal_updates_at_most_once_a_minute_escalates_once_and_resolves_when_quiet
         .ends_with(": 30 calls, 33,000 tokens, $7.50, 0.3 g CO2e."));
 }
 
-#[test]
-fn the_changelog_restores_the_same_state_and_forgets_idle_sessions() {
-    let config = DetectConfig::default();
+/// A detector that saw one session send the same prompt seven times (a retry storm).
+fn retrying_seven_times(config: &DetectConfig) -> Detector {
     let mut detector = Detector::default();
     for n in 0..7 {
         let mut c = call(n, T0 + n as i64 * SEC);
         c.call.prompt_fingerprint = Some("same".into());
-        detector.observe(&config, &c, NOW);
+        detector.observe(config, &c, NOW);
     }
+    detector
+}
+
+#[test]
+fn the_changelog_restores_the_same_state_and_forgets_idle_sessions() {
+    let config = DetectConfig::default();
+    let mut detector = retrying_seven_times(&config);
     let changes = detector.take_changes().unwrap();
     let keys: Vec<&str> = changes.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(
@@ -456,12 +462,7 @@ fn the_changelog_restores_the_same_state_and_forgets_idle_sessions() {
 #[test]
 fn a_changelog_written_as_json_by_an_earlier_tally_restores_the_same_state() {
     let config = DetectConfig::default();
-    let mut detector = Detector::default();
-    for n in 0..7 {
-        let mut c = call(n, T0 + n as i64 * SEC);
-        c.call.prompt_fingerprint = Some("same".into());
-        detector.observe(&config, &c, NOW);
-    }
+    let mut detector = retrying_seven_times(&config);
     let binary = detector.take_changes().unwrap();
     // What an earlier tally wrote: the same pieces as JSON.
     let json = |key: &str| -> Vec<u8> {
