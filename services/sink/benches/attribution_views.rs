@@ -13,6 +13,9 @@
 //! `max_execution_time` = `TALLY_BENCH_NAIVE_SECONDS` (300) and, if it answered within 60 s,
 //! `TALLY_BENCH_RUNS` times; one that does not answer in time is reported so.
 //!
+//! Each database is dropped at the end unless `TALLY_BENCH_KEEP` is set (to time queries on
+//! it by hand).
+//!
 //! Needs ClickHouse (`scripts/services.sh start`, or `TALLY_CLICKHOUSE_URL`). Run:
 //! `cargo bench -p tally-sink --bench attribution_views`
 //! (`TALLY_BENCH_SIZES=31x500000,3100x500000,10000x10000000` by default.)
@@ -130,6 +133,7 @@ async fn main() {
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(300);
+    let keep = std::env::var_os("TALLY_BENCH_KEEP").is_some();
     let server = clickhouse::Client::default().with_url(&url);
     let version: String = server
         .query("SELECT version()")
@@ -223,6 +227,10 @@ async fn main() {
                     println!("  {name:<22} after OPTIMIZE FINAL: {}", summary(&times));
                 }
             }
+        }
+        if keep {
+            println!("  kept the database {db} (TALLY_BENCH_KEEP)");
+            continue;
         }
         server
             .query(&format!("DROP DATABASE {db}"))

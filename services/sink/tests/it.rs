@@ -35,6 +35,7 @@ async fn migrations_apply_once_and_a_changed_one_is_refused() {
         "0007_wide_sums.sql",
         "0008_window_parts.sql",
         "0009_attribution_prefix_sums.sql",
+        "0010_attribution_mark_ids.sql",
     ];
     assert_eq!(first, names.map(|n| Outcome::Applied(n.into())));
     let second = migrate(&server, &db.name, &migrations, &Topology::SingleNode)
