@@ -25,14 +25,15 @@ SELECT
 FROM llm_calls
 GROUP BY 1, 2, 3, 4, 5, 6;
 
--- cost_per_deploy as 0009_attribution_prefix_sums.sql computes it, with a window function
--- where ClickHouse has ASOF JOIN (DataFusion has none): each deploy's readings (its team's
--- calls up to deployed_at, +, and up to previous_deploy_at, -; each distinct id of its
--- ticket_ids: the team's calls tagged with it up to deployed_at) are marks on a timeline of
--- the calls; a running sum over each team's (team and ticket's) timeline in time order, a
--- mark after the calls of its own instant, gives at each mark the exact sum of every call at
--- or before it. A call counts on the ticket's timeline only when a deploy of its team lists
--- its ticket (NULL as ''). One pass over llm_calls; about (calls + deploys) x log.
+-- cost_per_deploy as 0009/0010_attribution_*.sql compute it, exact prefix sums, without the
+-- ASOF JOIN ClickHouse has (DataFusion has none): each deploy's readings (its team's calls up
+-- to deployed_at, +, and up to previous_deploy_at, -; each distinct id of its ticket_ids: the
+-- team's calls tagged with it up to deployed_at, NULL as '') are marks. Each call goes to the
+-- bucket of the first mark at or after it: for the team's timeline through the marks'
+-- intervals cut at the whole hours in which the team has calls (an equi-join on tenant, team and hour, then the interval's
+-- bounds), for a ticket's through its few marks. A running sum over the buckets in time order
+-- is, at each mark, the exact sum of every call at or before it. One pass over llm_calls per
+-- timeline and no sort of the calls: about calls x (marks an hour + 1) + deploys x log.
 CREATE VIEW cost_per_deploy AS
 WITH deploys_in_order AS (
     -- CASE ... END: the de-duplicating view's columns are nullable when it runs (not when it is
@@ -63,32 +64,66 @@ readings AS (
            1 AS scope, ticket, deployed_at AS at, 0 AS team_sign, 1 AS ticket_sign
     FROM (SELECT *, unnest(array_distinct(ticket_ids)) AS ticket FROM deploys_in_order)
 ),
-listed AS (
-    SELECT DISTINCT tenant, team, ticket FROM readings WHERE scope = 1
+-- each instant a scope of a team is read at (a mark), numbered, with the mark before it on
+-- the same timeline: a call belongs to the first mark at or after it, the interval (after, at]
+marks AS (
+    SELECT tenant, team, scope, ticket, at,
+           lag(at, 1) OVER (PARTITION BY tenant, team, scope, ticket ORDER BY at) AS after,
+           row_number() OVER (ORDER BY tenant, team, scope, ticket, at) AS mark
+    FROM (SELECT DISTINCT tenant, team, scope, ticket, at FROM readings)
 ),
-calls AS (
-    SELECT c.tenant AS tenant, c.team AS team, coalesce(c.ticket_id, '') AS ticket, c.occurred_at AS at,
-           CAST(coalesce(c.cost_total_nanos, 0) AS DECIMAL(38, 0)) AS cost_nanos,
-           CASE WHEN c.unpriced THEN 1 ELSE 0 END AS unpriced,
-           CASE WHEN l.ticket IS NULL THEN make_array(0) ELSE make_array(0, 1) END AS scopes
+-- the hours in which a team has calls, and the marks' intervals cut at them: each call finds
+-- its interval by an equi-join on (tenant, team, hour) among a few candidates. Only hours
+-- with calls are cut, so a stretch without any (a call stamped at the epoch, a team quiet for
+-- a year) costs nothing.
+call_hours AS (
+    SELECT DISTINCT tenant, team, date_trunc('hour', occurred_at) AS hour FROM llm_calls
+),
+pieces AS (
+    SELECT m.tenant AS tenant, m.team AS team, m.mark AS mark, m.after AS after, m.at AS at, h.hour AS hour
+    FROM marks AS m
+    JOIN call_hours AS h ON h.tenant = m.tenant AND h.team = m.team
+    WHERE m.scope = 0 AND h.hour <= m.at AND (m.after IS NULL OR h.hour + INTERVAL '1 hour' > m.after)
+),
+buckets AS (
+    SELECT p.mark AS mark, count(*) AS calls,
+           sum(CAST(coalesce(c.cost_total_nanos, 0) AS DECIMAL(38, 0))) AS cost_nanos,
+           sum(CASE WHEN c.unpriced THEN 1 ELSE 0 END) AS unpriced
     FROM llm_calls AS c
-    LEFT JOIN listed AS l ON l.tenant = c.tenant AND l.team = c.team AND l.ticket = coalesce(c.ticket_id, '')
-),
-timeline AS (
-    SELECT tenant, team, scope, CASE WHEN scope = 0 THEN '' ELSE ticket END AS ticket, at, 0 AS is_mark,
-           1 AS calls, cost_nanos, unpriced
-    FROM (SELECT *, unnest(scopes) AS scope FROM calls)
+    JOIN pieces AS p ON p.tenant = c.tenant AND p.team = c.team AND p.hour = date_trunc('hour', c.occurred_at)
+    WHERE c.occurred_at <= p.at AND (p.after IS NULL OR c.occurred_at > p.after)
+    GROUP BY p.mark
     UNION ALL
-    SELECT DISTINCT tenant, team, scope, ticket, at, 1 AS is_mark, 0 AS calls, CAST(0 AS DECIMAL(38, 0)) AS cost_nanos, 0 AS unpriced
-    FROM readings
+    -- a ticket's marks are few: its calls are joined to all of them; the calls with no
+    -- ticket (NULL or '') only to the marks of '' (none unless a deploy lists ''), a join
+    -- apart so that they are not looked up one by one. Each mark is in one branch only: the
+    -- window below reads one bucket a mark.
+    SELECT m.mark AS mark, count(*) AS calls,
+           sum(CAST(coalesce(c.cost_total_nanos, 0) AS DECIMAL(38, 0))) AS cost_nanos,
+           sum(CASE WHEN c.unpriced THEN 1 ELSE 0 END) AS unpriced
+    FROM (SELECT * FROM llm_calls WHERE ticket_id IS NOT NULL AND ticket_id != '') AS c
+    JOIN (SELECT * FROM marks WHERE scope = 1 AND ticket != '') AS m
+        ON m.tenant = c.tenant AND m.team = c.team AND m.ticket = c.ticket_id
+    WHERE c.occurred_at <= m.at AND (m.after IS NULL OR c.occurred_at > m.after)
+    GROUP BY m.mark
+    UNION ALL
+    SELECT m.mark AS mark, count(*) AS calls,
+           sum(CAST(coalesce(c.cost_total_nanos, 0) AS DECIMAL(38, 0))) AS cost_nanos,
+           sum(CASE WHEN c.unpriced THEN 1 ELSE 0 END) AS unpriced
+    FROM (SELECT * FROM marks WHERE scope = 1 AND ticket = '') AS m
+    JOIN (SELECT * FROM llm_calls WHERE coalesce(ticket_id, '') = '') AS c
+        ON m.tenant = c.tenant AND m.team = c.team
+    WHERE c.occurred_at <= m.at AND (m.after IS NULL OR c.occurred_at > m.after)
+    GROUP BY m.mark
 ),
 prefix_sums AS (
-    SELECT tenant, team, scope, ticket, at, is_mark,
-           sum(calls) OVER upto AS upto_calls,
-           sum(cost_nanos) OVER upto AS upto_cost_nanos,
-           sum(unpriced) OVER upto AS upto_unpriced_calls
-    FROM timeline
-    WINDOW upto AS (PARTITION BY tenant, team, scope, ticket ORDER BY at, is_mark ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
+    SELECT m.tenant AS tenant, m.team AS team, m.scope AS scope, m.ticket AS ticket, m.at AS at,
+           sum(coalesce(b.calls, 0)) OVER upto AS upto_calls,
+           sum(coalesce(b.cost_nanos, CAST(0 AS DECIMAL(38, 0)))) OVER upto AS upto_cost_nanos,
+           sum(coalesce(b.unpriced, 0)) OVER upto AS upto_unpriced_calls
+    FROM marks AS m
+    LEFT JOIN buckets AS b ON b.mark = m.mark
+    WINDOW upto AS (PARTITION BY m.tenant, m.team, m.scope, m.ticket ORDER BY m.at ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
 ),
 sums AS (
     SELECT
@@ -101,7 +136,7 @@ sums AS (
         sum(CAST(r.ticket_sign AS DECIMAL(38, 0)) * p.upto_cost_nanos) AS ticket_cost_nanos
     FROM readings AS r
     JOIN prefix_sums AS p
-        ON p.is_mark = 1 AND p.tenant = r.tenant AND p.team = r.team AND p.scope = r.scope AND p.ticket = r.ticket AND p.at = r.at
+        ON p.tenant = r.tenant AND p.team = r.team AND p.scope = r.scope AND p.ticket = r.ticket AND p.at = r.at
     GROUP BY 1, 2, 3, 4, 5, 6, 7, 8
 )
 SELECT *, scale9(team_cost_nanos) AS team_cost_usd, scale9(ticket_cost_nanos) AS ticket_cost_usd

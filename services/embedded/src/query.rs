@@ -33,70 +33,62 @@ use datafusion::logical_expr::{
 use datafusion::prelude::{create_udf, SessionContext};
 
 use crate::store::snapshot::Snapshot;
-use crate::store::{schema, TABLES};
+use crate::store::{schema, TableSpec, TABLES};
 use crate::EmbeddedError;
 
-/// One view per table: `FINAL`'s deduplication, by the ClickHouse table's sorting key and
-/// version column: (table, key columns, version column, extra columns).
-const VIEWS: [(&str, &str, &str, &str); 6] = [
-    (
-        "llm_calls",
-        "tenant, team, event_id",
-        "enriched_at",
-        ", scale9(cost_total_nanos) AS cost_usd",
-    ),
-    (
-        "deploys",
-        "tenant, team, service, environment, occurred_at, event_id",
-        "received_at",
-        "",
-    ),
-    (
-        "tickets",
-        "tenant, ticket_id, occurred_at, event_id",
-        "received_at",
-        "",
-    ),
-    (
-        "spend_windows",
-        "tenant, team, window_seconds, window_start, dimension, dimension_value, source_partition, source_offset",
-        "revision",
-        "",
-    ),
-    (
-        "loop_signals",
-        "tenant, team, signal_id, state, last_event_at",
-        "emitted_at",
-        "",
-    ),
-    (
-        "alerts",
-        "tenant, alert_id, state",
-        "emitted_at",
-        "",
-    ),
-];
+/// The columns a table's view adds to the stored ones: `llm_calls`' `cost_usd`.
+fn extra_columns(table: &str) -> &'static str {
+    match table {
+        "llm_calls" => ", scale9(cost_total_nanos) AS cost_usd",
+        _ => "",
+    }
+}
+
+/// The SQL of a table's view, which reads as ClickHouse's `FINAL` does (one row per key, the
+/// latest version): the stored rows as they are when the snapshot holds each key once (the
+/// files say so, [`crate::store::parts::Part::unique_keys`]), else [`final_view`].
+fn table_view(spec: &TableSpec, unique: bool) -> String {
+    let extra = extra_columns(spec.name);
+    if unique {
+        format!("SELECT s.*{extra} FROM {}_stored AS s", spec.name)
+    } else {
+        final_view(spec.name, &spec.key_expressions("{t}"), spec.version, extra)
+    }
+}
 
 /// The SQL of a de-duplicating view: rows whose key is stored once are read as they are, and
 /// only the keys stored more than once (a replay after a restart) go through `DISTINCT ON`,
 /// which keeps the latest version. `DISTINCT ON` over every row was the cost of every query
-/// on this store (an ordered `first_value` per column and key: 6 s at 500,000 calls).
-fn final_view(table: &str, keys: &str, version: &str, extra: &str) -> String {
-    let same_key = keys
-        .split(", ")
+/// on this store (an ordered `first_value` per column and key: 6 s at 500,000 calls). `keys`
+/// are SQL expressions over the table aliased `{t}`.
+fn final_view(table: &str, keys: &[String], version: &str, extra: &str) -> String {
+    let over =
+        |alias: &str| -> Vec<String> { keys.iter().map(|k| k.replace("{t}", alias)).collect() };
+    let grouped = over("x");
+    let named = grouped
+        .iter()
+        .enumerate()
+        .map(|(i, k)| format!("{k} AS k{i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let same_key = over("s")
+        .iter()
+        .enumerate()
         // Parenthesised: sqlparser binds AND tighter than IS NOT DISTINCT FROM.
-        .map(|key| format!("(r.{key} IS NOT DISTINCT FROM s.{key})"))
+        .map(|(i, key)| format!("(r.k{i} IS NOT DISTINCT FROM {key})"))
         .collect::<Vec<_>>()
         .join(" AND ");
+    let grouped = grouped.join(", ");
     let repeated = format!(
-        "SELECT 1 FROM (SELECT {keys} FROM {table}_stored GROUP BY {keys} HAVING count(*) > 1) AS r \
+        "SELECT 1 FROM (SELECT {named} FROM {table}_stored AS x GROUP BY {grouped} HAVING count(*) > 1) AS r \
          WHERE {same_key}"
     );
+    let ordered = over("s").join(", ");
     format!(
         "SELECT s.*{extra} FROM {table}_stored AS s WHERE NOT EXISTS ({repeated}) \
          UNION ALL \
-         SELECT * FROM (SELECT DISTINCT ON ({keys}) s.*{extra} FROM {table}_stored AS s \
-         WHERE EXISTS ({repeated}) ORDER BY {keys}, {version} DESC)"
+         SELECT * FROM (SELECT DISTINCT ON ({ordered}) s.*{extra} FROM {table}_stored AS s \
+         WHERE EXISTS ({repeated}) ORDER BY {ordered}, s.{version} DESC)"
     )
 }
 
@@ -398,9 +390,11 @@ pub async fn context(store: &Path) -> Result<(SessionContext, Snapshot), Embedde
         let table = ListingTable::try_new(config)?;
         context.register_table(format!("{}_stored", spec.name), Arc::new(table))?;
     }
-    for (name, keys, version, extra) in VIEWS {
-        let sql = final_view(name, keys, version, extra);
-        context.sql(&format!("CREATE VIEW {name} AS {sql}")).await?;
+    for spec in &TABLES {
+        let sql = table_view(spec, snapshot.keys_are_unique(spec.name));
+        context
+            .sql(&format!("CREATE VIEW {} AS {sql}", spec.name))
+            .await?;
     }
     for statement in statements(REPORT_VIEWS) {
         context.sql(&statement).await?;
@@ -613,7 +607,8 @@ mod tests {
         let context = SessionContext::new();
         let table = MemTable::try_new(schema, vec![vec![batch]]).unwrap();
         context.register_table("t_stored", Arc::new(table)).unwrap();
-        let view = final_view("t", "tenant, id", "version", ", figure * 2 AS double");
+        let keys = ["{t}.tenant".to_string(), "{t}.id".to_string()];
+        let view = final_view("t", &keys, "version", ", figure * 2 AS double");
         let sql = format!("SELECT * FROM ({view}) ORDER BY tenant, id NULLS LAST");
         let read = render(&run(&context, &sql).await.unwrap(), Format::Csv).unwrap();
         let expected = [

@@ -8,6 +8,7 @@
 //! between writes the same records again on restart, and nothing is counted twice (the
 //! manifest never listed the first attempt's files; ClickHouse deduplicates the insert).
 pub mod clickhouse;
+pub mod day_keys;
 pub mod parts;
 pub mod snapshot;
 
@@ -63,6 +64,14 @@ pub struct TableSpec {
     pub day_column: &'static str,
     /// Columns holding wide integers ([`tally_sink::rows::Wide`]): `Decimal128(38, 0)`.
     pub wide: &'static [&'static str],
+    /// The columns of a row's identity: ClickHouse's sorting key of the table, by which
+    /// `FINAL` keeps one row (the latest version) per key.
+    pub keys: &'static [&'static str],
+    /// Whether the identity also holds the day of `day_column` (ClickHouse's sorting key has
+    /// `toDate(occurred_at)`).
+    pub key_day: bool,
+    /// The version column: of two rows with one key, the greater is read.
+    pub version: &'static str,
 }
 
 const WINDOW_SUMS: &[&str] = &[
@@ -86,6 +95,9 @@ pub const TABLES: [TableSpec; 6] = [
         timestamps: &["occurred_at", "received_at", "enriched_at"],
         day_column: "occurred_at",
         wide: &[],
+        keys: &["tenant", "team", "event_id"],
+        key_day: true,
+        version: "enriched_at",
     },
     TableSpec {
         name: tables::Deploys::TABLE,
@@ -93,6 +105,16 @@ pub const TABLES: [TableSpec; 6] = [
         timestamps: &["occurred_at", "received_at"],
         day_column: "occurred_at",
         wide: &[],
+        keys: &[
+            "tenant",
+            "team",
+            "service",
+            "environment",
+            "occurred_at",
+            "event_id",
+        ],
+        key_day: false,
+        version: "received_at",
     },
     TableSpec {
         name: tables::Tickets::TABLE,
@@ -100,6 +122,9 @@ pub const TABLES: [TableSpec; 6] = [
         timestamps: &["occurred_at", "received_at"],
         day_column: "occurred_at",
         wide: &[],
+        keys: &["tenant", "ticket_id", "occurred_at", "event_id"],
+        key_day: false,
+        version: "received_at",
     },
     TableSpec {
         name: tables::SpendWindows::TABLE,
@@ -107,6 +132,18 @@ pub const TABLES: [TableSpec; 6] = [
         timestamps: &["window_start", "emitted_at"],
         day_column: "window_start",
         wide: WINDOW_SUMS,
+        keys: &[
+            "tenant",
+            "team",
+            "window_seconds",
+            "window_start",
+            "dimension",
+            "dimension_value",
+            "source_partition",
+            "source_offset",
+        ],
+        key_day: false,
+        version: "revision",
     },
     TableSpec {
         name: tables::LoopSignals::TABLE,
@@ -114,6 +151,9 @@ pub const TABLES: [TableSpec; 6] = [
         timestamps: &["first_event_at", "last_event_at", "emitted_at"],
         day_column: "first_event_at",
         wide: &[],
+        keys: &["tenant", "team", "signal_id", "state", "last_event_at"],
+        key_day: false,
+        version: "emitted_at",
     },
     TableSpec {
         name: tables::Alerts::TABLE,
@@ -121,8 +161,29 @@ pub const TABLES: [TableSpec; 6] = [
         timestamps: &["occurred_at", "emitted_at"],
         day_column: "occurred_at",
         wide: &["amount_nanos", "limit_nanos"],
+        keys: &["tenant", "alert_id", "state"],
+        key_day: false,
+        version: "emitted_at",
     },
 ];
+
+impl TableSpec {
+    /// Whether two rows with one key are always in one day's files: the identity holds the
+    /// day, or the column the day is taken from. Then a day's files alone tell whether a key
+    /// repeats ([`day_keys`]).
+    pub fn key_fixes_the_day(&self) -> bool {
+        self.key_day || self.keys.contains(&self.day_column)
+    }
+
+    /// The identity as SQL expressions over the table aliased `alias`, ClickHouse's sorting key.
+    pub fn key_expressions(&self, alias: &str) -> Vec<String> {
+        let mut keys: Vec<String> = self.keys.iter().map(|k| format!("{alias}.{k}")).collect();
+        if self.key_day {
+            keys.push(format!("date_trunc('day', {alias}.{})", self.day_column));
+        }
+        keys
+    }
+}
 
 /// The Arrow schema of a table: the row type's fields, epoch-microsecond columns as UTC
 /// timestamps.

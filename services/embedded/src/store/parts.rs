@@ -30,6 +30,7 @@ use datafusion::parquet::basic::{Compression, ZstdLevel};
 use datafusion::parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 
+use super::day_keys::DayKeys;
 use super::{io, TableSpec};
 use crate::EmbeddedError;
 
@@ -53,6 +54,11 @@ pub struct Part {
     pub to: u64,
     /// Rows in the file.
     pub rows: u64,
+    /// True when no key of the file is in a file of its day written before it, nor twice in
+    /// it ([`super::day_keys`]); false when one may be (a replay), or for a file written before
+    /// this was recorded. A table all of whose files say true holds each key once.
+    #[serde(default)]
+    pub unique_keys: bool,
 }
 
 /// What a table holds.
@@ -179,6 +185,7 @@ fn legacy(dir: &Path) -> Result<Manifest, EmbeddedError> {
                     from: *from,
                     to: *to,
                     rows: 0,
+                    unique_keys: false,
                 });
             }
         }
@@ -192,6 +199,7 @@ pub struct TableFiles {
     pub spec: TableSpec,
     pub dir: PathBuf,
     manifest: Manifest,
+    keys: DayKeys,
 }
 
 impl TableFiles {
@@ -219,6 +227,7 @@ impl TableFiles {
             spec,
             dir,
             manifest,
+            keys: DayKeys::new(spec.keys),
         };
         // A store written before manifests gets one now; its old offset file goes.
         if !files.dir.join(MANIFEST).exists() {
@@ -249,6 +258,16 @@ impl TableFiles {
             let day_dir = full.parent().expect("a day directory");
             std::fs::create_dir_all(day_dir)
                 .map_err(io(format!("cannot create {}", day_dir.display())))?;
+            let earlier: Vec<PathBuf> = self
+                .manifest
+                .parts
+                .iter()
+                .filter(|p| p.day == day)
+                .map(|p| self.dir.join(&p.path))
+                .collect();
+            let earlier: Vec<&Path> = earlier.iter().map(PathBuf::as_path).collect();
+            let unique_keys =
+                self.spec.key_fixes_the_day() && self.keys.add(&day, &earlier, &rows)?;
             write_parquet(&full, rows.schema(), std::slice::from_ref(&rows))?;
             next.parts.push(Part {
                 path,
@@ -257,6 +276,7 @@ impl TableFiles {
                 from,
                 to,
                 rows: rows.num_rows() as u64,
+                unique_keys,
             });
             touched.push(day);
         }
@@ -304,6 +324,10 @@ impl TableFiles {
             from,
             to,
             rows,
+            // Each input's keys were new to the files of its day written before it, so the
+            // merged file's keys are new to those before the first input and unique in it;
+            // and a later file's claim was made against the inputs' keys, the merged file's.
+            unique_keys: inputs.iter().all(|p| p.unique_keys),
         };
         let mut next = self.manifest.clone();
         let gone: BTreeSet<&str> = inputs.iter().map(|p| p.path.as_str()).collect();
@@ -450,6 +474,9 @@ mod tests {
             timestamps: &["occurred_at"],
             day_column: "occurred_at",
             wide: &[],
+            keys: &["value"],
+            key_day: true,
+            version: "occurred_at",
         }
     }
 
@@ -661,6 +688,7 @@ mod tests {
                 from: 0,
                 to: 0,
                 rows: 0,
+                unique_keys: false,
             })
             .collect();
         assert_eq!(linked.len(), 7);
@@ -682,5 +710,107 @@ mod tests {
             0,
             "snapshots go when dropped"
         );
+    }
+
+    /// (day, level, unique_keys) of each part, sorted.
+    fn claims(table: &TableFiles) -> Vec<(String, u8, bool)> {
+        let mut claims: Vec<_> = table
+            .parts()
+            .iter()
+            .map(|p| (p.day.clone(), p.level, p.unique_keys))
+            .collect();
+        claims.sort();
+        claims
+    }
+
+    /// Rows whose values (the key) are `values`, all on the first day.
+    fn rows_of(values: &[i64]) -> RecordBatch {
+        let schema = batch(0, 1, 1).schema();
+        let times: TimestampMicrosecondArray = values
+            .iter()
+            .map(|_| Some(START))
+            .collect::<TimestampMicrosecondArray>()
+            .with_timezone("UTC");
+        RecordBatch::try_new(
+            schema,
+            vec![Arc::new(times), Arc::new(Int64Array::from(values.to_vec()))],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_file_says_whether_it_repeats_a_key_of_its_day() {
+        let store = tempfile::tempdir().unwrap();
+        let mut table = TableFiles::open(store.path(), spec()).unwrap();
+        table.write(&rows_of(&[1, 2, 3]), 0, 3).unwrap();
+        table.write(&rows_of(&[4, 5]), 3, 5).unwrap();
+        // 2 again (a replay), then a file with one key twice.
+        table.write(&rows_of(&[6, 2]), 5, 7).unwrap();
+        table.write(&rows_of(&[7, 7]), 7, 9).unwrap();
+        table.write(&rows_of(&[8]), 9, 10).unwrap();
+        let unique: Vec<bool> = table.parts().iter().map(|p| p.unique_keys).collect();
+        assert_eq!(unique, [true, true, false, false, true]);
+        // Reopened (no keys held): a repeat is found in the day's files.
+        let mut table = TableFiles::open(store.path(), spec()).unwrap();
+        table.write(&rows_of(&[9, 10]), 10, 12).unwrap();
+        table.write(&rows_of(&[3]), 12, 13).unwrap();
+        let unique: Vec<bool> = table.parts()[5..].iter().map(|p| p.unique_keys).collect();
+        assert_eq!(unique, [true, false]);
+        // The same key on another day is another key (ClickHouse's key holds the day).
+        let other_day = batch(1, 2, 2);
+        table.write(&other_day, 13, 14).unwrap();
+        assert!(table.parts().last().unwrap().unique_keys);
+    }
+
+    #[test]
+    fn a_merge_is_unique_when_all_its_inputs_are() {
+        let store = tempfile::tempdir().unwrap();
+        let mut table = TableFiles::open(store.path(), spec()).unwrap();
+        // Two days; on the second (odd offsets) record 9 repeats record 1's key.
+        for flush in 0..8u64 {
+            let from = flush * 2;
+            let mut rows = batch(from, from + 2, 2);
+            if flush == 4 {
+                let times = rows.column(0).clone();
+                rows = RecordBatch::try_new(
+                    rows.schema(),
+                    vec![times, Arc::new(Int64Array::from(vec![8, 1]))],
+                )
+                .unwrap();
+            }
+            table.write(&rows, from, from + 2).unwrap();
+        }
+        let first = day_of(START);
+        let second = day_of(START + DAY);
+        assert_eq!(claims(&table), [(first, 1, true), (second, 1, false)]);
+    }
+
+    #[test]
+    fn a_day_no_longer_held_is_read_back_from_its_files() {
+        let store = tempfile::tempdir().unwrap();
+        let mut table = TableFiles::open(store.path(), spec()).unwrap();
+        // Offsets 0..4 over four days: each day one key; then each day's key again, the
+        // first days long evicted (KEPT_DAYS = 2).
+        assert_eq!(super::super::day_keys::KEPT_DAYS, 2);
+        table.write(&batch(0, 4, 4), 0, 4).unwrap();
+        let mut again = Vec::new();
+        for record in 0..4u64 {
+            table
+                .write(&batch(record, record + 1, 4), 4 + record, 5 + record)
+                .unwrap();
+            again.push(table.parts().last().unwrap().unique_keys);
+        }
+        assert_eq!(again, [false; 4]);
+        assert!(table.parts()[..4].iter().all(|p| p.unique_keys));
+    }
+
+    #[test]
+    fn a_manifest_from_before_unique_keys_says_its_files_may_repeat() {
+        let manifest: Manifest = serde_json::from_str(
+            r#"{"committed": 3, "parts": [{"path": "date=2026-11-25/part-000000000000-000000000003.L0.parquet",
+                "day": "2026-11-25", "level": 0, "from": 0, "to": 3, "rows": 3}]}"#,
+        )
+        .unwrap();
+        assert!(!manifest.parts[0].unique_keys);
     }
 }

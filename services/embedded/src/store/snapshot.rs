@@ -18,6 +18,8 @@ const ATTEMPTS: usize = 100;
 /// The store as of one manifest per table. Keep it alive while the query runs.
 pub struct Snapshot {
     dir: tempfile::TempDir,
+    /// The tables none of whose files repeats a key ([`super::parts::Part::unique_keys`]).
+    unique: Vec<&'static str>,
 }
 
 impl Snapshot {
@@ -33,10 +35,20 @@ impl Snapshot {
                 "cannot create a snapshot in {}",
                 root.display()
             )))?;
+        let mut unique = Vec::new();
         for spec in TABLES {
-            link_table(&store.join(spec.name), &dir.path().join(spec.name))?;
+            let manifest = link_table(&store.join(spec.name), &dir.path().join(spec.name))?;
+            if manifest.parts.iter().all(|p| p.unique_keys) {
+                unique.push(spec.name);
+            }
         }
-        Ok(Snapshot { dir })
+        Ok(Snapshot { dir, unique })
+    }
+
+    /// True when no key of `table` is stored twice in this snapshot: each row is the
+    /// only version of its key, and the table reads as `FINAL` would without de-duplicating.
+    pub fn keys_are_unique(&self, table: &str) -> bool {
+        self.unique.contains(&table)
     }
 
     /// The directory of `table`'s files in this snapshot.
@@ -45,8 +57,9 @@ impl Snapshot {
     }
 }
 
-/// Links the files of one manifest of the table in `source` into `target`.
-fn link_table(source: &Path, target: &Path) -> Result<(), EmbeddedError> {
+/// Links the files of one manifest of the table in `source` into `target`; returns that
+/// manifest.
+fn link_table(source: &Path, target: &Path) -> Result<Manifest, EmbeddedError> {
     for _ in 0..ATTEMPTS {
         if target.exists() {
             std::fs::remove_dir_all(target)
@@ -74,7 +87,7 @@ fn link_table(source: &Path, target: &Path) -> Result<(), EmbeddedError> {
             }
         }
         if whole {
-            return Ok(());
+            return Ok(manifest);
         }
     }
     Err(EmbeddedError::Store(format!(
