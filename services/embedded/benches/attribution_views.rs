@@ -15,6 +15,11 @@
 //! is run once with a limit of `TALLY_BENCH_NAIVE_SECONDS` (300) and, if it answered within
 //! 60 s, `TALLY_BENCH_RUNS` times.
 //!
+//! To try another formulation without a rebuild, `TALLY_BENCH_SQL=FILE` runs FILE's statements
+//! (`;`-separated, say `CREATE OR REPLACE VIEW cost_per_deploy AS ...`) before timing; with
+//! `TALLY_BENCH_EXPLAIN=1` each view's `EXPLAIN ANALYZE` is printed after its runs (where the
+//! time goes, operator by operator).
+//!
 //! Run: `cargo bench -p tally-embedded --bench attribution_views`
 //! (`TALLY_BENCH_SIZES=31x500000,3100x500000,10000x10000000` by default.)
 use std::path::{Path, PathBuf};
@@ -188,6 +193,22 @@ async fn time(context: &SessionContext, sql: &str, limit: Duration) -> Option<Du
     Some(started.elapsed())
 }
 
+/// Prints the operators of `sql`'s plan as run, with their rows and compute time.
+async fn explain(context: &SessionContext, sql: &str) {
+    let analyze = format!("EXPLAIN ANALYZE {sql}");
+    let batches = context
+        .sql(&analyze)
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    println!(
+        "{}",
+        datafusion::arrow::util::pretty::pretty_format_batches(&batches).unwrap()
+    );
+}
+
 fn naive_cost_per_deploy() -> String {
     include_str!("../tests/naive/cost_per_deploy.sql").replace(
         "CREATE VIEW cost_per_deploy",
@@ -228,6 +249,15 @@ async fn main() {
         let dir = store(&root, deploys, calls);
         let (context, _snapshot) = query::context(&dir).await.unwrap();
         context.sql(&naive_cost_per_deploy()).await.unwrap();
+        if let Some(file) = std::env::var_os("TALLY_BENCH_SQL") {
+            let text = std::fs::read_to_string(&file).expect("TALLY_BENCH_SQL: a readable file");
+            for statement in text.split(';').filter(|s| !s.trim().is_empty()) {
+                context
+                    .sql(statement)
+                    .await
+                    .unwrap_or_else(|e| panic!("{statement}: {e}"));
+            }
+        }
         for (name, sql) in [
             ("cost_per_deploy", "SELECT * FROM cost_per_deploy"),
             ("cost_per_ticket", "SELECT * FROM cost_per_ticket(0.5, 120)"),
@@ -238,6 +268,9 @@ async fn main() {
                 times.push(time(&context, sql, forever).await.unwrap());
             }
             println!("  {name:<22} {}", summary(&times));
+            if std::env::var_os("TALLY_BENCH_EXPLAIN").is_some() {
+                explain(&context, sql).await;
+            }
         }
         for (name, sql) in [
             (

@@ -8,14 +8,14 @@
 //! and tokens are taken over `DECIMAL(38, 0)` (`CAST(x AS DECIMAL(38, 0))`): a BIGINT sum wraps. The report
 //! views of ClickHouse are there too (`sql/datafusion/`): `emissions_monthly`,
 //! `cost_per_deploy`, `team_efficiency`, and `cost_per_ticket(share, rate)`, a table function.
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
     Array, ArrayRef, Decimal128Array, Int64Array, RecordBatch, StringArray,
     TimestampMicrosecondArray,
 };
-use datafusion::arrow::datatypes::{DataType, TimeUnit};
+use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::catalog::{TableFunctionImpl, TableProvider};
 use datafusion::common::ScalarValue;
@@ -23,7 +23,7 @@ use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
-use datafusion::datasource::ViewTable;
+use datafusion::datasource::{MemTable, ViewTable};
 use datafusion::error::DataFusionError;
 use datafusion::logical_expr::Expr;
 use datafusion::logical_expr::{
@@ -45,14 +45,24 @@ fn extra_columns(table: &str) -> &'static str {
 }
 
 /// The SQL of a table's view, which reads as ClickHouse's `FINAL` does (one row per key, the
-/// latest version): the stored rows as they are when the snapshot holds each key once (the
-/// files say so, [`crate::store::parts::Part::unique_keys`]), else [`final_view`].
-fn table_view(spec: &TableSpec, unique: bool) -> String {
+/// latest version): the files of days where no key repeats (`<table>_stored`) as they are,
+/// the others (`<table>_repeats`, a replay's days) through [`final_view`]; `with_stored` and
+/// `with_repeats` say which of the two has files.
+fn table_view(spec: &TableSpec, with_stored: bool, with_repeats: bool) -> String {
     let extra = extra_columns(spec.name);
-    if unique {
-        format!("SELECT s.*{extra} FROM {}_stored AS s", spec.name)
-    } else {
-        final_view(spec.name, &spec.key_expressions("{t}"), spec.version, extra)
+    let stored = format!("SELECT s.*{extra} FROM {}_stored AS s", spec.name);
+    let repeats = || {
+        final_view(
+            &format!("{}_repeats", spec.name),
+            &spec.key_expressions("{t}"),
+            spec.version,
+            extra,
+        )
+    };
+    match (with_stored, with_repeats) {
+        (_, false) => stored,
+        (false, true) => repeats(),
+        (true, true) => format!("{stored} UNION ALL {}", repeats()),
     }
 }
 
@@ -60,8 +70,8 @@ fn table_view(spec: &TableSpec, unique: bool) -> String {
 /// only the keys stored more than once (a replay after a restart) go through `DISTINCT ON`,
 /// which keeps the latest version. `DISTINCT ON` over every row was the cost of every query
 /// on this store (an ordered `first_value` per column and key: 6 s at 500,000 calls). `keys`
-/// are SQL expressions over the table aliased `{t}`.
-fn final_view(table: &str, keys: &[String], version: &str, extra: &str) -> String {
+/// are SQL expressions over the table `source` aliased `{t}`.
+fn final_view(source: &str, keys: &[String], version: &str, extra: &str) -> String {
     let over =
         |alias: &str| -> Vec<String> { keys.iter().map(|k| k.replace("{t}", alias)).collect() };
     let grouped = over("x");
@@ -80,14 +90,14 @@ fn final_view(table: &str, keys: &[String], version: &str, extra: &str) -> Strin
         .join(" AND ");
     let grouped = grouped.join(", ");
     let repeated = format!(
-        "SELECT 1 FROM (SELECT {named} FROM {table}_stored AS x GROUP BY {grouped} HAVING count(*) > 1) AS r \
+        "SELECT 1 FROM (SELECT {named} FROM {source} AS x GROUP BY {grouped} HAVING count(*) > 1) AS r \
          WHERE {same_key}"
     );
     let ordered = over("s").join(", ");
     format!(
-        "SELECT s.*{extra} FROM {table}_stored AS s WHERE NOT EXISTS ({repeated}) \
+        "SELECT s.*{extra} FROM {source} AS s WHERE NOT EXISTS ({repeated}) \
          UNION ALL \
-         SELECT * FROM (SELECT DISTINCT ON ({ordered}) s.*{extra} FROM {table}_stored AS s \
+         SELECT * FROM (SELECT DISTINCT ON ({ordered}) s.*{extra} FROM {source} AS s \
          WHERE EXISTS ({repeated}) ORDER BY {ordered}, s.{version} DESC)"
     )
 }
@@ -379,19 +389,21 @@ pub async fn context(store: &Path) -> Result<(SessionContext, Snapshot), Embedde
     context.register_udf(scale9());
     context.register_udf(intdiv());
     context.register_udf(utc());
-    for spec in TABLES {
-        let dir = snapshot.table_dir(spec.name);
-        let url = ListingTableUrl::parse(format!("{}/", dir.display()))?;
-        let options =
-            ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
-        let config = ListingTableConfig::new(url)
-            .with_listing_options(options)
-            .with_schema(schema(spec.name)?);
-        let table = ListingTable::try_new(config)?;
-        context.register_table(format!("{}_stored", spec.name), Arc::new(table))?;
-    }
     for spec in &TABLES {
-        let sql = table_view(spec, snapshot.keys_are_unique(spec.name));
+        let files = snapshot.files(spec.name);
+        let schema = schema(spec.name)?;
+        for (suffix, paths) in [
+            ("stored", &files.as_stored),
+            ("repeats", &files.to_deduplicate),
+        ] {
+            let table = parquet_files(&schema, paths)?;
+            context.register_table(format!("{}_{suffix}", spec.name), table)?;
+        }
+        let sql = table_view(
+            spec,
+            !files.as_stored.is_empty(),
+            !files.to_deduplicate.is_empty(),
+        );
         context
             .sql(&format!("CREATE VIEW {} AS {sql}", spec.name))
             .await?;
@@ -406,6 +418,26 @@ pub async fn context(store: &Path) -> Result<(SessionContext, Snapshot), Embedde
         }),
     );
     Ok((context, snapshot))
+}
+
+/// A table of the Parquet files `paths` (none: an empty table of `schema`).
+fn parquet_files(
+    schema: &SchemaRef,
+    paths: &[PathBuf],
+) -> Result<Arc<dyn TableProvider>, EmbeddedError> {
+    if paths.is_empty() {
+        return Ok(Arc::new(MemTable::try_new(schema.clone(), vec![vec![]])?));
+    }
+    let urls = paths
+        .iter()
+        .map(|p| ListingTableUrl::parse(p.display().to_string()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let options =
+        ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+    let config = ListingTableConfig::new_with_multi_paths(urls)
+        .with_listing_options(options)
+        .with_schema(schema.clone());
+    Ok(Arc::new(ListingTable::try_new(config)?))
 }
 
 /// Runs one SQL statement.
@@ -608,7 +640,7 @@ mod tests {
         let table = MemTable::try_new(schema, vec![vec![batch]]).unwrap();
         context.register_table("t_stored", Arc::new(table)).unwrap();
         let keys = ["{t}.tenant".to_string(), "{t}.id".to_string()];
-        let view = final_view("t", &keys, "version", ", figure * 2 AS double");
+        let view = final_view("t_stored", &keys, "version", ", figure * 2 AS double");
         let sql = format!("SELECT * FROM ({view}) ORDER BY tenant, id NULLS LAST");
         let read = render(&run(&context, &sql).await.unwrap(), Format::Csv).unwrap();
         let expected = [

@@ -1,7 +1,7 @@
 //! `tally up`'s store reads one row per key, the latest version, as ClickHouse's `FINAL` does,
 //! whether or not its files say their keys are unique: a table none of whose files repeats a
-//! key is read as stored, one with a replayed call through the de-duplicating view, and both
-//! give the same figures. The key is ClickHouse's: a call sent again on another day is another
+//! key is read as stored, the days of a replayed call through the de-duplicating view (the
+//! other days still as stored), and both give the same figures. The key is ClickHouse's: a call sent again on another day is another
 //! row there, and here.
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
@@ -113,4 +113,30 @@ async fn a_replayed_call_is_read_once_at_its_latest_version_and_the_rest_as_stor
     assert!(Snapshot::take(&store).unwrap().keys_are_unique("llm_calls"));
     let beside = expected.replace("team-1,3,312,0.000000312", "team-1,4,1316,0.000001316");
     assert_eq!(totals(&store).await.trim_end(), beside);
+
+    // call-4 replayed on day 0 while day 1 has calls of its own: day 0's files are read
+    // de-duplicated, day 1's as stored, and the figures are those of both days, call-4 once.
+    let two_days = tempfile::tempdir().unwrap();
+    let day_1 = |range: std::ops::Range<u64>| range.map(|n| call(n, 0, 100 + n as i64, 1));
+    let store = store_of(
+        two_days.path(),
+        vec![
+            calls(0..6).chain(day_1(0..3)).collect(),
+            calls(6..9).chain([call(4, 1_000_000, 1_004, 0)]).collect(),
+        ],
+    );
+    let files = Snapshot::take(&store).unwrap().files("llm_calls");
+    assert_eq!(
+        (files.as_stored.len(), files.to_deduplicate.len()),
+        (1, 2),
+        "day 1's one file as stored, day 0's two de-duplicated: {files:?}"
+    );
+    let both = [
+        "team,calls,cost,usd",
+        "team-0,4,409,0.000000409",
+        "team-1,4,1313,0.000001313",
+        "team-2,4,417,0.000000417",
+    ]
+    .join("\n");
+    assert_eq!(totals(&store).await.trim_end(), both);
 }

@@ -25,8 +25,10 @@ use crate::EmbeddedError;
 
 /// Days whose keys are held at once: the day being written and the day before it (late calls).
 pub const KEPT_DAYS: usize = 2;
-/// A day with more keys than this is not held (about 16 bytes a key: 128 MB).
-pub const MOST_KEYS_A_DAY: usize = 8_000_000;
+/// A day with more keys than this is not held. A held day is a hashbrown table of `u64`s: at
+/// this limit 8,388,608 buckets of 9 bytes (the hash and a control byte), 75.5 MB; a table
+/// whose key holds the day keeps at most [`KEPT_DAYS`] of them.
+pub const MOST_KEYS_A_DAY: usize = 4_000_000;
 
 /// What is known of one day's keys.
 enum Known {

@@ -4,10 +4,17 @@
 //! them; the query's links keep the data, so it reads the whole table as of one manifest,
 //! never a file that vanished, never a file twice. The directory goes when the snapshot is
 //! dropped; one left by a process that died is removed by the next snapshot.
+//!
+//! It also sorts each table's files by how they are to be read ([`TableFilesToRead`]): a day
+//! none of whose files repeats a key ([`super::parts::Part::unique_keys`]) as stored, the
+//! other days through the de-duplicating view. The key of a table whose files say so holds the
+//! day, so two rows of one key are always in one day's files, and a replay after a restart
+//! costs the de-duplication of its own days only.
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use super::parts::Manifest;
-use super::{io, TABLES};
+use super::{io, TableSpec, TABLES};
 use crate::EmbeddedError;
 
 const SNAPSHOTS: &str = ".snapshots";
@@ -18,8 +25,17 @@ const ATTEMPTS: usize = 100;
 /// The store as of one manifest per table. Keep it alive while the query runs.
 pub struct Snapshot {
     dir: tempfile::TempDir,
-    /// The tables none of whose files repeats a key ([`super::parts::Part::unique_keys`]).
-    unique: Vec<&'static str>,
+    /// Each table's files, by how they are read.
+    files: Vec<(&'static str, TableFilesToRead)>,
+}
+
+/// A table's files in a snapshot, by how a query reads them.
+#[derive(Debug, Default, Clone)]
+pub struct TableFilesToRead {
+    /// Files of days where no key is stored twice: each row is the only version of its key.
+    pub as_stored: Vec<PathBuf>,
+    /// Files of days where a key may be stored twice (a replay): read de-duplicated.
+    pub to_deduplicate: Vec<PathBuf>,
 }
 
 impl Snapshot {
@@ -35,26 +51,61 @@ impl Snapshot {
                 "cannot create a snapshot in {}",
                 root.display()
             )))?;
-        let mut unique = Vec::new();
+        let mut files = Vec::new();
         for spec in TABLES {
-            let manifest = link_table(&store.join(spec.name), &dir.path().join(spec.name))?;
-            if manifest.parts.iter().all(|p| p.unique_keys) {
-                unique.push(spec.name);
-            }
+            let target = dir.path().join(spec.name);
+            let manifest = link_table(&store.join(spec.name), &target)?;
+            files.push((spec.name, files_to_read(&spec, &manifest, &target)));
         }
-        Ok(Snapshot { dir, unique })
+        Ok(Snapshot { dir, files })
+    }
+
+    /// `table`'s files in this snapshot, by how they are read.
+    pub fn files(&self, table: &str) -> TableFilesToRead {
+        self.files
+            .iter()
+            .find(|(name, _)| *name == table)
+            .map(|(_, files)| files.clone())
+            .unwrap_or_default()
     }
 
     /// True when no key of `table` is stored twice in this snapshot: each row is the
     /// only version of its key, and the table reads as `FINAL` would without de-duplicating.
     pub fn keys_are_unique(&self, table: &str) -> bool {
-        self.unique.contains(&table)
+        self.files(table).to_deduplicate.is_empty()
     }
 
     /// The directory of `table`'s files in this snapshot.
     pub fn table_dir(&self, table: &str) -> PathBuf {
         self.dir.path().join(table)
     }
+}
+
+/// The files of `manifest`, linked in `target`, by how they are read: a day all of whose files
+/// say their keys are unique as stored, any other day de-duplicated (every day, for a table
+/// whose key does not hold the day).
+fn files_to_read(spec: &TableSpec, manifest: &Manifest, target: &Path) -> TableFilesToRead {
+    let repeating_days: BTreeSet<&str> = manifest
+        .parts
+        .iter()
+        .filter(|p| !p.unique_keys || !spec.key_fixes_the_day())
+        .map(|p| p.day.as_str())
+        .collect();
+    let mut files = TableFilesToRead::default();
+    for part in &manifest.parts {
+        let path = target.join(linked_name(&part.path));
+        if repeating_days.contains(part.day.as_str()) {
+            files.to_deduplicate.push(path);
+        } else {
+            files.as_stored.push(path);
+        }
+    }
+    files
+}
+
+/// The name of a store file's link in a snapshot: one directory, so `/` becomes `__`.
+fn linked_name(path: &str) -> String {
+    path.replace('/', "__")
 }
 
 /// Links the files of one manifest of the table in `source` into `target`; returns that
@@ -71,7 +122,7 @@ fn link_table(source: &Path, target: &Path) -> Result<Manifest, EmbeddedError> {
         let mut whole = true;
         for part in &manifest.parts {
             let from = source.join(&part.path);
-            let to = target.join(part.path.replace('/', "__"));
+            let to = target.join(linked_name(&part.path));
             match std::fs::hard_link(&from, &to) {
                 Ok(()) => {}
                 // Merged away since the manifest was read: read the newer one.
