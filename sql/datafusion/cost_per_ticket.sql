@@ -51,7 +51,7 @@ marks AS (
 -- with calls are cut, so a stretch without any (a call stamped at the epoch, a team quiet for
 -- a year) costs nothing.
 call_hours AS (
-    SELECT DISTINCT tenant, team, date_trunc('hour', occurred_at) AS hour FROM llm_calls
+    SELECT DISTINCT tenant, team, date_bin(INTERVAL '1 hour', occurred_at) AS hour FROM llm_calls
 ),
 pieces AS (
     SELECT m.tenant AS tenant, m.team AS team, m.mark AS mark, m.after AS after, m.at AS at, h.hour AS hour
@@ -62,7 +62,7 @@ pieces AS (
 buckets AS (
     SELECT p.mark AS mark, sum(CAST(coalesce(c.cost_total_nanos, 0) AS DECIMAL(38, 0))) AS cost_nanos
     FROM llm_calls AS c
-    JOIN pieces AS p ON p.tenant = c.tenant AND p.team = c.team AND p.hour = date_trunc('hour', c.occurred_at)
+    JOIN pieces AS p ON p.tenant = c.tenant AND p.team = c.team AND p.hour = date_bin(INTERVAL '1 hour', c.occurred_at)
     WHERE c.ticket_id IS NULL AND c.occurred_at <= p.at AND (p.after IS NULL OR c.occurred_at > p.after)
     GROUP BY p.mark
 ),

@@ -2,6 +2,8 @@
 -- the tables of `tally query` (which read as ClickHouse's FINAL does). Same names, same
 -- columns, same figures: a test compares the reports built on both. Keep them in step.
 -- `scale9(n)` is n x 10^-9 as an exact DECIMAL(38, 9); `intdiv(n, d)` ClickHouse's intDiv; `utc('YYYY-MM-DD')` a UTC midnight. Sums are over DECIMAL(38, 0): a BIGINT sum wraps.
+-- Hours and days of a call are taken with date_bin (arithmetic on the UTC timestamp); date_trunc,
+-- which converts each value through the time zone, only over grouped rows.
 
 CREATE VIEW emissions_monthly AS
 SELECT
@@ -77,7 +79,7 @@ marks AS (
 -- with calls are cut, so a stretch without any (a call stamped at the epoch, a team quiet for
 -- a year) costs nothing.
 call_hours AS (
-    SELECT DISTINCT tenant, team, date_trunc('hour', occurred_at) AS hour FROM llm_calls
+    SELECT DISTINCT tenant, team, date_bin(INTERVAL '1 hour', occurred_at) AS hour FROM llm_calls
 ),
 pieces AS (
     SELECT m.tenant AS tenant, m.team AS team, m.mark AS mark, m.after AS after, m.at AS at, h.hour AS hour
@@ -90,7 +92,7 @@ buckets AS (
            sum(CAST(coalesce(c.cost_total_nanos, 0) AS DECIMAL(38, 0))) AS cost_nanos,
            sum(CASE WHEN c.unpriced THEN 1 ELSE 0 END) AS unpriced
     FROM llm_calls AS c
-    JOIN pieces AS p ON p.tenant = c.tenant AND p.team = c.team AND p.hour = date_trunc('hour', c.occurred_at)
+    JOIN pieces AS p ON p.tenant = c.tenant AND p.team = c.team AND p.hour = date_bin(INTERVAL '1 hour', c.occurred_at)
     WHERE c.occurred_at <= p.at AND (p.after IS NULL OR c.occurred_at > p.after)
     GROUP BY p.mark
     UNION ALL
@@ -144,12 +146,20 @@ FROM sums;
 
 CREATE VIEW team_efficiency AS
 WITH
+    -- by UTC day first (date_bin, arithmetic on the timestamp), then by month over the days:
+    -- date_trunc of a timestamp with a time zone converts each value, a third of the view's
+    -- time when taken per call at 10 million calls
     spend AS (
-        SELECT tenant, team, CAST(date_trunc('month', occurred_at) AS DATE) AS month,
-               sum(CAST(input_tokens + output_tokens AS DECIMAL(38, 0))) AS tokens,
-               sum(CAST(coalesce(cost_total_nanos, 0) AS DECIMAL(38, 0))) AS cost_nanos,
-               sum(CASE WHEN unpriced THEN 1 ELSE 0 END) AS unpriced_calls
-        FROM llm_calls GROUP BY 1, 2, 3
+        SELECT tenant, team, CAST(date_trunc('month', day) AS DATE) AS month,
+               sum(tokens) AS tokens, sum(cost_nanos) AS cost_nanos, sum(unpriced_calls) AS unpriced_calls
+        FROM (
+            SELECT tenant, team, date_bin(INTERVAL '1 day', occurred_at) AS day,
+                   sum(CAST(input_tokens + output_tokens AS DECIMAL(38, 0))) AS tokens,
+                   sum(CAST(coalesce(cost_total_nanos, 0) AS DECIMAL(38, 0))) AS cost_nanos,
+                   sum(CASE WHEN unpriced THEN 1 ELSE 0 END) AS unpriced_calls
+            FROM llm_calls GROUP BY 1, 2, 3
+        ) AS days
+        GROUP BY 1, 2, 3
     ),
     shipped AS (
         SELECT tenant, team, CAST(date_trunc('month', occurred_at) AS DATE) AS month, count(*) AS deploys

@@ -179,7 +179,11 @@ impl TableSpec {
     pub fn key_expressions(&self, alias: &str) -> Vec<String> {
         let mut keys: Vec<String> = self.keys.iter().map(|k| format!("{alias}.{k}")).collect();
         if self.key_day {
-            keys.push(format!("date_trunc('day', {alias}.{})", self.day_column));
+            // date_bin: arithmetic on the UTC timestamp, where date_trunc converts each value.
+            keys.push(format!(
+                "date_bin(INTERVAL '1 day', {alias}.{})",
+                self.day_column
+            ));
         }
         keys
     }
