@@ -548,8 +548,9 @@ async fn query_relations() -> Relations {
         .expect("the default schema")
         .table_names()
         .into_iter()
-        // `<table>_stored` are the Parquet tables: the DataFusion place, read on its own.
-        .filter(|n| !n.ends_with("_stored"))
+        // `<table>_stored` (and its days read as stored, `_stored_unique`, and a replay's days,
+        // `_stored_repeats`) are the Parquet tables: the DataFusion place, read on its own.
+        .filter(|n| !n.contains("_stored"))
         .collect();
     if context.table_function("cost_per_ticket").is_ok() {
         names.push("cost_per_ticket".to_string());

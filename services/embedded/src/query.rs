@@ -45,21 +45,22 @@ fn extra_columns(table: &str) -> &'static str {
 }
 
 /// The SQL of a table's view, which reads as ClickHouse's `FINAL` does (one row per key, the
-/// latest version): the files of days where no key repeats (`<table>_stored`) as they are,
-/// the others (`<table>_repeats`, a replay's days) through [`final_view`]; `with_stored` and
-/// `with_repeats` say which of the two has files.
-fn table_view(spec: &TableSpec, with_stored: bool, with_repeats: bool) -> String {
+/// latest version): the files of days where no key repeats (`<table>_stored_unique`) as they
+/// are, the others (`<table>_stored_repeats`, a replay's days) through [`final_view`];
+/// `with_unique` and `with_repeats` say which of the two has files. (`<table>_stored` is
+/// every file: the rows as stored.)
+fn table_view(spec: &TableSpec, with_unique: bool, with_repeats: bool) -> String {
     let extra = extra_columns(spec.name);
-    let stored = format!("SELECT s.*{extra} FROM {}_stored AS s", spec.name);
+    let stored = format!("SELECT s.*{extra} FROM {}_stored_unique AS s", spec.name);
     let repeats = || {
         final_view(
-            &format!("{}_repeats", spec.name),
+            &format!("{}_stored_repeats", spec.name),
             &spec.key_expressions("{t}"),
             spec.version,
             extra,
         )
     };
-    match (with_stored, with_repeats) {
+    match (with_unique, with_repeats) {
         (_, false) => stored,
         (false, true) => repeats(),
         (true, true) => format!("{stored} UNION ALL {}", repeats()),
@@ -392,9 +393,16 @@ pub async fn context(store: &Path) -> Result<(SessionContext, Snapshot), Embedde
     for spec in &TABLES {
         let files = snapshot.files(spec.name);
         let schema = schema(spec.name)?;
+        let every: Vec<PathBuf> = files
+            .as_stored
+            .iter()
+            .chain(&files.to_deduplicate)
+            .cloned()
+            .collect();
         for (suffix, paths) in [
-            ("stored", &files.as_stored),
-            ("repeats", &files.to_deduplicate),
+            ("stored", &every),
+            ("stored_unique", &files.as_stored),
+            ("stored_repeats", &files.to_deduplicate),
         ] {
             let table = parquet_files(&schema, paths)?;
             context.register_table(format!("{}_{suffix}", spec.name), table)?;

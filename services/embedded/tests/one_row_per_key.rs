@@ -139,4 +139,11 @@ async fn a_replayed_call_is_read_once_at_its_latest_version_and_the_rest_as_stor
     ]
     .join("\n");
     assert_eq!(totals(&store).await.trim_end(), both);
+    // `llm_calls_stored` is every row as stored, the replay too: 9 + 3 + 1.
+    let (context, _snapshot) = query::context(&store).await.unwrap();
+    let batches = query::run(&context, "SELECT count(*) AS n FROM llm_calls_stored")
+        .await
+        .unwrap();
+    let text = query::render(&batches, query::Format::Csv).unwrap();
+    assert_eq!(text.trim_end(), "n\n13");
 }
