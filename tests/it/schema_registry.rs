@@ -74,6 +74,31 @@ fn a_writer_registers_each_topic_backward_and_frames_records_with_the_registrys_
     );
 }
 
+/// Services started together (ingest, process, sink) register the same new subjects and set
+/// their compatibility at the same moment: the registry's 409 "already exists" to the losers
+/// of that race is asked again, and every one of them starts.
+#[test]
+fn writers_starting_at_once_all_register_the_same_new_subjects() {
+    let url = require_schema_registry();
+    let kafka = confluent(&url);
+    let topics = [Topic::LlmCalls, Topic::Alerts, Topic::DeadLetter];
+    let framings: Vec<_> = std::thread::scope(|scope| {
+        let writers: Vec<_> = (0..8)
+            .map(|_| scope.spawn(|| registry::writer(&kafka, &topics)))
+            .collect();
+        writers.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+    let first = framings[0].as_ref().unwrap();
+    for framing in &framings {
+        assert_eq!(framing.as_ref().unwrap(), first);
+    }
+    let client = SchemaRegistry::new(&url, None);
+    for topic in topics {
+        let subject = registry::subject(&kafka.topic(topic));
+        assert_eq!(client.compatibility(&subject).unwrap(), COMPATIBILITY);
+    }
+}
+
 #[test]
 fn a_reader_looks_up_an_id_it_has_not_seen_in_the_registry() {
     let url = require_schema_registry();

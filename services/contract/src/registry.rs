@@ -95,19 +95,7 @@ impl SchemaRegistry {
         // Two writers registering a subject the registry has not seen yet race to create it,
         // and Apicurio answers the loser 409 "already exists"; asked again, it adds the
         // version to the subject the winner created (or finds it there).
-        let mut answer = post();
-        for _ in 0..RACE_RETRIES {
-            match &answer {
-                Err(ContractError::Registry { reason, .. })
-                    if reason.contains("already exists") =>
-                {
-                    std::thread::sleep(Duration::from_millis(50));
-                    answer = post();
-                }
-                _ => break,
-            }
-        }
-        let answer = answer?;
+        let answer = again_after_a_race(post)?;
         id_of(&answer).ok_or_else(|| ContractError::Registry {
             operation,
             reason: format!("the answer {answer} has no numeric id"),
@@ -117,13 +105,19 @@ impl SchemaRegistry {
 
     /// Sets the compatibility level of `subject` (`BACKWARD`, `FULL`, ...).
     pub fn set_compatibility(&self, subject: &str, level: &str) -> Result<(), ContractError> {
-        self.call(
-            "PUT",
-            &format!("/config/{subject}"),
-            Some(json!({ "compatibility": level })),
-            &format!("set the compatibility of subject {subject} to {level}"),
-        )
-        .map(drop)
+        let operation = format!("set the compatibility of subject {subject} to {level}");
+        let put = || {
+            self.call(
+                "PUT",
+                &format!("/config/{subject}"),
+                Some(json!({ "compatibility": level })),
+                &operation,
+            )
+        };
+        // Two services starting together set the same subject's level at once; Apicurio
+        // answers the loser 409 "A rule named 'COMPATIBILITY' already exists", and asked
+        // again it updates the rule the winner created.
+        again_after_a_race(put).map(drop)
     }
 
     /// The compatibility level set on `subject`.
@@ -300,4 +294,22 @@ fn patiently<T>(
             other => return other,
         }
     }
+}
+
+/// `request`'s answer, asked again (up to `RACE_RETRIES` times, 50 ms apart) while the registry
+/// says what it was asked to create "already exists": another writer created it meanwhile.
+fn again_after_a_race(
+    request: impl Fn() -> Result<Value, ContractError>,
+) -> Result<Value, ContractError> {
+    let mut answer = request();
+    for _ in 0..RACE_RETRIES {
+        match &answer {
+            Err(ContractError::Registry { reason, .. }) if reason.contains("already exists") => {
+                std::thread::sleep(Duration::from_millis(50));
+                answer = request();
+            }
+            _ => break,
+        }
+    }
+    answer
 }
