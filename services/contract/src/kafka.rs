@@ -196,21 +196,33 @@ pub async fn create_topics(
     Ok(outcomes)
 }
 
-/// Number of partitions of an existing topic, from the cluster's metadata.
+/// Number of partitions of an existing topic, from the cluster's metadata. A topic created
+/// a moment ago may not be in the metadata the broker answers yet: asked again for up to 5 s.
 pub fn partition_count(admin: &AdminClient<DefaultClientContext>, topic: &str) -> Result<usize> {
-    let metadata = admin
-        .inner()
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .map_err(|e| kafka_error("fetch metadata", e))?;
-    metadata
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic && t.error().is_none())
-        .map(|t| t.partitions().len())
-        .ok_or_else(|| ContractError::Kafka {
-            operation: "fetch metadata",
-            reason: format!("topic {topic} is not in the cluster's metadata"),
-        })
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let metadata = admin
+            .inner()
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .map_err(|e| kafka_error("fetch metadata", e))?;
+        let partitions = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic && t.error().is_none())
+            .map(|t| t.partitions().len());
+        match partitions {
+            Some(partitions) => return Ok(partitions),
+            None if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            None => {
+                return Err(ContractError::Kafka {
+                    operation: "fetch metadata",
+                    reason: format!("topic {topic} is not in the cluster's metadata"),
+                })
+            }
+        }
+    }
 }
 
 fn kafka_error(operation: &'static str, error: impl std::fmt::Display) -> ContractError {
