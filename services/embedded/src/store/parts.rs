@@ -56,7 +56,8 @@ pub struct Part {
     pub rows: u64,
     /// True when no key of the file is in a file of its day written before it, nor twice in
     /// it ([`super::day_keys`]); false when one may be (a replay), or for a file written before
-    /// this was recorded. A table all of whose files say true holds each key once.
+    /// this was recorded. A day all of whose files say true holds each of its keys once
+    /// (read as stored; [`super::snapshot`]).
     #[serde(default)]
     pub unique_keys: bool,
 }
