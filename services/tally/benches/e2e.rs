@@ -28,7 +28,7 @@
 //!
 //! Needs Kafka and ClickHouse (`scripts/services.sh start`, or `TALLY_KAFKA_BROKERS` and
 //! `TALLY_CLICKHOUSE_URL`) and python3 (the peer's venv is made by scripts/peer-venv.sh).
-//! Run: `cargo bench -p tally --bench e2e` (3 runs, ~20 min), `-- --quick` (~2.5 min),
+//! Run: `cargo bench -p tally --bench e2e` (3 runs, under 15 min), `-- --quick` (~2.5 min),
 //! `-- --runs N`.
 #[path = "e2e/ceilings.rs"]
 mod ceilings;

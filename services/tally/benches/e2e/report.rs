@@ -171,6 +171,21 @@ impl Report {
                 );
             }
         }
+        let _ = writeln!(out, "\nWhere each run's time went (wall-clock seconds):\n");
+        for r in &self.runs {
+            let steps: Vec<String> = r
+                .steps_secs
+                .iter()
+                .map(|(step, secs)| format!("{step} {secs:.0}"))
+                .collect();
+            let _ = writeln!(
+                out,
+                "- run {}: {:.0} s: {}",
+                r.run,
+                r.secs,
+                steps.join(", ")
+            );
+        }
         out
     }
 }

@@ -57,9 +57,9 @@ impl Default for Settings {
         Settings {
             probe_secs: 10.0,
             probe_calls: 400_000,
-            hold_secs: 30,
+            hold_secs: 20,
             max_holds: 4,
-            latency_secs: 15,
+            latency_secs: 12,
             kafka_records: 300_000,
             clickhouse_rows: 200_000,
             backlog: 200_000,
@@ -151,6 +151,25 @@ pub struct RunResult {
     pub peer: SinkRun,
     pub up: UpRun,
     pub secs: f64,
+    /// Wall-clock seconds of each step of the run, in order (where a run's time goes).
+    pub steps_secs: Vec<(String, f64)>,
+}
+
+/// Wall-clock time of each step of a run.
+#[derive(Default)]
+struct Steps {
+    last: Option<std::time::Instant>,
+    secs: Vec<(String, f64)>,
+}
+
+impl Steps {
+    /// Ends the step `name`, begun at the previous mark (or when the run began).
+    fn mark(&mut self, name: &str, began: std::time::Instant) {
+        let now = std::time::Instant::now();
+        let since = now.duration_since(self.last.unwrap_or(began));
+        self.secs.push((name.to_string(), since.as_secs_f64()));
+        self.last = Some(now);
+    }
 }
 
 fn per_million(outcome: &Outcome) -> BTreeMap<String, f64> {
@@ -168,6 +187,7 @@ fn per_million(outcome: &Outcome) -> BTreeMap<String, f64> {
 /// One run.
 pub async fn run(ctx: &Ctx, settings: &Settings, n: usize, bar: &ProgressBar) -> RunResult {
     let started = std::time::Instant::now();
+    let mut steps = Steps::default();
     let name = format!("e2e-{}-r{n}", crate::report::now_stamp().to_lowercase());
     let now = tally_contract::clock::now_micros();
     let base = (now / HOUR_US - 72) * HOUR_US;
@@ -183,6 +203,7 @@ pub async fn run(ctx: &Ctx, settings: &Settings, n: usize, bar: &ProgressBar) ->
         &format!("run {n}: tally deployed ({name}) in {deploy_secs:.1} s"),
     );
     bar.inc(1);
+    steps.mark("deploy", started);
 
     let keys = dep.keys.clone();
     let mut phase = |label: String, load: Load, probes: bool, drain: u64| {
@@ -242,6 +263,7 @@ pub async fn run(ctx: &Ctx, settings: &Settings, n: usize, bar: &ProgressBar) ->
         ),
     );
     bar.inc(1);
+    steps.mark("probe", started);
 
     // Held rates.
     let mut search = Search::new(1.0, STEP, RESOLUTION, settings.max_holds);
@@ -293,6 +315,7 @@ pub async fn run(ctx: &Ctx, settings: &Settings, n: usize, bar: &ProgressBar) ->
         ));
     }
     bar.inc(1);
+    steps.mark("held rates", started);
     let best = holds
         .iter()
         .filter(|(h, _)| h.hold.sustained)
@@ -352,6 +375,7 @@ pub async fn run(ctx: &Ctx, settings: &Settings, n: usize, bar: &ProgressBar) ->
         latency.push(l);
     }
     bar.inc(1);
+    steps.mark("latency", started);
 
     // The run's records, then the services go.
     bar.set_message(format!("run {n}: reading the run's records back"));
@@ -366,6 +390,7 @@ pub async fn run(ctx: &Ctx, settings: &Settings, n: usize, bar: &ProgressBar) ->
         settings.clickhouse_rows.max(settings.backlog),
     );
     dep.remove(ctx).await;
+    steps.mark("records read back, tally removed", started);
 
     bar.set_message(format!("run {n}: Kafka ceiling"));
     let kafka = ceilings::kafka(ctx, &raw, settings.kafka_records).await;
@@ -378,6 +403,7 @@ pub async fn run(ctx: &Ctx, settings: &Settings, n: usize, bar: &ProgressBar) ->
         ),
     );
     bar.inc(1);
+    steps.mark("Kafka ceiling", started);
     bar.set_message(format!("run {n}: ClickHouse ceiling"));
     let rows = ceilings::rows(&enriched[..settings.clickhouse_rows.min(enriched.len())]);
     let clickhouse =
@@ -391,6 +417,7 @@ pub async fn run(ctx: &Ctx, settings: &Settings, n: usize, bar: &ProgressBar) ->
         ),
     );
     bar.inc(1);
+    steps.mark("ClickHouse ceiling", started);
 
     bar.set_message(format!(
         "run {n}: tally sink and the Python peer on the same records"
@@ -421,6 +448,7 @@ pub async fn run(ctx: &Ctx, settings: &Settings, n: usize, bar: &ProgressBar) ->
         ),
     );
     bar.inc(1);
+    steps.mark("tally sink and the peer", started);
 
     bar.set_message(format!("run {n}: tally up"));
     let up = up::run(ctx, &format!("{name}-up"), settings.up_calls, base, "1d").await;
@@ -432,6 +460,7 @@ pub async fn run(ctx: &Ctx, settings: &Settings, n: usize, bar: &ProgressBar) ->
         ),
     );
     bar.inc(1);
+    steps.mark("tally up", started);
 
     let ceiling = kafka.records_per_sec.min(clickhouse.rows_per_sec);
     RunResult {
@@ -450,6 +479,7 @@ pub async fn run(ctx: &Ctx, settings: &Settings, n: usize, bar: &ProgressBar) ->
         peer,
         up,
         secs: started.elapsed().as_secs_f64(),
+        steps_secs: steps.secs,
     }
 }
 
