@@ -15,6 +15,10 @@ use crate::{ContractError, Result};
 /// The broker scripts/services.sh starts.
 pub const DEFAULT_BROKERS: &str = "127.0.0.1:9092";
 
+/// The compression codecs a producer may be configured with (librdkafka's
+/// `compression.type`).
+pub const COMPRESSIONS: [&str; 5] = ["none", "gzip", "snappy", "lz4", "zstd"];
+
 /// Where Kafka is and how tally names its topics there.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

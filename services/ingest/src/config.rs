@@ -3,7 +3,7 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 use tally_contract::config::{ServiceConfig, KAFKA_BROKERS_ENV};
-use tally_contract::kafka::KafkaConfig;
+use tally_contract::kafka::{KafkaConfig, COMPRESSIONS};
 
 use crate::IngestError;
 
@@ -262,8 +262,6 @@ impl ServiceConfig for IngestConfig {
     const ENV_ALIASES: &'static [(&'static str, &'static str)] =
         &[(KAFKA_BROKERS_ENV, "kafka.brokers")];
 }
-
-const COMPRESSIONS: [&str; 5] = ["none", "gzip", "snappy", "lz4", "zstd"];
 
 impl IngestConfig {
     /// Checks what the types cannot: every problem is named by its key.

@@ -456,7 +456,7 @@ fn session(
             config.transaction_timeout_ms.to_string(),
         )
         .set("enable.idempotence", "true")
-        .set("compression.type", "zstd")
+        .set("compression.type", &config.compression)
         .set("linger.ms", "5")
         .set("message.max.bytes", (64 * 1024 * 1024).to_string())
         .create()
