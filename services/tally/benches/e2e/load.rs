@@ -34,8 +34,23 @@ use crate::stats::{Latency, Sample};
 pub enum Load {
     /// As fast as it can: `calls` calls, stopped (SIGKILL) after `max_secs` of sending.
     Saturate { calls: usize, max_secs: f64 },
-    /// `rate` calls/s for `secs` seconds.
+    /// `rate` calls/s for `secs` seconds (stopped `RATE_OVERRUN_SECS` later if gen falls behind).
     Rate { rate: u64, secs: u64 },
+}
+
+/// A gen that cannot keep up with a held rate is stopped this long after the rate's seconds,
+/// so a rate beyond what gen offers costs the run its seconds, not the time to send them all
+/// (its offered rate is what ingest accepted over the time it sent).
+const RATE_OVERRUN_SECS: f64 = 2.0;
+
+impl Load {
+    /// Seconds after the first call accepted at which gen is stopped.
+    fn max_secs(&self) -> f64 {
+        match *self {
+            Load::Saturate { max_secs, .. } => max_secs,
+            Load::Rate { secs, .. } => secs as f64 + RATE_OVERRUN_SECS,
+        }
+    }
 }
 
 /// Latency probes sent beside the load.
@@ -134,7 +149,7 @@ pub async fn run(ctx: &Ctx, dep: &mut Deployment, phase: &Phase, bar: &ProgressB
                 sample.accepted,
                 sample.lag()
             ));
-            let stop = matches!(phase.load, Load::Saturate { max_secs, .. } if elapsed >= max_secs);
+            let stop = elapsed >= phase.load.max_secs();
             if stop || gen.exited() {
                 let gen_cpu = if stop { gen.kill() } else { gen.cpu() };
                 load_end = Some((t, gen_cpu));
