@@ -316,6 +316,11 @@ fn summary(runs: &[RunResult]) -> Vec<Figure> {
         "events/s",
         &|r| Some(r.sink.per_sec),
     );
+    add(
+        "**`tally sink` / ClickHouse ceiling** (goal ≥ 0.8)",
+        "ratio",
+        &|r| Some(r.sink.per_sec / r.clickhouse.rows_per_sec),
+    );
     add("same records: `tally sink`", "CPU-s per M", &|r| {
         Some(r.sink.cpu_per_million)
     });
