@@ -39,6 +39,7 @@ pub const SERVICE_KEYS: &[&str] = &[
     "carbon",
     "clickhouse",
     "commit_interval_ms",
+    "compression",
     "dedup_max_entries",
     "dedup",
     "dedup_window_secs",
